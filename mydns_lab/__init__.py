@@ -1,0 +1,1 @@
+"""MyDNS: dynamic DNS on a Raft-replicated record store."""

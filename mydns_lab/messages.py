@@ -1,0 +1,254 @@
+"""Every value that crosses a process boundary or reaches storage.
+
+Raft's messages and persisted records are frozen, slotted dataclasses so that
+the core dispatches on types with ``match`` instead of on dict keys.
+:func:`encode` and :func:`decode` turn them into bytes and back; this module
+is the only importer of msgpack in the project.
+
+Node ids are small positive ints (``1..n``); ``0`` means "nobody" (no vote,
+no known leader).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import msgpack
+
+NO_NODE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. ``data`` is opaque to Raft; empty data is a no-op."""
+
+    term: int
+    index: int
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What a node must find again after a crash, besides its log."""
+
+    term: int = 0
+    vote: int = NO_NODE
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine as of ``index`` (whose entry had ``term``)."""
+
+    index: int = 0
+    term: int = 0
+    data: bytes = b""
+
+
+# --- Raft RPCs ---------------------------------------------------------------
+#
+# Every message names its sender ``src``, its receiver ``dst`` and the
+# sender's ``term``.
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    """A (pre-)candidate asks for a vote in ``term``.
+
+    For a pre-vote, ``term`` is the term the sender *would* campaign in; the
+    sender has not moved to it and receivers do not either.
+    """
+
+    term: int
+    src: int
+    dst: int
+    last_index: int
+    last_term: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResponse:
+    term: int
+    src: int
+    dst: int
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    """Entries after ``(prev_index, prev_term)``; empty ``entries`` only probes."""
+
+    term: int
+    src: int
+    dst: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesResponse:
+    """Answer to AppendEntries or InstallSnapshot.
+
+    On success ``match_index`` is the last index known to match the leader.
+    On rejection ``rejected_index`` is the ``prev_index`` that did not match,
+    and the fast back-up hint is ``conflict_term`` (0 when the follower's log
+    is too short) with ``conflict_index``, the first index the follower holds
+    of that term (or its last index + 1).
+    """
+
+    term: int
+    src: int
+    dst: int
+    success: bool
+    match_index: int = 0
+    rejected_index: int = 0
+    conflict_term: int = 0
+    conflict_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Leader liveness; ``commit`` is capped at what ``dst`` is known to hold.
+
+    ``read_seq`` is the newest ReadIndex round this heartbeat confirms.
+    """
+
+    term: int
+    src: int
+    dst: int
+    commit: int
+    read_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+    src: int
+    dst: int
+    read_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    term: int
+    src: int
+    dst: int
+    snapshot: Snapshot
+
+
+RaftMessage = Union[
+    RequestVote,
+    RequestVoteResponse,
+    AppendEntries,
+    AppendEntriesResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+]
+
+
+# --- wire codec ----------------------------------------------------------------
+
+_WIRE_TYPES: dict[str, type] = {}
+_FIELD_DECODERS: dict[type, list[Callable[[Any], Any]]] = {}
+
+
+def wire_type(cls: type) -> type:
+    """Register a dataclass so :func:`encode`/:func:`decode` can carry it.
+
+    Modules that define their own messages (the record store, the clerks)
+    decorate them with this; names must be unique across the project. Fields
+    may hold plain msgpack values, other registered dataclasses, tuples of
+    either, or ``X | None`` of either.
+    """
+    name = cls.__name__
+    if name in _WIRE_TYPES and _WIRE_TYPES[name] is not cls:
+        raise ValueError(f"two wire types are named {name}")
+    _WIRE_TYPES[name] = cls
+    return cls
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a message this project knows."""
+
+
+def _decoder_for(hint: Any) -> Callable[[Any], Any]:
+    """How to rebuild a field of type ``hint`` from its msgpack form."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = _decoder_for(options[0]) if len(options) == 1 else (lambda raw: raw)
+        return lambda raw: None if raw is None else inner(raw)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        item = _decoder_for(args[0]) if args else (lambda raw: raw)
+        return lambda raw: tuple(item(r) for r in _expect_list(raw))
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _from_wire
+    return lambda raw: raw
+
+
+def _expect_list(raw: Any) -> list:
+    if not isinstance(raw, list):
+        raise DecodeError(f"expected a list, got {raw!r:.80}")
+    return raw
+
+
+def _field_decoders(cls: type) -> list[Callable[[Any], Any]]:
+    decoders = _FIELD_DECODERS.get(cls)
+    if decoders is None:
+        hints = typing.get_type_hints(cls)
+        decoders = [_decoder_for(hints[f.name]) for f in dataclasses.fields(cls)]
+        _FIELD_DECODERS[cls] = decoders
+    return decoders
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [_to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)]
+        return [type(value).__name__, *fields]
+    if isinstance(value, tuple):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+def _from_wire(raw: Any) -> Any:
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
+        raise DecodeError(f"not an encoded message: {raw!r:.80}")
+    cls = _WIRE_TYPES.get(raw[0])
+    if cls is None:
+        raise DecodeError(f"unknown message type {raw[0]!r}")
+    decoders = _field_decoders(cls)
+    if len(raw) - 1 != len(decoders):
+        raise DecodeError(f"{raw[0]} needs {len(decoders)} fields, got {len(raw) - 1}")
+    try:
+        return cls(*(decode_field(value) for decode_field, value in zip(decoders, raw[1:])))
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"bad {raw[0]}: {exc}") from exc
+
+
+def encode(message: Any) -> bytes:
+    """Serialise a registered dataclass (nested ones and tuples included)."""
+    return msgpack.packb(_to_wire(message), use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    """Inverse of :func:`encode`; raises :class:`DecodeError` on bad input."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"not msgpack: {exc}") from exc
+    return _from_wire(raw)
+
+
+for _cls in (Entry, HardState, Snapshot, RequestVote, RequestVoteResponse, AppendEntries,
+             AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot):
+    wire_type(_cls)
