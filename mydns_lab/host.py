@@ -1,0 +1,39 @@
+"""How every host handles a Ready batch: the one place that does it.
+
+The simulator, the lab's server processes and (later) a real deployment all
+call :func:`handle_ready`, so the order that keeps Raft safe lives here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .messages import RaftMessage
+from .raft import RaftNode, Ready
+from .storage import Storage
+
+
+def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage], None],
+                 apply: Callable[[Ready], None]) -> Ready | None:
+    """Handle the node's next Ready, if any, and return it.
+
+    Persist -> send -> apply -> advance. Persisting first is what makes a
+    vote or an acknowledgement binding: no message leaves before the state
+    it promises is durable. ``apply`` installs ``rd.snapshot`` when
+    ``rd.install_snapshot`` is set, then applies ``rd.committed_entries`` in
+    order, and may act on ``rd.read_states`` and ``rd.soft_state``.
+
+    If ``storage.save`` raises, nothing is sent or applied and the node must
+    be discarded: its in-memory state is ahead of what is durable.
+    """
+    rd = node.ready()
+    if rd is None:
+        return None
+    if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+        storage.save(rd.hard_state, rd.entries, rd.snapshot)
+    for msg in rd.messages:
+        send(msg)
+    apply(rd)
+    node.advance(rd)
+    return rd
