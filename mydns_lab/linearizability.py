@@ -1,0 +1,575 @@
+"""Linearizability checking of operation histories, in the manner of porcupine.
+
+Simulator tests record what clients saw as :class:`Operation` values and call
+:func:`check` with a :class:`Model` of the object they used. The checker runs
+Wing & Gong's search with Lowe's just-in-time linearization and memoisation:
+walk a time-ordered, doubly-linked list of call and return events; try to
+linearize each operation whose call precedes the earliest pending return;
+remember every (set of linearized operations, model state) pair already
+explored so that no configuration is searched twice; and backtrack when a
+return is reached before its operation could be linearized. The set is an
+int bitmask. Models may split a history into independent parts (one per
+key, say), which are checked one by one, smallest first.
+
+An operation whose outcome is unknown (``ret is None``: a timeout, a lost
+reply) may take effect at any point after its call, or never. Its return is
+at +infinity, so it never forces a backtrack, and the search succeeds as
+soon as every operation with a known outcome is linearized: the unknown ones
+left over are the ones that never happened. Its model step receives the
+:data:`UNKNOWN` output, which every model must accept.
+
+Also here: the KV and register models, parsers for the porcupine fixtures
+(porcupine's KV histories and Jepsen's etcd logs), an HTML timeline of a
+violation, and the command line ``python -m mydns_lab.linearizability``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import html
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Literal, NoReturn, Sequence
+
+LINEARIZABLE = "linearizable"
+NOT_LINEARIZABLE = "not linearizable"
+UNKNOWN_VERDICT = "unknown"
+Verdict = Literal["linearizable", "not linearizable", "unknown"]
+
+
+class _Unknown(enum.Enum):
+    """Type of :data:`UNKNOWN`; an enum member so that it is a singleton
+    that survives pickling (simulator runs may ship histories to workers)."""
+
+    UNKNOWN = "unknown"
+
+    def __repr__(self) -> str:
+        return "?"
+
+
+UNKNOWN = _Unknown.UNKNOWN
+"""The output :meth:`Model.step` receives for an operation whose outcome is
+unknown. Test it with ``output is UNKNOWN``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation as a client saw it: called at ``call``, returned
+    ``output`` at ``ret``. ``ret is None`` means the outcome is unknown; then
+    ``output`` is ignored. Times are in any monotonic unit, only their order
+    matters; an operation whose call equals another's return counts as
+    concurrent with it."""
+
+    client: int
+    call: float
+    ret: float | None
+    input: Any
+    output: Any
+
+
+class Model:
+    """A sequential specification: the object every history is checked
+    against. Subclasses define :meth:`init` and :meth:`step`; states must be
+    hashable and compare equal exactly when they behave the same, since the
+    search memoises on them."""
+
+    def init(self) -> Hashable:
+        """The state before any operation."""
+        raise NotImplementedError
+
+    def step(self, state: Hashable, input: Any, output: Any) -> tuple[bool, Hashable]:
+        """Whether ``input`` may return ``output`` in ``state``, and the state
+        after it. ``output`` is :data:`UNKNOWN` when the outcome is unknown:
+        the answer must then be legal, with the state the input leads to."""
+        raise NotImplementedError
+
+    def partition(self, ops: list[Operation]) -> list[list[Operation]]:
+        """Independent sub-histories, each checked on its own: the history
+        is linearizable iff every part is. Default: one part."""
+        return [ops]
+
+    def describe(self, op: Operation) -> str:
+        """One line naming what ``op`` did, for reports."""
+        return f"{op.input!r} -> {_output_text(op)}"
+
+    def describe_state(self, state: Hashable) -> str:
+        """One line showing a state, for reports."""
+        return repr(state)
+
+    def describe_partition(self, ops: Sequence[Operation]) -> str:
+        """What a part returned by :meth:`partition` holds, e.g. ``key 'a'``."""
+        return "whole history"
+
+
+def _output_text(op: Operation) -> str:
+    return "?" if op.ret is None else repr(op.output)
+
+
+class KvModel(Model):
+    """A map from string keys to string values, every key starting as "".
+
+    Inputs and legal outputs: ``('get', k)`` -> the value; ``('put', k, v)``,
+    ``('append', k, v)``, ``('delete', k)`` -> anything (conventionally
+    None: they say nothing about the state); ``('cas', k, expected, new)`` ->
+    whether it applied. With ``partition=True`` each key is checked on its
+    own and the state is the key's value; with ``partition=False`` the whole
+    history is one object whose state is the sorted tuple of (key, value)
+    items whose value is not "".
+    """
+
+    def __init__(self, partition: bool = True) -> None:
+        self.partitioned = partition
+
+    def init(self) -> Hashable:
+        return "" if self.partitioned else ()
+
+    def step(self, state: Hashable, input: Any, output: Any) -> tuple[bool, Hashable]:
+        if self.partitioned:
+            return _kv_step(state, input, output)
+        items = dict(state)
+        old = items.get(input[1], "")
+        legal, new = _kv_step(old, input, output)
+        if new == old:
+            return legal, state
+        if new == "":
+            del items[input[1]]
+        else:
+            items[input[1]] = new
+        return legal, tuple(sorted(items.items()))
+
+    def partition(self, ops: list[Operation]) -> list[list[Operation]]:
+        if not self.partitioned:
+            return [ops]
+        by_key: dict[Any, list[Operation]] = {}
+        for op in ops:
+            by_key.setdefault(op.input[1], []).append(op)
+        return list(by_key.values())
+
+    def describe(self, op: Operation) -> str:
+        kind, key, *args = op.input
+        text = f"{kind} {key!r}" + "".join(f" {a!r}" for a in args)
+        return f"{text} -> {_output_text(op)}" if kind in ("get", "cas") else text
+
+    def describe_partition(self, ops: Sequence[Operation]) -> str:
+        if self.partitioned and ops:
+            return f"key {ops[0].input[1]!r}"
+        return "all keys as one object"
+
+
+def _kv_step(value: Any, input: Any, output: Any) -> tuple[bool, Any]:
+    """One key's transition: ``value`` is its current value."""
+    kind = input[0]
+    if kind == "get":
+        return output is UNKNOWN or output == value, value
+    if kind == "put":
+        return True, input[2]
+    if kind == "append":
+        return True, value + input[2]
+    if kind == "cas":
+        applied = value == input[2]
+        return output is UNKNOWN or output == applied, input[3] if applied else value
+    if kind == "delete":
+        return True, ""
+    raise ValueError(f"unknown KV operation {input!r}; expected get, put, append, cas or delete")
+
+
+class RegisterModel(Model):
+    """One register, absent (None) at first. ``('read',)`` -> its value or
+    None; ``('write', v)`` -> anything (conventionally None); ``('cas', a,
+    b)`` -> whether it applied (set b because the value was a)."""
+
+    def init(self) -> Hashable:
+        return None
+
+    def step(self, state: Hashable, input: Any, output: Any) -> tuple[bool, Hashable]:
+        kind = input[0]
+        if kind == "read":
+            return output is UNKNOWN or output == state, state
+        if kind == "write":
+            return True, input[1]
+        if kind == "cas":
+            applied = state == input[1]
+            return output is UNKNOWN or output == applied, input[2] if applied else state
+        raise ValueError(f"unknown register operation {input!r}; expected read, write or cas")
+
+    def describe(self, op: Operation) -> str:
+        kind, *args = op.input
+        text = kind + "".join(f" {a!r}" for a in args)
+        return text if kind == "write" else f"{text} -> {_output_text(op)}"
+
+
+KV_MODEL = KvModel()
+KV_MODEL_NO_PARTITION = KvModel(partition=False)
+REGISTER_MODEL = RegisterModel()
+
+
+# --- The search ----------------------------------------------------------------
+
+_RETURN = -2      # match[] of a return node (and of the tail sentinel)
+_NO_RETURN = -1   # match[] of a call whose outcome is unknown
+_CLOCK_EVERY = 0x3FF  # the search looks at the clock every 1024 steps
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What searching one part found. On failure: the deepest configuration
+    reached (first time reached), as op indices into the part."""
+
+    verdict: Verdict
+    prefix: list[int] = field(default_factory=list)
+    state: Hashable = None
+    blocking: int = -1
+    candidates: list[int] = field(default_factory=list)
+
+
+def _link_events(ops: Sequence[Operation]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The doubly-linked event list as parallel arrays (next, prev, op index,
+    match), ordered by time with calls before returns at equal times.
+
+    Node 0 is the head sentinel and the last node the tail. ``match`` holds
+    the return node of a call node, ``_NO_RETURN`` for a call whose outcome
+    is unknown (its return would be at +infinity and is left out: no search
+    ever needs to reach it) and ``_RETURN`` on return nodes.
+    """
+    events = [(op.call, 0, i) for i, op in enumerate(ops)]
+    events += [(op.ret, 1, i) for i, op in enumerate(ops) if op.ret is not None]
+    events.sort()
+    size = len(events) + 2
+    op_of = [-1] + [i for _, _, i in events] + [-1]
+    match = [_RETURN] * size
+    call_node: dict[int, int] = {}
+    for node, (_, kind, i) in enumerate(events, start=1):
+        if kind == 0:
+            call_node[i] = node
+            match[node] = _NO_RETURN
+        else:  # a return always sorts after its own call
+            match[call_node[i]] = node
+    return list(range(1, size + 1)), list(range(-1, size - 1)), op_of, match
+
+
+def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
+            clock: Callable[[], float]) -> _Outcome:
+    """Decide whether one part is linearizable, giving up past ``deadline``.
+
+    The loop is one function on purpose: it is the hot path, and locals are
+    the fastest storage Python has. Lifting an operation unlinks its call and
+    return nodes; backtracking relinks them in reverse order (dancing links).
+    """
+    nxt, prv, op_of, match = _link_events(ops)
+    inputs = [op.input for op in ops]
+    outputs = [UNKNOWN if op.ret is None else op.output for op in ops]
+    step = model.step
+    state = model.init()
+    known_left = sum(op.ret is not None for op in ops)
+    mask = 0
+    seen: set[tuple[int, Hashable]] = set()
+    stack: list[int] = []             # linearized call nodes, in order
+    states: list[Hashable] = []       # the state before each of them
+    failure = _Outcome(NOT_LINEARIZABLE, blocking=-1)
+    node = nxt[0]
+    steps = 0
+    while known_left:
+        steps += 1
+        if not steps & _CLOCK_EVERY and deadline is not None and clock() >= deadline:
+            return _Outcome(UNKNOWN_VERDICT)
+        ret_node = match[node]
+        if ret_node != _RETURN:  # a call: try to linearize it here
+            i = op_of[node]
+            legal, new_state = step(state, inputs[i], outputs[i])
+            if legal:
+                key = (mask | (1 << i), new_state)
+                if key not in seen:
+                    seen.add(key)
+                    stack.append(node)
+                    states.append(state)
+                    mask, state = key
+                    nxt[prv[node]] = nxt[node]
+                    prv[nxt[node]] = prv[node]
+                    if ret_node >= 0:
+                        nxt[prv[ret_node]] = nxt[ret_node]
+                        prv[nxt[ret_node]] = prv[ret_node]
+                        known_left -= 1
+                    node = nxt[0]
+                    continue
+            node = nxt[node]
+            continue
+        # A return reached: its operation had to be linearized before it.
+        if len(stack) > len(failure.prefix) or failure.blocking < 0:
+            failure = _deepest(stack, state, node, nxt, op_of, match)
+        if not stack:
+            return failure
+        node = stack.pop()
+        state = states.pop()
+        mask ^= 1 << op_of[node]
+        ret_node = match[node]
+        if ret_node >= 0:
+            nxt[prv[ret_node]] = ret_node
+            prv[nxt[ret_node]] = ret_node
+            known_left += 1
+        nxt[prv[node]] = node
+        prv[nxt[node]] = node
+        node = nxt[node]
+    return _Outcome(LINEARIZABLE, prefix=[op_of[n] for n in stack], state=state)
+
+
+def _deepest(stack: list[int], state: Hashable, ret_node: int, nxt: list[int],
+             op_of: list[int], match: list[int]) -> _Outcome:
+    """Record a dead end: after ``stack`` no pending call before ``ret_node``
+    can be linearized. At the first visit of the deepest dead end every such
+    call is illegal in ``state`` (a legal one would have gone deeper)."""
+    candidates = []
+    node = nxt[0]
+    while node != ret_node:
+        if match[node] != _RETURN:
+            candidates.append(op_of[node])
+        node = nxt[node]
+    return _Outcome(NOT_LINEARIZABLE, prefix=[op_of[n] for n in stack], state=state,
+                    blocking=op_of[ret_node], candidates=candidates)
+
+
+# --- Checking a history ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What :func:`check` concluded. For a violation, ``failed_partition``
+    is the part that failed, ``longest_prefix`` the longest linearizable
+    prefix of it that was found (in linearization order), ``state`` the
+    model state after it, and ``unplaceable`` the pending operations none of
+    which can take effect next; ``blocking`` is the one among them that
+    returns first, so had to take effect by then."""
+
+    verdict: Verdict
+    model: Model = field(repr=False, compare=False)
+    operations: int
+    partitions: int
+    partitions_checked: int
+    elapsed_s: float
+    failed_partition: tuple[Operation, ...] = ()
+    longest_prefix: tuple[Operation, ...] = ()
+    state: Hashable = None
+    unplaceable: tuple[Operation, ...] = ()
+    blocking: Operation | None = None
+
+    def explain(self, prefix_shown: int = 10) -> str:
+        """A readable account of the verdict; for a violation, the last
+        ``prefix_shown`` operations of the longest prefix and the operations
+        that cannot be placed after it."""
+        head = (f"{self.verdict}: {self.operations} operations in {self.partitions} "
+                f"part(s), {self.partitions_checked} checked, {self.elapsed_s:.2f} s")
+        if self.verdict == UNKNOWN_VERDICT:
+            return head + "\ntime budget exhausted before a verdict; no violation found so far"
+        if self.verdict == LINEARIZABLE:
+            return head
+        return head + "\n" + self._explain_violation(prefix_shown)
+
+    def _explain_violation(self, prefix_shown: int) -> str:
+        model = self.model
+        part = self.failed_partition
+        lines = [f"failing part: {model.describe_partition(part)} ({len(part)} operations)",
+                 f"longest linearizable prefix: {len(self.longest_prefix)} operations"
+                 + (f", the last {prefix_shown}:" if len(self.longest_prefix) > prefix_shown else ":")]
+        start = max(0, len(self.longest_prefix) - prefix_shown)
+        for n, op in enumerate(self.longest_prefix[start:], start=start + 1):
+            lines.append(f"  {n:>5}. {_op_line(model, op)}")
+        lines.append(f"state after it: {model.describe_state(self.state)}")
+        lines.append("none of these can take effect next (each is illegal in that state):")
+        for op in self.unplaceable:
+            mark = "   <- returns first" if op is self.blocking else ""
+            lines.append(f"         {_op_line(model, op)}{mark}")
+        return "\n".join(lines)
+
+
+def _op_line(model: Model, op: Operation) -> str:
+    ret = "?" if op.ret is None else f"{op.ret:g}"
+    return f"client {op.client:<4} {model.describe(op):<40} [{op.call:g} .. {ret}]"
+
+
+def check(ops: Sequence[Operation], model: Model, timeout_s: float | None = None, *,
+          clock: Callable[[], float] = time.monotonic) -> CheckResult:
+    """Whether ``ops`` is linearizable with respect to ``model``.
+
+    Parts are searched smallest first and the first failing part decides.
+    Past ``timeout_s`` (measured with ``clock``, injectable for tests) the
+    verdict is "unknown" unless a part has already failed: never a guess.
+    Raises ValueError on an operation that returns before its call.
+    """
+    start = clock()
+    deadline = None if timeout_s is None else start + timeout_s
+    for op in ops:
+        if op.ret is not None and op.ret < op.call:
+            raise ValueError(f"operation returns before it is called: {op}")
+    parts = sorted(model.partition(list(ops)), key=len)
+    checked = 0
+    for part in parts:
+        outcome = (_Outcome(UNKNOWN_VERDICT) if deadline is not None and clock() >= deadline
+                   else _search(part, model, deadline, clock))
+        if outcome.verdict != LINEARIZABLE:
+            return _result(outcome, model, len(ops), len(parts), checked, clock() - start, part)
+        checked += 1
+    return CheckResult(LINEARIZABLE, model, len(ops), len(parts), checked, clock() - start)
+
+
+def _result(outcome: _Outcome, model: Model, n_ops: int, n_parts: int, checked: int,
+            elapsed_s: float, part: list[Operation]) -> CheckResult:
+    if outcome.verdict == UNKNOWN_VERDICT:
+        return CheckResult(UNKNOWN_VERDICT, model, n_ops, n_parts, checked, elapsed_s)
+    return CheckResult(
+        NOT_LINEARIZABLE, model, n_ops, n_parts, checked + 1, elapsed_s,
+        failed_partition=tuple(part),
+        longest_prefix=tuple(part[i] for i in outcome.prefix),
+        state=outcome.state,
+        unplaceable=tuple(part[i] for i in outcome.candidates),
+        blocking=part[outcome.blocking] if outcome.blocking >= 0 else None)
+
+
+# --- Fixture formats -------------------------------------------------------------
+
+
+class HistoryFormatError(ValueError):
+    """A history file that does not parse as the format it was given as."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One line of a Jepsen-style log: ``process`` did ``kind`` (invoke, ok,
+    fail or info) of function ``f`` on ``key`` with ``value``."""
+
+    line: int
+    process: int
+    kind: str
+    f: str
+    value: Any
+    key: Any = None
+
+
+_InputOf = Callable[[_Record], Any]
+_OutputOf = Callable[[_Record, _Record], Any]
+
+
+def _pair(records: Iterable[_Record], source: str, input_of: _InputOf,
+          output_of: _OutputOf) -> list[Operation]:
+    """Operations from records, matching each invoke with its process's next
+    completion; times are line numbers. ``:ok`` gives a known outcome,
+    ``:info`` or no completion an unknown one; ``:fail`` means it did not take
+    effect, which for a cas is exactly a cas that returned False and for
+    anything else means the operation is dropped."""
+    pending: dict[int, _Record] = {}
+    ops: list[Operation] = []
+    for rec in records:
+        if rec.kind == "invoke":
+            if rec.process in pending:
+                raise HistoryFormatError(
+                    f"{source} line {rec.line}: process {rec.process} invokes while its "
+                    f"operation from line {pending[rec.process].line} is still pending")
+            pending[rec.process] = rec
+            continue
+        inv = pending.pop(rec.process, None)
+        if inv is None or inv.f != rec.f or inv.key != rec.key:
+            raise HistoryFormatError(f"{source} line {rec.line}: :{rec.kind} :{rec.f} of process "
+                                     f"{rec.process} matches no pending :invoke")
+        if rec.kind == "ok":
+            ops.append(Operation(rec.process, inv.line, rec.line, input_of(inv), output_of(inv, rec)))
+        elif rec.kind == "info":
+            ops.append(Operation(rec.process, inv.line, None, input_of(inv), None))
+        elif rec.f == "cas":
+            ops.append(Operation(rec.process, inv.line, rec.line, input_of(inv), False))
+    ops += [Operation(inv.process, inv.line, None, input_of(inv), None) for inv in pending.values()]
+    return sorted(ops, key=lambda op: op.call)
+
+
+_EDN_ATOM = r'"(?:[^"\\]|\\.)*"|:[\w?!*+.-]+|nil|true|false|-?\d+'
+_EDN_PAIR = re.compile(rf":([\w?!*+.-]+)\s+({_EDN_ATOM})")
+_EDN_MAP = re.compile(rf"\{{\s*(?::[\w?!*+.-]+\s+(?:{_EDN_ATOM})\s*,?\s*)*\}}")
+
+
+def _edn_atom(raw: str) -> Any:
+    if raw.startswith('"'):
+        return json.loads(raw)
+    if raw.startswith(":"):
+        return raw[1:]
+    return {"nil": None, "true": True, "false": False}[raw] if raw.isalpha() else int(raw)
+
+
+def _kv_records(text: str, source: str) -> Iterable[_Record]:
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if not _EDN_MAP.fullmatch(line.strip()):
+            raise HistoryFormatError(f"{source} line {line_no}: not a flat {{:key value, ...}} map")
+        fields = {name: _edn_atom(raw) for name, raw in _EDN_PAIR.findall(line)}
+        kind, f = fields.get("type"), fields.get("f")
+        if (not isinstance(fields.get("process"), int) or kind not in ("invoke", "ok", "fail", "info")
+                or f not in ("get", "put", "append") or not isinstance(fields.get("key"), str)):
+            raise HistoryFormatError(f"{source} line {line_no}: need :process N, :type "
+                                     ":invoke|:ok|:fail|:info, :f :get|:put|:append and :key \"K\"")
+        yield _Record(line_no, fields["process"], kind, f, fields.get("value"), fields["key"])
+
+
+def _kv_input(inv: _Record) -> Any:
+    return ("get", inv.key) if inv.f == "get" else (inv.f, inv.key, inv.value)
+
+
+def _kv_output(inv: _Record, done: _Record) -> Any:
+    return done.value if inv.f == "get" else None
+
+
+def parse_porcupine_kv(text: str, source: str = "history") -> list[Operation]:
+    """Operations of porcupine's KV format (one Clojure map per line), for
+    :class:`KvModel`. ``source`` names the file in error messages."""
+    ops = _pair(_kv_records(text, source), source, _kv_input, _kv_output)
+    if not ops:
+        raise HistoryFormatError(f"{source}: no operations found; is it really porcupine-kv?")
+    return ops
+
+
+_JEPSEN_LINE = re.compile(r"INFO\s+jepsen\.util\s+-\s+(\d+)\s+:(invoke|ok|fail|info)\s+:([\w-]+)\s+(.*?)\s*$")
+_JEPSEN_VALUE = re.compile(r"(nil)|(-?\d+)|\[\s*(-?\d+)\s+(-?\d+)\s*\]|:([\w-]+)")
+
+
+def _jepsen_records(text: str, source: str) -> Iterable[_Record]:
+    """Records of the ``jepsen.util`` lines; any other line is noise."""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        found = _JEPSEN_LINE.search(line)
+        if not found:
+            continue
+        process, kind, f, raw = found.groups()
+        value = _JEPSEN_VALUE.fullmatch(raw)
+        if f not in ("read", "write", "cas") or value is None:
+            raise HistoryFormatError(f"{source} line {line_no}: expected :read, :write or :cas "
+                                     f"with nil, N, [A B] or :keyword, got :{f} {raw}")
+        nil, num, a, b, _keyword = value.groups()
+        parsed = None if nil else int(num) if num else (int(a), int(b)) if a else raw
+        if kind == "invoke" and (f == "cas") != isinstance(parsed, tuple):
+            raise HistoryFormatError(f"{source} line {line_no}: :{f} cannot take {raw}")
+        yield _Record(line_no, int(process), kind, f, parsed)
+
+
+def _register_input(inv: _Record) -> Any:
+    if inv.f == "read":
+        return ("read",)
+    return ("write", inv.value) if inv.f == "write" else ("cas", *inv.value)
+
+
+def _register_output(inv: _Record, done: _Record) -> Any:
+    """A read returns its value, an ok cas applied, a write says nothing.
+    (A ``:fail :read`` timed out: :func:`_pair` drops it, as it says nothing.)"""
+    if inv.f == "read":
+        return done.value
+    return True if inv.f == "cas" else None
+
+
+def parse_jepsen_register(text: str, source: str = "history") -> list[Operation]:
+    """Operations of a Jepsen etcd log (``INFO jepsen.util - P :type :f V``
+    lines), for :class:`RegisterModel`."""
+    ops = _pair(_jepsen_records(text, source), source, _register_input, _register_output)
+    if not ops:
+        raise HistoryFormatError(f"{source}: no 'INFO jepsen.util - P :invoke ...' lines found; "
+                                 "is it really a jepsen log?")
+    return ops

@@ -1,0 +1,102 @@
+"""The simulator's network: a heap of messages in flight and the fault layer.
+
+Every choice (loss, delay, duplication) comes from the rng it is given, so
+one seed gives one history. Links are directed: cutting ``(a, b)`` stops
+messages from ``a`` to ``b`` only, which is how asymmetric partitions are
+made. Pure: time is whatever the simulator says it is.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .messages import encode
+
+
+@dataclass(slots=True)
+class LinkFaults:
+    """What the network does to each message. Delays in milliseconds."""
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    delay_ms_min: int = 1
+    delay_ms_max: int = 5
+    long_delay: float = 0.0           # chance of a long delay (reordering)
+    long_delay_ms_max: int = 2000
+
+
+@dataclass(slots=True)
+class NetStats:
+    sent: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    bytes_sent: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class SimNetwork:
+    def __init__(self, rng: random.Random, count_bytes: bool = False) -> None:
+        self._rng = rng
+        self._heap: list[tuple[int, int, Any]] = []
+        self._seq = 0
+        self.faults = LinkFaults()
+        self.cut: set[tuple[int, int]] = set()
+        self.stats = NetStats()
+        self._count_bytes = count_bytes
+
+    def send(self, msg: Any, now_ms: int) -> None:
+        """Queue ``msg`` (which has ``src`` and ``dst``) for delivery."""
+        stats = self.stats
+        stats.sent += 1
+        name = type(msg).__name__
+        stats.by_type[name] = stats.by_type.get(name, 0) + 1
+        if self._count_bytes:
+            stats.bytes_sent += len(encode(msg))
+        faults = self.faults
+        if (msg.src, msg.dst) in self.cut or (faults.loss and self._rng.random() < faults.loss):
+            stats.dropped += 1
+            return
+        self._push(msg, now_ms)
+        if faults.duplicate and self._rng.random() < faults.duplicate:
+            stats.duplicated += 1
+            self._push(msg, now_ms)
+
+    def next_time(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now_ms: int) -> list[Any]:
+        """Messages whose delivery time has come, in delivery order. A link
+        cut while a message was in flight drops it on arrival."""
+        due = []
+        while self._heap and self._heap[0][0] <= now_ms:
+            _, _, msg = heapq.heappop(self._heap)
+            if (msg.src, msg.dst) in self.cut:
+                self.stats.dropped += 1
+                continue
+            self.stats.delivered += 1
+            due.append(msg)
+        return due
+
+    def cut_between(self, group_a: set[int], group_b: set[int], both_ways: bool = True) -> None:
+        for a in group_a:
+            for b in group_b:
+                self.cut.add((a, b))
+                if both_ways:
+                    self.cut.add((b, a))
+
+    def heal(self) -> None:
+        self.cut.clear()
+
+    def _push(self, msg: Any, now_ms: int) -> None:
+        faults = self.faults
+        if faults.long_delay and self._rng.random() < faults.long_delay:
+            delay = self._rng.randint(faults.delay_ms_max, max(faults.delay_ms_max,
+                                                                faults.long_delay_ms_max))
+        else:
+            delay = self._rng.randint(faults.delay_ms_min, faults.delay_ms_max)
+        self._seq += 1
+        heapq.heappush(self._heap, (now_ms + delay, self._seq, msg))
