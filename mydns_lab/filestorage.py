@@ -221,6 +221,7 @@ class FileStorage:
         self._bytes = 0
         self._generation = 0
         self._log_fd: int | None = None
+        self._log_file = self._log_path(0)
         self._failure: str | None = None
         self._open_folder()
 
@@ -310,8 +311,8 @@ class FileStorage:
     def _append(self, record: FileLogBatch) -> None:
         """Append one record to the current log and fsync it (the hot path)."""
         assert self._log_fd is not None
-        self._write_all(self._log_fd, _frame(record), self._log_path(self._generation))
-        self._sync(self._log_fd, self._log_path(self._generation))
+        self._write_all(self._log_fd, _frame(record), self._log_file)
+        self._sync(self._log_fd, self._log_file)
 
     def _write_hard_state(self, hard_state: HardState) -> None:
         # The commit index is kept in the log; 0 here so nobody trusts it.
@@ -441,6 +442,7 @@ class FileStorage:
         if self._log_fd is not None:
             os.close(self._log_fd)
         self._log_fd = fd
+        self._log_file = path
         self._generation = generation
 
     # --- opening ------------------------------------------------------------------
