@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from .messages import NO_NODE, ClientReply, ClientRequest, KvOp, Status
+from .messages import NO_NODE, ClientReply, ClientRequest, Operation, Record, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +33,11 @@ class ClerkTiming:
 class Outcome:
     """A finished operation: ``status`` is OK or ERROR (never a retry)."""
 
-    op: KvOp
+    op: Operation
     status: str
     value: str
     attempts: int
+    records: tuple[Record, ...] = ()
 
 
 class Clerk:
@@ -50,7 +51,7 @@ class Clerk:
         self._timing = timing
         self._seq = 0
         self._leader = servers[rng.randrange(len(servers))]
-        self._op: KvOp | None = None
+        self._op: Operation | None = None
         self._deadline_ms: int | None = None
         self._attempts = 0
         self._failures_in_row = 0
@@ -65,7 +66,7 @@ class Clerk:
         """When :meth:`on_timer` next needs calling (None: idle)."""
         return self._deadline_ms
 
-    def start(self, op: KvOp, now_ms: int) -> None:
+    def start(self, op: Operation, now_ms: int) -> None:
         """Begin ``op``; only one operation is in progress at a time."""
         assert self._op is None, "a clerk runs one operation at a time"
         self._op = op
@@ -79,7 +80,7 @@ class Clerk:
         if self._op is None or reply.client_id != self.client_id or reply.seq != self._seq:
             return None  # a late answer to an earlier attempt or operation
         if reply.status in (Status.OK, Status.ERROR):
-            outcome = Outcome(self._op, reply.status, reply.value, self._attempts)
+            outcome = Outcome(self._op, reply.status, reply.value, self._attempts, reply.records)
             self._leader = reply.src
             self._op = None
             self._deadline_ms = None

@@ -177,6 +177,48 @@ class KvOp:
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """One name's addresses, as the store keeps them.
+
+    ``name`` is relative to the zone and already normalised
+    (:func:`mydns_lab.records.normalize_name`). ``owner`` is the SHA-256
+    (hex) of the token that claimed the name; the token itself is never
+    stored. ``seq`` is the uploader's sequence number: an upload with a
+    lower one never overwrites this record. ``updated_ms`` is the leader's
+    wall clock when the last change was proposed.
+    """
+
+    name: str
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    txt: tuple[str, ...] = ()
+    owner: str = ""
+    seq: int = 0
+    updated_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOp:
+    """One operation on DNS records.
+
+    ``kind``: ``record_set`` (claim the name if free, else update it when
+    ``owner`` matches and ``seq`` is not older), ``record_delete`` (when
+    ``owner`` matches), ``record_get`` and ``record_list`` (reads).
+    """
+
+    kind: str
+    name: str = ""
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    txt: tuple[str, ...] = ()
+    owner: str = ""
+    seq: int = 0
+
+
+Operation = Union[KvOp, RecordOp]
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """What a log entry of the record store carries.
 
@@ -186,7 +228,7 @@ class Command:
 
     client_id: int
     seq: int
-    op: KvOp
+    op: Operation
     time_ms: int = 0
 
 
@@ -196,7 +238,7 @@ class ClientRequest:
     dst: int
     client_id: int
     seq: int
-    op: KvOp
+    op: Operation
 
 
 class Status:
@@ -217,6 +259,7 @@ class ClientReply:
     status: str
     value: str = ""
     leader_hint: int = NO_NODE
+    records: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +267,9 @@ class KvSnapshot:
     """The record store's state as stored in a Raft snapshot."""
 
     items: tuple[tuple[str, str], ...]
+    records: tuple[Record, ...]
     sessions: tuple[tuple[int, int, str, str], ...]  # client, seq, status, value
+    serial: int = 0
 
 
 # --- wire codec ----------------------------------------------------------------
@@ -257,7 +302,12 @@ def _decoder_for(hint: Any) -> Callable[[Any], Any]:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        inner = _decoder_for(options[0]) if len(options) == 1 else (lambda raw: raw)
+        if len(options) == 1:
+            inner = _decoder_for(options[0])
+        elif all(dataclasses.is_dataclass(o) for o in options):
+            inner = _from_wire  # the encoded form names its type
+        else:
+            inner = lambda raw: raw  # noqa: E731 - plain msgpack values
         return lambda raw: None if raw is None else inner(raw)
     if origin is tuple:
         args = typing.get_args(hint)
@@ -323,5 +373,5 @@ def decode(data: bytes) -> Any:
 
 for _cls in (Entry, HardState, Snapshot, RequestVote, RequestVoteResponse, AppendEntries,
              AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
-             KvOp, Command, ClientRequest, ClientReply, KvSnapshot):
+             KvOp, Record, RecordOp, Command, ClientRequest, ClientReply, KvSnapshot):
     wire_type(_cls)

@@ -18,21 +18,27 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .messages import (ClientReply, ClientRequest, Command, DecodeError, Entry, KvOp,
-                       KvSnapshot, Snapshot, Status, decode, encode)
+                       KvSnapshot, Operation, Record, RecordOp, Snapshot, Status, decode,
+                       encode)
 from .raft import NotLeader, RaftNode, Ready, Role
+from .records import InvalidRecord, checked_op
 
-WRITE_KINDS = frozenset({"put", "append", "cas", "delete"})
+WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record_delete"})
+READ_KINDS = frozenset({"get", "record_get", "record_list"})
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     status: str
     value: str = ""
+    records: tuple[Record, ...] = ()
 
 
 class KVStateMachine:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.records: dict[str, Record] = {}
+        self.serial = 0  # bumped by every record change: the zone's SOA serial
         self.sessions: dict[int, tuple[int, Result]] = {}
         self.applied_index = 0
 
@@ -44,7 +50,10 @@ class KVStateMachine:
         if last is not None and cmd.seq <= last[0]:
             cached = last[1] if cmd.seq == last[0] else Result(Status.OK)
             return cached, False
-        result = self._execute(cmd.op)
+        if isinstance(cmd.op, RecordOp):
+            result = self._execute_record(cmd.op, cmd.time_ms)
+        else:
+            result = self._execute(cmd.op)
         self.sessions[cmd.client_id] = (cmd.seq, result)
         return result, True
 
@@ -55,6 +64,19 @@ class KVStateMachine:
     def read(self, key: str) -> str:
         return self.data.get(key, "")
 
+    def query(self, op: Operation) -> Result:
+        """Answer a read operation from the current state."""
+        if isinstance(op, KvOp):
+            return Result(Status.OK, self.read(op.key))
+        if op.kind == "record_list":
+            return Result(Status.OK, str(self.serial), tuple(self.records.values()))
+        try:
+            name = checked_op(op).name
+        except InvalidRecord as exc:
+            return Result(Status.ERROR, str(exc))
+        found = self.records.get(name)
+        return Result(Status.OK, str(self.serial), (found,) if found else ())
+
     def cached_result(self, client_id: int, seq: int) -> Result | None:
         """The result of ``(client_id, seq)`` if it is the last one applied."""
         last = self.sessions.get(client_id)
@@ -64,11 +86,12 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         items = tuple(sorted(self.data.items()))
+        records = tuple(self.records[name] for name in sorted(self.records))
         sessions = tuple((c, s, r.status, r.value) for c, (s, r) in sorted(self.sessions.items()))
-        return encode(KvSnapshot(items, sessions))
+        return encode(KvSnapshot(items, records, sessions, self.serial))
 
     def restore(self, snapshot: Snapshot) -> None:
-        self.data, self.sessions = {}, {}
+        self.data, self.records, self.sessions, self.serial = {}, {}, {}, 0
         self.applied_index = snapshot.index
         if not snapshot.data:
             return
@@ -76,6 +99,8 @@ class KVStateMachine:
         if not isinstance(state, KvSnapshot):
             raise DecodeError(f"snapshot at {snapshot.index} is not a record store snapshot")
         self.data = dict(state.items)
+        self.records = {r.name: r for r in state.records}
+        self.serial = state.serial
         self.sessions = {c: (s, Result(st, v)) for c, s, st, v in state.sessions}
 
     def _execute(self, op: KvOp) -> Result:
@@ -95,6 +120,40 @@ class KVStateMachine:
             case _:
                 return Result(Status.ERROR, f"unknown operation {op.kind!r}")
         return Result(Status.OK)
+
+    def _execute_record(self, op: RecordOp, time_ms: int) -> Result:
+        """Record changes check ownership and order in the same step as
+        they write, so no interleaving can slip an older upload in."""
+        try:
+            op = checked_op(op)
+        except InvalidRecord as exc:
+            return Result(Status.ERROR, str(exc))
+        if op.kind not in ("record_set", "record_delete"):
+            return Result(Status.ERROR, f"{op.kind} is not a write")
+        current = self.records.get(op.name)
+        if not op.owner:
+            return Result(Status.ERROR, f"changing {op.name!r} needs the owner's token")
+        if current is None:
+            if op.kind == "record_delete":
+                return Result(Status.ERROR, f"no such name {op.name!r}")
+            self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
+            return Result(Status.OK, "claimed")
+        if current.owner != op.owner:
+            return Result(Status.ERROR, f"name {op.name!r} is owned by another key; pass the "
+                                        "token that claimed it or choose another name")
+        if op.kind == "record_delete":
+            del self.records[op.name]
+            self.serial += 1
+            return Result(Status.OK, "deleted")
+        if op.seq < current.seq:
+            return Result(Status.ERROR, f"stale upload for {op.name!r}: sequence {op.seq} is "
+                                        f"older than the stored {current.seq}; nothing changed")
+        self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
+        return Result(Status.OK, "updated")
+
+    def _store(self, record: Record) -> None:
+        self.records[record.name] = record
+        self.serial += 1
 
 
 ApplyObserver = Callable[[Entry, Command | None, Result | None, bool], None]
@@ -128,7 +187,7 @@ class KVServer:
         ``time_ms`` is the host's wall clock, stamped into writes.
         """
         try:
-            if req.op.kind == "get":
+            if req.op.kind in READ_KINDS:
                 ctx = self._next_ctx
                 self._next_ctx += 1
                 self.node.read_index(ctx)
@@ -207,7 +266,7 @@ class KVServer:
         waiting = []
         for index, req in self._confirmed_reads:
             if index <= applied:
-                self._answer(req, Result(Status.OK, self.machine.read(req.op.key)))
+                self._answer(req, self.machine.query(req.op))
             else:
                 waiting.append((index, req))
         self._confirmed_reads = waiting
@@ -225,4 +284,4 @@ class KVServer:
 
     def _answer(self, req: ClientRequest, result: Result, leader_hint: int = 0) -> None:
         self._reply(ClientReply(req.dst, req.src, req.client_id, req.seq, result.status,
-                                result.value, leader_hint))
+                                result.value, leader_hint, result.records))

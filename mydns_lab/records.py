@@ -1,0 +1,103 @@
+"""DNS records as the store keeps them, and the rules for what may go in.
+
+Every name and address is checked here before it reaches the log, and again
+by the state machine (the authority), so a bad upload is refused with a
+reason and changes nothing. Pure: only the standard ``ipaddress`` module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import replace
+
+from .messages import Record, RecordOp
+
+__all__ = ["Record", "InvalidRecord", "normalize_name", "split_addresses", "check_txt",
+           "checked_op", "token_hash"]
+
+MAX_NAME_OCTETS = 253
+MAX_ADDRESSES = 32
+MAX_TXT_OCTETS = 255
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class InvalidRecord(ValueError):
+    """A name, address or text that may not be stored; the message says why."""
+
+
+def normalize_name(name: object) -> str:
+    """The stored form of a name relative to the zone: lower-case labels of
+    ``a-z 0-9 -``, 1-63 octets each, not starting or ending with ``-``, at
+    most 253 octets in all. A trailing dot is accepted and dropped."""
+    if not isinstance(name, str):
+        raise InvalidRecord(f"a name must be a string, not {type(name).__name__}")
+    lowered = name.strip().lower().removesuffix(".")
+    if not lowered:
+        raise InvalidRecord("the name is empty")
+    if len(lowered) > MAX_NAME_OCTETS:
+        raise InvalidRecord(f"name is {len(lowered)} octets long; at most {MAX_NAME_OCTETS} allowed")
+    for label in lowered.split("."):
+        if not label:
+            raise InvalidRecord(f"name {name!r} has an empty label")
+        if len(label) > 63:
+            raise InvalidRecord(f"label {label[:20]!r}... is {len(label)} octets; at most 63 allowed")
+        if not _LABEL.match(label):
+            raise InvalidRecord(
+                f"label {label!r} may hold only a-z, 0-9 and '-', and may not start or end with '-'")
+    return lowered
+
+
+def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Parse addresses into (IPv4, IPv6) tuples in canonical text form,
+    sorted and without repeats. Accepts one string or a list of strings."""
+    if isinstance(addresses, str):
+        addresses = [addresses]
+    if not isinstance(addresses, (list, tuple)):
+        raise InvalidRecord(f"addresses must be a string or a list, not {type(addresses).__name__}")
+    if len(addresses) > MAX_ADDRESSES:
+        raise InvalidRecord(f"{len(addresses)} addresses given; at most {MAX_ADDRESSES} allowed")
+    v4: set[ipaddress.IPv4Address] = set()
+    v6: set[ipaddress.IPv6Address] = set()
+    for text in addresses:
+        if not isinstance(text, str):
+            raise InvalidRecord(f"an address must be a string, not {type(text).__name__}")
+        try:
+            address = ipaddress.ip_address(text.strip())
+        except ValueError:
+            raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
+        (v4 if address.version == 4 else v6).add(address)  # type: ignore[arg-type]
+    return tuple(str(a) for a in sorted(v4)), tuple(str(a) for a in sorted(v6))
+
+
+def check_txt(txt: object) -> tuple[str, ...]:
+    if isinstance(txt, str):
+        txt = [txt]
+    if not isinstance(txt, (list, tuple)) or not all(isinstance(t, str) for t in txt):
+        raise InvalidRecord("TXT must be a string or a list of strings")
+    for item in txt:
+        if len(item.encode()) > MAX_TXT_OCTETS:
+            raise InvalidRecord(f"a TXT string is over {MAX_TXT_OCTETS} octets")
+    return tuple(txt)
+
+
+def token_hash(token: str) -> str:
+    """How a token is stored and compared: SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def checked_op(op: RecordOp) -> RecordOp:
+    """``op`` with its name, addresses and text in stored form; raises
+    :class:`InvalidRecord` naming what is wrong."""
+    if op.kind == "record_list":
+        return op
+    name = normalize_name(op.name)
+    if op.kind != "record_set":
+        return replace(op, name=name)
+    if not isinstance(op.seq, int) or op.seq < 0:
+        raise InvalidRecord("the sequence number must be a non-negative integer")
+    ipv4, ipv6 = split_addresses(list(op.ipv4) + list(op.ipv6))
+    if not ipv4 and not ipv6:
+        raise InvalidRecord(f"no address given for {name!r}")
+    return replace(op, name=name, ipv4=ipv4, ipv6=ipv6, txt=check_txt(list(op.txt)))
