@@ -39,11 +39,13 @@ from .messages import (ClientReply, ClientRequest, Command, Entry, HardState, Kv
                        Snapshot)
 from .raft import Config, RaftNode, Ready, Role
 from .raftkv import KVServer, Result
-from .simnet import LinkFaults, SimNetwork
+from .faults import LinkFaults
+from .simnet import SimNetwork
 from .storage import MemoryStorage, apply_save
 
 TICK_MS = 10
 CLIENT_ID_BASE = 100
+RELIABLE = LinkFaults(delay_ms_min=1, delay_ms_max=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +286,13 @@ class Simulation:
 
     def heal_network(self) -> None:
         self.net.heal()
-        self.net.faults = LinkFaults()
+        self.net.faults = RELIABLE
         self.trace("network healed")
 
-    def set_unreliable(self, on: bool) -> None:
-        """The classic lab's unreliable network: drops and long delays."""
-        self.net.faults = (LinkFaults(loss=0.1, delay_ms_max=27, long_delay=0.1,
-                                      long_delay_ms_max=2_200) if on else LinkFaults())
+    def set_unreliable(self, on: bool, long_reordering: bool = False) -> None:
+        """The classic lab's unreliable network: 10 % loss, 0-26 ms delays,
+        and with ``long_reordering`` 2/3 of replies held 200-2,200 ms."""
+        self.net.faults = LinkFaults.classic_unreliable(long_reordering) if on else RELIABLE
         self.trace(f"unreliable={on}")
 
     # --- clients ------------------------------------------------------------------------
@@ -469,7 +471,7 @@ def _random_faults(rng: random.Random) -> LinkFaults:
                       duplicate=rng.choice([0.0, rng.uniform(0, 0.05)]),
                       delay_ms_min=1, delay_ms_max=rng.choice([3, 10, 30]),
                       long_delay=rng.choice([0.0, 0.0, rng.uniform(0, 0.05)]),
-                      long_delay_ms_max=rng.choice([300, 2_000]))
+                      long_delay_ms_min=30, long_delay_ms_max=rng.choice([300, 2_000]))
 
 
 def _nemesis(sim: Simulation, rng: random.Random) -> None:

@@ -13,19 +13,17 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from .faults import LinkFaults, message_fate
 from .messages import encode
 
+__all__ = ["LinkFaults", "NetStats", "SimNetwork", "is_reply"]
 
-@dataclass(slots=True)
-class LinkFaults:
-    """What the network does to each message. Delays in milliseconds."""
+_REPLY_TYPES = frozenset({"RequestVoteResponse", "AppendEntriesResponse", "HeartbeatResponse",
+                          "ClientReply"})
 
-    loss: float = 0.0
-    duplicate: float = 0.0
-    delay_ms_min: int = 1
-    delay_ms_max: int = 5
-    long_delay: float = 0.0           # chance of a long delay (reordering)
-    long_delay_ms_max: int = 2000
+
+def is_reply(msg: Any) -> bool:
+    return type(msg).__name__ in _REPLY_TYPES
 
 
 @dataclass(slots=True)
@@ -43,7 +41,7 @@ class SimNetwork:
         self._rng = rng
         self._heap: list[tuple[int, int, Any]] = []
         self._seq = 0
-        self.faults = LinkFaults()
+        self.faults = LinkFaults(delay_ms_min=1, delay_ms_max=5)
         self.cut: set[tuple[int, int]] = set()
         self.stats = NetStats()
         self._count_bytes = count_bytes
@@ -56,14 +54,16 @@ class SimNetwork:
         stats.by_type[name] = stats.by_type.get(name, 0) + 1
         if self._count_bytes:
             stats.bytes_sent += len(encode(msg))
-        faults = self.faults
-        if (msg.src, msg.dst) in self.cut or (faults.loss and self._rng.random() < faults.loss):
+        if (msg.src, msg.dst) in self.cut:
             stats.dropped += 1
             return
-        self._push(msg, now_ms)
-        if faults.duplicate and self._rng.random() < faults.duplicate:
-            stats.duplicated += 1
-            self._push(msg, now_ms)
+        delays = message_fate(self._rng, self.faults, is_reply(msg))
+        if not delays:
+            stats.dropped += 1
+        stats.duplicated += len(delays) > 1
+        for delay in delays:
+            self._seq += 1
+            heapq.heappush(self._heap, (now_ms + delay, self._seq, msg))
 
     def next_time(self) -> int | None:
         return self._heap[0][0] if self._heap else None
@@ -90,13 +90,3 @@ class SimNetwork:
 
     def heal(self) -> None:
         self.cut.clear()
-
-    def _push(self, msg: Any, now_ms: int) -> None:
-        faults = self.faults
-        if faults.long_delay and self._rng.random() < faults.long_delay:
-            delay = self._rng.randint(faults.delay_ms_max, max(faults.delay_ms_max,
-                                                                faults.long_delay_ms_max))
-        else:
-            delay = self._rng.randint(faults.delay_ms_min, faults.delay_ms_max)
-        self._seq += 1
-        heapq.heappush(self._heap, (now_ms + delay, self._seq, msg))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mydns_lab"
-PURE_MODULES = ["raft.py", "log.py", "quorum.py", "progress.py", "raftkv.py", "host.py",
+PURE_MODULES = ["raft.py", "log.py", "quorum.py", "progress.py", "raftkv.py", "host.py", "faults.py", "records.py",
                 "invariants.py", "simnet.py", "clerks.py"]
 BANNED_IMPORTS = {"time", "socket", "threading", "os", "multiprocessing", "msgpack",
                   "asyncio", "select", "subprocess", "datetime"}
