@@ -43,8 +43,11 @@ class Outcome:
 class Clerk:
     def __init__(self, client_id: int, servers: tuple[int, ...], rng: random.Random,
                  send: Callable[[ClientRequest], None],
-                 timing: ClerkTiming = ClerkTiming()) -> None:
+                 timing: ClerkTiming = ClerkTiming(), address: int | None = None) -> None:
+        """``address`` is where replies are to be sent (default: the
+        client id, as in the simulator where each clerk is a node)."""
         self.client_id = client_id
+        self.address = client_id if address is None else address
         self._servers = servers
         self._rng = rng
         self._send = send
@@ -96,6 +99,13 @@ class Clerk:
             self._deadline_ms = now_ms + self._backoff_ms()
         return None
 
+    def abandon(self) -> None:
+        """Give up on the current operation (its outcome stays unknown); the
+        next one gets a higher sequence number, so a late copy of this one
+        can still take effect at most once."""
+        self._op = None
+        self._deadline_ms = None
+
     def on_timer(self, now_ms: int) -> None:
         """Call when ``deadline_ms`` has passed: resend, to another server
         if the last one did not answer in time."""
@@ -112,7 +122,7 @@ class Clerk:
         self._attempts += 1
         self._awaiting_reply = True
         self._deadline_ms = now_ms + self._timing.request_timeout_ms
-        self._send(ClientRequest(self.client_id, self._leader, self.client_id, self._seq,
+        self._send(ClientRequest(self.address, self._leader, self.client_id, self._seq,
                                  self._op))
 
     def _next_server(self) -> None:

@@ -272,6 +272,48 @@ class KvSnapshot:
     serial: int = 0
 
 
+# --- status reports (processes -> launcher, never subject to faults) ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """What a server process reports a few times a second."""
+
+    node: int
+    pid: int
+    role: str
+    term: int
+    leader: int
+    commit: int
+    applied: int
+    last_index: int
+    snapshot_index: int
+    raft_state_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClerkStatus:
+    """Cumulative counters of one clerk process's front end."""
+
+    clerk: int
+    pid: int
+    puts_ok: int
+    puts_failed: int
+    queries_ok: int
+    queries_failed: int
+    retries: int
+    requests_received: int
+    latencies_ms: tuple[float, ...]  # a sample of recent operation latencies
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A line worth showing (a role change, an error), from any process."""
+
+    source: str
+    text: str
+
+
 # --- wire codec ----------------------------------------------------------------
 
 _WIRE_TYPES: dict[str, type] = {}
@@ -357,6 +399,26 @@ def _from_wire(raw: Any) -> Any:
         raise DecodeError(f"bad {raw[0]}: {exc}") from exc
 
 
+Envelope = tuple[int, str, bytes]
+"""(address, message type name, encoded message): what pipes carry, so the
+router can route and count without decoding payloads."""
+
+
+def pack_envelopes(envelopes: list[Envelope]) -> bytes:
+    """Many envelopes in one pipe frame (one write per batch)."""
+    return msgpack.packb(envelopes, use_bin_type=True)
+
+
+def unpack_envelopes(data: bytes) -> list[Envelope]:
+    try:
+        items = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as exc:
+        raise DecodeError(f"not an envelope batch: {exc}") from exc
+    if not isinstance(items, list):
+        raise DecodeError("not an envelope batch")
+    return [(int(a), str(k), bytes(p)) for a, k, p in items]
+
+
 def encode(message: Any) -> bytes:
     """Serialise a registered dataclass (nested ones and tuples included)."""
     return msgpack.packb(_to_wire(message), use_bin_type=True)
@@ -373,5 +435,6 @@ def decode(data: bytes) -> Any:
 
 for _cls in (Entry, HardState, Snapshot, RequestVote, RequestVoteResponse, AppendEntries,
              AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
-             KvOp, Record, RecordOp, Command, ClientRequest, ClientReply, KvSnapshot):
+             KvOp, Record, RecordOp, Command, ClientRequest, ClientReply, KvSnapshot,
+             ServerStatus, ClerkStatus, Event):
     wire_type(_cls)

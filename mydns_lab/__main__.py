@@ -1,0 +1,160 @@
+"""`python -m mydns_lab` (what `sh run_dns.sh` runs): the lab on this host.
+
+Flags mirror the original Go program's (``--nservers --nclerks
+--dnsDuration --crash --unreliable``, with one or two dashes); a boolean
+flag is accepted as ``--crash``, ``--crash true``, ``--crash=true`` and
+``--crash false``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .labstate import LabState
+from .launcher import Lab, LabOptions, print_final_table
+
+PLAIN_STATUS_INTERVAL_S = 3.0
+_TRUE = {"true", "t", "1", "yes", "y", "on"}
+_FALSE = {"false", "f", "0", "no", "n", "off"}
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mydns: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sh run_dns.sh", description="Run MyDNS: Raft servers, clerks with DNS "
+                "front ends, and the network between them, on this host.")
+    flag = p.add_argument
+
+    def boolean(name: str, help_text: str) -> None:
+        flag(f"--{name}", f"-{name}", nargs="?", const=True, default=False, type=parse_bool,
+             metavar="true|false", help=help_text)
+
+    flag("--nservers", "-nservers", type=_positive_int, default=5, help="Raft servers (5)")
+    flag("--nclerks", "-nclerks", type=_positive_int, default=5, help="clerks / front ends (5)")
+    flag("--dnsDuration", "-dnsDuration", dest="dns_duration", type=_non_negative, default=0.0,
+         metavar="SECONDS", help="run this long, then stop (0: until Ctrl-C)")
+    boolean("crash", "kill servers at random moments and restart them")
+    boolean("unreliable", "drop 10%% of messages and delay them 0-26 ms")
+    boolean("long-reordering", "with --unreliable: hold 2/3 of replies 200-2,200 ms")
+    flag("--seed", type=int, default=None, help="seed for every random choice (default: random)")
+    flag("--data-dir", type=Path, default=Path("mydns-data"), help="data folder (./mydns-data)")
+    flag("--fresh", action="store_true", help="delete the data folder first: start empty")
+    flag("--port", type=_port, default=9876, help="first front-end port (9876)")
+    flag("--bind", default="127.0.0.1", help="address the front ends listen on (127.0.0.1)")
+    flag("--zone", default="mydns.", help="DNS zone served (mydns.)")
+    flag("--ttl", type=int, default=60, help="TTL of answers in seconds (60)")
+    flag("--no-dashboard", dest="dashboard", action="store_false",
+         help="print a plain status line every few seconds instead of the live view")
+    boolean("no-fsync", "do not fsync (faster, loses data on power failure)")
+    return p
+
+
+def options_from(argv: list[str] | None) -> LabOptions:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port + args.nclerks - 1 > 65535:
+        parser.error(f"--port {args.port} leaves no room for {args.nclerks} front ends")
+    zone = args.zone if args.zone.endswith(".") else args.zone + "."
+    seed = args.seed if args.seed is not None else int(time.time() * 1000) % 1_000_000
+    return LabOptions(nservers=args.nservers, nclerks=args.nclerks,
+                      dns_duration=args.dns_duration, crash=args.crash,
+                      unreliable=args.unreliable, long_reordering=args.long_reordering,
+                      seed=seed, data_dir=args.data_dir, fresh=args.fresh, port=args.port,
+                      bind=args.bind, zone=zone, ttl=args.ttl, dashboard=args.dashboard,
+                      fsync=not args.no_fsync)
+
+
+def plain_status(state: LabState) -> str:
+    up = sum(1 for v in state.servers.values() if v.up)
+    commit = max((v.status.commit for v in state.servers.values() if v.status), default=0)
+    p50, p99 = state.latency_percentiles()
+    packets = state.packets()
+    return (f"t={state.elapsed():.0f}s leader=s{state.leader} term={state.leader_term} "
+            f"up={up}/{state.nservers} commit={commit} ops={state.total_ops()} "
+            f"ops/s={state.ops_per_second():.0f} p50={p50:.1f}ms p99={p99:.1f}ms "
+            f"packets={packets['sent']} dropped={packets['dropped']} "
+            f"crashes={state.crashes_injected}")
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise _Terminate()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = options_from(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    live = None
+    if options.dashboard and sys.stdout.isatty():
+        from .dashboard import LiveDashboard
+        live = LiveDashboard()
+        show = live.update
+    else:
+        last = [0.0]
+
+        def show(state: LabState) -> None:
+            if state.elapsed() - last[0] >= PLAIN_STATUS_INTERVAL_S:
+                last[0] = state.elapsed()
+                print(plain_status(state), flush=True)
+
+    lab = Lab(options, show)
+    print(f"MyDNS lab: seed={options.seed} (replay with --seed {options.seed})", flush=True)
+    try:
+        lab.start()
+        if live is not None:
+            live.start()
+        lab.run()
+    except (KeyboardInterrupt, _Terminate):
+        pass
+    finally:
+        if live is not None:
+            live.stop()
+        stats = lab.stop()
+        print_final_table(stats)
+        print(f"statistics written to {options.data_dir / 'last-run.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
