@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .labstate import LabState
-from .launcher import Lab, LabOptions, print_final_table
+from .launcher import Lab, LabFailure, LabOptions, print_final_table
 
 PLAIN_STATUS_INTERVAL_S = 3.0
 _TRUE = {"true", "t", "1", "yes", "y", "on"}
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(plain_status(state), flush=True)
 
     lab = Lab(options, show)
+    failure = ""
     print(f"MyDNS lab: seed={options.seed} (replay with --seed {options.seed})", flush=True)
     try:
         lab.start()
@@ -147,12 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         lab.run()
     except (KeyboardInterrupt, _Terminate):
         pass
+    except LabFailure as exc:
+        failure = str(exc)
     finally:
         if live is not None:
             live.stop()
         stats = lab.stop()
         print_final_table(stats)
         print(f"statistics written to {options.data_dir / 'last-run.json'}")
+    if failure:
+        print(f"mydns: error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -77,6 +77,10 @@ class ClusterClient:
         self._outbox.send(dst, msg)
         self._schedule_flush()
 
+    def flush_now(self) -> None:
+        """Write whatever is queued at once (used on the way out)."""
+        self._flush()
+
     # --- internals ------------------------------------------------------------------
 
     def _new_clerk(self) -> Clerk:

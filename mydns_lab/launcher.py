@@ -36,7 +36,14 @@ from .service import FrontEndSettings, run_clerk
 
 CLERK_ADDRESS_BASE = 100
 STOP_GRACE_S = 3.0
-_ctx = multiprocessing.get_context("fork")
+# spawn, not fork: a forked child would inherit every other pipe end the
+# launcher holds at that moment, so a killed server's pipe would stay open in
+# its siblings, the router would never see EOF, and would block writing to it.
+_ctx = multiprocessing.get_context("spawn")
+
+
+class LabFailure(Exception):
+    """The lab cannot go on (its router died); the message says why."""
 
 
 @dataclass(slots=True)
@@ -132,9 +139,11 @@ class Lab:
         while time.monotonic() < deadline and not (until and until()):
             sentinels = {c.process.sentinel: a for a, c in self._children.items()}
             timeout = min(refresh_s, max(0.0, deadline - time.monotonic()))
-            for ready in wait([self._control, *sentinels], timeout):
+            for ready in wait([self._control, self._router.sentinel, *sentinels], timeout):
                 if ready is self._control:
                     self._drain_control()
+                elif ready == self._router.sentinel:
+                    raise LabFailure(self._router_failure())
                 else:
                     self._child_exited(sentinels[ready])
             self._run_crash_controller()
@@ -144,18 +153,22 @@ class Lab:
                 self._show(self.state)
 
     def stop(self) -> dict[str, Any]:
-        """Stop every child within STOP_GRACE_S; return the final statistics."""
-        if self._control is not None:
-            try:
-                self._drain_control()
-            except (EOFError, OSError):
-                pass
-        for child in self._children.values():
-            child.expected_exit = True
-            _signal(child.process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S - 0.5
-        for child in self._children.values():
-            child.process.join(max(0.0, deadline - time.monotonic()))
+        """Stop every child within STOP_GRACE_S; return the final statistics.
+
+        Clerks go first, so their last counters still reach us through the
+        router; then servers; then the router itself.
+        """
+        deadline = time.monotonic() + STOP_GRACE_S - 0.3
+        clerks = [c for a, c in self._children.items() if a not in self.state.servers]
+        servers = [c for a, c in self._children.items() if a in self.state.servers]
+        for group in (clerks, servers):
+            for child in group:
+                child.expected_exit = True
+                _signal(child.process, signal.SIGTERM)
+            for child in group:
+                child.process.join(max(0.0, min(deadline, time.monotonic() + 1.0)
+                                       - time.monotonic()))
+        self._drain_control_until(min(deadline, time.monotonic() + 0.2))
         if self._control is not None:
             try:
                 self._control.send(("stop",))
@@ -170,6 +183,16 @@ class Lab:
         stats = self.state.final_stats(self.options.as_json())
         (self.options.data_dir / "last-run.json").write_text(json.dumps(stats, indent=2) + "\n")
         return stats
+
+    def _drain_control_until(self, until: float) -> None:
+        """Take in what the router still forwards, until ``until``."""
+        if self._control is None:
+            return
+        try:
+            while self._control.poll(max(0.0, until - time.monotonic())):
+                self._drain_control()
+        except (EOFError, OSError):
+            pass
 
     def pids(self) -> list[int]:
         """Every child process id (for tests that check none is left)."""
@@ -237,11 +260,25 @@ class Lab:
             message = self._control.recv()
             if message[0] == "stats":
                 self.state.on_router_stats(message[1])
+            elif message[0] == "error":
+                self.state.log(f"router failed: {message[1].strip().splitlines()[-1]}")
+                self.state.unexpected_exits.append("router: " + message[1])
             elif message[0] == "status":
                 try:
                     self.state.on_report(decode(message[1]))
                 except DecodeError as exc:
                     self.state.log(f"unreadable status report: {exc}")
+
+    def _router_failure(self) -> str:
+        try:
+            self._drain_control()
+        except (EOFError, OSError):
+            pass
+        self._router.join(1.0)
+        reason = f"the router (pid {self._router.pid}) exited with code " \
+                 f"{self._router.exitcode}; every message passes through it, so the lab stops"
+        self.state.unexpected_exits.append(reason)
+        return reason
 
     def _child_exited(self, address: int) -> None:
         child = self._children[address]

@@ -20,6 +20,7 @@ import heapq
 import random
 import signal
 import time
+import traceback
 from dataclasses import dataclass, field
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
@@ -104,7 +105,9 @@ class Router:
     # --- traffic ------------------------------------------------------------------------
 
     def _receive(self, conn: Connection, outgoing: dict[int, list[tuple[str, Envelope]]]) -> None:
-        src = next(a for a, c in self._pipes.items() if c is conn)
+        src = next((a for a, c in self._pipes.items() if c is conn), None)
+        if src is None:
+            return  # replaced by a newer pipe earlier in this same turn
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
@@ -189,4 +192,9 @@ def run_router(pipes: dict[int, Connection], control: Connection, seed: int,
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
-    Router(pipes, control, seed, server_ids).run()
+    try:
+        Router(pipes, control, seed, server_ids).run()
+    except Exception:
+        # Tell the launcher why the network died before dying with it.
+        control.send(("error", traceback.format_exc()))
+        raise

@@ -196,12 +196,15 @@ class _UdpFrontEnd(asyncio.DatagramProtocol):
             self._transport.sendto(reply, addr)
 
 
+def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:
+    return ClerkStatus(index, os.getpid(), counters.puts_ok, counters.puts_failed,
+                       counters.queries_ok, counters.queries_failed, client.counters.retries,
+                       counters.requests_received, tuple(counters.latencies_ms[-64:]))
+
+
 async def _report_status(index: int, client: ClusterClient, counters: FrontEndCounters) -> None:
     while not client.closed.is_set():
-        client.send_status(LAUNCHER, ClerkStatus(
-            index, os.getpid(), counters.puts_ok, counters.puts_failed, counters.queries_ok,
-            counters.queries_failed, client.counters.retries, counters.requests_received,
-            tuple(counters.latencies_ms[-64:])))
+        client.send_status(LAUNCHER, _status(index, client, counters))
         try:
             await asyncio.wait_for(client.closed.wait(), STATUS_INTERVAL_S)
         except asyncio.TimeoutError:
@@ -225,6 +228,10 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     finally:
         reporter.cancel()
         transport.close()
+        if not client.closed.is_set():
+            # The final counters, so the launcher's table counts every operation.
+            client.send_status(LAUNCHER, _status(index, client, counters))
+            client.flush_now()
 
 
 def run_clerk(index: int, address: int, settings: FrontEndSettings, conn: Connection) -> None:

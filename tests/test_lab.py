@@ -1,0 +1,171 @@
+"""The lab harness on real processes: flags, the crash x unreliable cells,
+persistence across restarts and SIGKILL, and no process left behind.
+
+Replay a failure with the command in its message (the launcher's flags).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mydns_lab.__main__ import options_from
+from mydns_lab.jsonclient import NoAnswer
+from tests.labkit import REPO, LabProcess, free_port_range
+
+pytestmark = pytest.mark.lab
+
+
+# --- flags -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, crash, unreliable", [
+    ([], False, False),
+    (["--crash"], True, False),
+    (["--crash", "true"], True, False),
+    (["--crash=true"], True, False),
+    (["--crash", "false"], False, False),
+    (["--crash", "true", "--unreliable", "true"], True, True),   # the original's example
+    (["-crash", "-unreliable=1"], True, True),
+    (["--unreliable", "--crash", "no"], False, True),
+])
+def test_boolean_flag_forms(argv: list[str], crash: bool, unreliable: bool) -> None:
+    options = options_from(argv)
+    assert (options.crash, options.unreliable) == (crash, unreliable), argv
+
+
+def test_original_flags() -> None:
+    options = options_from(["--nservers", "3", "--nclerks", "2", "--dnsDuration", "20"])
+    assert (options.nservers, options.nclerks, options.dns_duration) == (3, 2, 20.0)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus"], "unrecognized arguments"),
+    (["--crash", "maybe"], "expected true or false"),
+    (["--nservers", "0"], "must be at least 1"),
+    (["--nservers", "x"], "invalid"),
+    (["--dnsDuration", "-1"], "must not be negative"),
+    (["--port", "70000"], "not a port"),
+])
+def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mydns_lab", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+# --- real processes ---------------------------------------------------------------------
+
+def _put_all(lab: LabProcess, names: dict[str, str], rng: random.Random,
+             tokens: dict[str, str] | None = None, seq: int = 1) -> dict[str, str]:
+    """Upload every name through a random front end until acknowledged;
+    returns name -> token. Retries carry the same token and sequence
+    number, so a retried put takes effect once."""
+    tokens = {} if tokens is None else tokens
+    for name, address in names.items():
+        request = {"Type": "Put", "Key": name, "Value": address, "Seq": seq}
+        if name in tokens:
+            request["Token"] = tokens[name]
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, f"put {name} never succeeded ({lab.replay})"
+            try:
+                reply = lab.call(rng.randrange(lab.nclerks), request)
+            except NoAnswer:
+                continue
+            if reply["Type"] == "PutOk":
+                tokens.setdefault(name, reply.get("Token", ""))
+                break
+            # A first put that claimed the name but whose answer was lost
+            # leaves it owned by a token we never saw: the only legal error.
+            assert "did not answer" in reply.get("Error", ""), (name, reply, lab.replay)
+    return tokens
+
+
+def _read_all(lab: LabProcess, names: dict[str, str], rng: random.Random) -> None:
+    for name, address in names.items():
+        deadline = time.monotonic() + 20
+        while True:
+            assert time.monotonic() < deadline, f"query {name} never answered ({lab.replay})"
+            try:
+                reply = lab.call(rng.randrange(lab.nclerks), {"Type": "Query", "Key": name})
+            except NoAnswer:
+                continue
+            if reply["Type"] == "Response":
+                assert reply["Value"] == address, (name, reply, lab.replay)
+                break
+
+
+@pytest.mark.parametrize("crash", [False, True])
+@pytest.mark.parametrize("unreliable", [False, True])
+def test_cell_puts_and_reads_through_json(tmp_path: Path, crash: bool, unreliable: bool) -> None:
+    """Rounds of acknowledged updates, each read back through a random front
+    end, for long enough that the crash controller kills servers."""
+    flags = [f"--crash={str(crash).lower()}", f"--unreliable={str(unreliable).lower()}"]
+    rng = random.Random(7)
+    with LabProcess(tmp_path / "data", *flags, nservers=5, nclerks=3, seed=7) as lab:
+        tokens: dict[str, str] = {}
+        started = time.monotonic()
+        rounds = 0
+        while rounds < 3 or time.monotonic() - started < 6:
+            rounds += 1
+            names = {f"host{i}": f"10.{rounds % 250}.{i}.{rng.randrange(1, 255)}" for i in range(6)}
+            _put_all(lab, names, rng, tokens, seq=rounds)
+            _read_all(lab, names, rng)
+        stats = lab.stop()
+    assert stats["puts"] >= rounds * 6, stats
+    if crash:
+        assert stats["crashes_injected"] >= 2, stats
+    else:
+        assert stats["crashes_injected"] == 0
+    if unreliable:
+        assert stats["packets"]["dropped"] > 0, stats
+    elif not crash:
+        assert stats["packets"]["dropped"] == 0, stats
+
+
+def test_names_survive_a_full_restart(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    names = {f"keep{i}": f"192.0.2.{i + 1}" for i in range(8)}
+    data = tmp_path / "data"
+    with LabProcess(data, seed=3) as lab:
+        _put_all(lab, names, rng)
+    with LabProcess(data, seed=4, port=free_port_range(2, 30000)) as lab:
+        _read_all(lab, names, rng)
+
+
+def test_acknowledged_puts_survive_sigkill_of_every_process(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    names = {f"power{i}": f"198.51.100.{i + 1}" for i in range(8)}
+    data = tmp_path / "data"
+    lab = LabProcess(data, seed=5).start()
+    try:
+        _put_all(lab, names, rng)
+    finally:
+        lab.kill_everything()
+    with LabProcess(data, seed=6, port=free_port_range(2, 32000)) as lab:
+        _read_all(lab, names, rng)
+
+
+def test_fresh_starts_empty(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with LabProcess(data, seed=8) as lab:
+        _put_all(lab, {"gone": "203.0.113.9"}, random.Random(8))
+    with LabProcess(data, "--fresh", seed=9, port=free_port_range(2, 34000)) as lab:
+        assert lab.call(0, {"Type": "Query", "Key": "gone"})["Value"] == ""
+
+
+def test_run_dns_sh_duration_exits_0_with_table(tmp_path: Path) -> None:
+    port = free_port_range(2, 36000)
+    proc = subprocess.run(["sh", "run_dns.sh", "--dnsDuration", "3", "--no-dashboard",
+                           "--nservers", "3", "--nclerks", "2", "--port", str(port),
+                           "--data-dir", str(tmp_path / "d"), "--crash", "--unreliable"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "final statistics" in proc.stdout and "total packets" in proc.stdout
+    assert (tmp_path / "d" / "last-run.json").exists()
