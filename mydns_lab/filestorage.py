@@ -21,8 +21,9 @@ holds the save's entries and the commit index after the save; replaying it
 with :func:`mydns_lab.storage.apply_save` truncates the log at the first
 entry's index and appends, so no separate truncation marker is needed and
 both storages follow the same rules. The commit index lives only in the log
-(it is not needed for safety), so a save that only moves it costs one small
-append and no rename.
+and is written lazily (it is not needed for safety): a save that only moves
+it writes nothing, and after a crash load() may return an older commit
+index than the last one saved.
 
 Crash consistency. A save writes its whole log change as one record and
 fsyncs once, so a crash inside it leaves the record whole or torn; a torn
@@ -297,9 +298,13 @@ class FileStorage:
         if snapshot is not None:
             self._start_generation(self._generation + 1)
             self._bytes = _entries_size(self._state.entries)
-        elif entries or new.commit != old.commit:
+        elif entries:
             self._append(FileLogBatch(tuple(entries), new.commit))
             self._bytes += _entries_size(entries) - replaced
+        # A save that only moves the commit index writes nothing: the index
+        # rides along with the next entries, and a restart that finds an
+        # older one relearns it from the leader. Writing it would cost an
+        # fsync per commit, and an unsynced record could tear mid-log.
 
     def _replaced_size(self, entries: Sequence[Entry]) -> int:
         """Bytes of the stored entries that ``entries`` will overwrite."""

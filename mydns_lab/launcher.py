@@ -148,9 +148,11 @@ class Lab:
                     self._child_exited(sentinels[ready])
             self._run_crash_controller()
             now = time.monotonic()
-            if self._show is not None and now >= next_show:
+            if now >= next_show:
                 next_show = now + refresh_s
-                self._show(self.state)
+                self._write_status_file()
+                if self._show is not None:
+                    self._show(self.state)
 
     def stop(self) -> dict[str, Any]:
         """Stop every child within STOP_GRACE_S; return the final statistics.
@@ -183,6 +185,22 @@ class Lab:
         stats = self.state.final_stats(self.options.as_json())
         (self.options.data_dir / "last-run.json").write_text(json.dumps(stats, indent=2) + "\n")
         return stats
+
+    def _write_status_file(self) -> None:
+        """``<data-dir>/status.json``: who is up and who leads, for operators
+        and benchmarks (replaced atomically, a few times a second)."""
+        servers = {}
+        for node, view in self.state.servers.items():
+            status = view.status
+            fresh = status is not None and view.up and status.pid == view.pid
+            role = status.role if fresh and status else ("starting" if view.up else "down")
+            servers[str(node)] = {"up": view.up, "pid": view.pid, "role": role,
+                                  "term": status.term if status else 0}
+        path = self.options.data_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"leader": self.state.leader, "term": self.state.leader_term,
+                                   "servers": servers}))
+        os.replace(tmp, path)
 
     def _drain_control_until(self, until: float) -> None:
         """Take in what the router still forwards, until ``until``."""

@@ -45,7 +45,10 @@ class Storage(Protocol):
            ``entries[0].index`` on, then are appended.
         3. ``hard_state`` (if any) replaces the stored one.
 
-        Durable on return. Raises on failure; the caller must then stop.
+        Durable on return, except ``hard_state.commit``, which storage may
+        persist lazily (a restarted node relearns it from the leader): after
+        a crash, ``load`` may return an older commit index, never a newer
+        one. Raises on failure; the caller must then stop.
         """
         ...
 

@@ -16,7 +16,7 @@ import pytest
 
 from mydns_lab.__main__ import options_from
 from mydns_lab.jsonclient import NoAnswer
-from tests.labkit import REPO, LabProcess, free_port_range
+from mydns_lab.labprocess import REPO, LabProcess, free_port_range
 
 pytestmark = pytest.mark.lab
 

@@ -1,4 +1,5 @@
-"""Running the real lab (`python -m mydns_lab`) from tests.
+"""Running the real lab (`python -m mydns_lab`) from another program: the
+tests, the benchmarks and the workloads.
 
 A :class:`LabProcess` starts the launcher as a subprocess on loopback ports
 it checked are free and a temporary data folder, waits until every front
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
-from mydns_lab.jsonclient import NoAnswer, json_call
+from .jsonclient import NoAnswer, json_call
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(interval_s)  # polling interval, not a wait for an outcome
+        time.sleep(interval_s)  # the polling interval, not a wait for an outcome
 
 
 class LabProcess:
