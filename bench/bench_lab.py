@@ -190,11 +190,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--nservers", type=int, default=5)
     parser.add_argument("--nclerks", type=int, default=5)
+    parser.add_argument("--no-fsync", action="store_true", help="for comparison only")
     args = parser.parse_args()
     modes = ["throughput", "latency", "failover"] if args.mode == "all" else [args.mode]
     for mode in modes:
         with tempfile.TemporaryDirectory(prefix="mydns-bench-") as tmp:
-            lab = LabProcess(Path(tmp) / "data", "--fresh", nservers=args.nservers,
+            flags = ["--fresh"] + (["--no-fsync"] if args.no_fsync else [])
+            lab = LabProcess(Path(tmp) / "data", *flags, nservers=args.nservers,
                              nclerks=args.nclerks, seed=11)
             with lab:
                 if mode == "throughput":

@@ -9,30 +9,48 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .messages import RaftMessage
+from .messages import AppendEntries, Heartbeat, InstallSnapshot, RaftMessage
 from .raft import RaftNode, Ready
 from .storage import Storage
+
+_PROMISE_FREE = (AppendEntries, Heartbeat, InstallSnapshot)
+
+
+def _promises_nothing(msg: RaftMessage) -> bool:
+    """Replication from a leader asks, it does not promise: the leader's own
+    copy counts toward commit only once storage reports it durable
+    (``log.stable``), and its term and vote were durable before it could be
+    elected. So these may leave before the batch is persisted (Raft thesis
+    §10.2.1), letting followers' disk writes overlap the leader's."""
+    return isinstance(msg, _PROMISE_FREE)
 
 
 def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage], None],
                  apply: Callable[[Ready], None]) -> Ready | None:
     """Handle the node's next Ready, if any, and return it.
 
-    Persist -> send -> apply -> advance. Persisting first is what makes a
-    vote or an acknowledgement binding: no message leaves before the state
-    it promises is durable. ``apply`` installs ``rd.snapshot`` when
+    Send what promises nothing -> persist -> send the rest -> apply ->
+    advance. Persisting before the rest is what makes a vote or an
+    acknowledgement binding: no such message leaves before the state it
+    promises is durable. ``apply`` installs ``rd.snapshot`` when
     ``rd.install_snapshot`` is set, then applies ``rd.committed_entries`` in
     order, and may act on ``rd.read_states`` and ``rd.soft_state``.
 
-    If ``storage.save`` raises, nothing is sent or applied and the node must
-    be discarded: its in-memory state is ahead of what is durable.
+    If ``storage.save`` raises, nothing more is sent or applied and the node
+    must be discarded: its in-memory state is ahead of what is durable.
     """
     rd = node.ready()
     if rd is None:
         return None
+    later = []
+    for msg in rd.messages:
+        if _promises_nothing(msg):
+            send(msg)
+        else:
+            later.append(msg)
     if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
         storage.save(rd.hard_state, rd.entries, rd.snapshot)
-    for msg in rd.messages:
+    for msg in later:
         send(msg)
     apply(rd)
     node.advance(rd)
