@@ -339,25 +339,72 @@ class DecodeError(ValueError):
     """Bytes that are not a message this project knows."""
 
 
-def _decoder_for(hint: Any) -> Callable[[Any], Any]:
-    """How to rebuild a field of type ``hint`` from its msgpack form."""
+Decoder = Callable[[Any], Any]
+
+
+def _decoder_for(hint: Any) -> Decoder:
+    """How to rebuild a field of type ``hint`` from its msgpack form,
+    checking that what arrived has that type (DecodeError if not), so a
+    malformed packet is refused here instead of failing deep in the core."""
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(options) == 1:
-            inner = _decoder_for(options[0])
-        elif all(dataclasses.is_dataclass(o) for o in options):
-            inner = _from_wire  # the encoded form names its type
-        else:
-            inner = lambda raw: raw  # noqa: E731 - plain msgpack values
-        return lambda raw: None if raw is None else inner(raw)
+        return _union_decoder([a for a in typing.get_args(hint) if a is not type(None)],
+                              type(None) in typing.get_args(hint))
     if origin is tuple:
-        args = typing.get_args(hint)
-        item = _decoder_for(args[0]) if args else (lambda raw: raw)
-        return lambda raw: tuple(item(r) for r in _expect_list(raw))
+        return _tuple_decoder(typing.get_args(hint))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _from_wire
+        return lambda raw: _expect_instance(_from_wire(raw), (hint,))
+    if hint is bool:
+        return lambda raw: _expect_instance(raw, (bool,))
+    if hint is int:
+        return _int_decoder
+    if hint is float:
+        return lambda raw: float(_expect_instance(raw, (int, float)))
+    if hint in (str, bytes):
+        return lambda raw: _expect_instance(raw, (hint,))
     return lambda raw: raw
+
+
+def _int_decoder(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise DecodeError(f"expected an integer, got {raw!r:.80}")
+    return raw
+
+
+def _union_decoder(options: list[Any], optional: bool) -> Decoder:
+    if len(options) == 1:
+        inner = _decoder_for(options[0])
+    elif all(dataclasses.is_dataclass(o) for o in options):
+        allowed = tuple(options)
+        inner = lambda raw: _expect_instance(_from_wire(raw), allowed)  # noqa: E731
+    else:
+        inner = lambda raw: raw  # noqa: E731 - plain msgpack values
+    if not optional:
+        return inner
+    return lambda raw: None if raw is None else inner(raw)
+
+
+def _tuple_decoder(args: tuple[Any, ...]) -> Decoder:
+    if not args:
+        return lambda raw: tuple(_expect_list(raw))
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _decoder_for(args[0])
+        return lambda raw: tuple(item(r) for r in _expect_list(raw))
+    items = [_decoder_for(a) for a in args]
+
+    def fixed(raw: Any) -> tuple:
+        values = _expect_list(raw)
+        if len(values) != len(items):
+            raise DecodeError(f"expected {len(items)} values, got {len(values)}")
+        return tuple(decode_item(v) for decode_item, v in zip(items, values))
+    return fixed
+
+
+def _expect_instance(value: Any, kinds: tuple[type, ...]) -> Any:
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise DecodeError(f"expected {names}, got {type(value).__name__}: {value!r:.60}")
+    return value
 
 
 def _expect_list(raw: Any) -> list:
@@ -416,7 +463,12 @@ def unpack_envelopes(data: bytes) -> list[Envelope]:
         raise DecodeError(f"not an envelope batch: {exc}") from exc
     if not isinstance(items, list):
         raise DecodeError("not an envelope batch")
-    return [(int(a), str(k), bytes(p)) for a, k, p in items]
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int)
+                and not isinstance(item[0], bool) and isinstance(item[1], str)
+                and isinstance(item[2], bytes)):
+            raise DecodeError(f"not an envelope: {item!r:.80}")
+    return [(a, k, p) for a, k, p in items]
 
 
 def encode(message: Any) -> bytes:

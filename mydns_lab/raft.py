@@ -354,10 +354,11 @@ class RaftNode:
 
     def _in_lease(self) -> bool:
         """Whether we believe a leader is alive, so elections are not needed."""
+        if not self.config.check_quorum:
+            return False  # without check-quorum a leader's liveness is unknown
         if self.role is Role.LEADER:
             return True
-        return (self.config.check_quorum and self.leader != NO_NODE
-                and self._election_elapsed < self.config.election_ticks)
+        return self.leader != NO_NODE and self._election_elapsed < self.config.election_ticks
 
     def _accept_higher_term(self, msg: RaftMessage) -> bool:
         """Apply the term rule for a message from a newer term.

@@ -137,9 +137,6 @@ def test_random_bytes_raise_decode_error_and_nothing_else() -> None:
                                  f"pytest tests/test_messages.py -k random_bytes") from exc
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: decode() checks field count but not field types, so a term that is a "
-    "string decodes into a Heartbeat and later crashes RaftNode.step with TypeError"))
 def test_wrongly_typed_field_raises_decode_error() -> None:
     """decode() promises DecodeError on bad input. A message whose fields
     have the wrong types is bad input: it must not reach the core, where
@@ -148,18 +145,12 @@ def test_wrongly_typed_field_raises_decode_error() -> None:
         decode(msgpack.packb(["Heartbeat", "5", 1, 2, 0, 0]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: a nested field decodes to whatever registered type the bytes name, "
-    "not the declared one, so AppendEntries.entries can hold Snapshots"))
 def test_nested_field_of_wrong_type_raises_decode_error() -> None:
     data = msgpack.packb(["AppendEntries", 5, 1, 2, 0, 0, [["Snapshot", 1, 1, b""]], 0])
     with pytest.raises(DecodeError):
         decode(data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: unpack_envelopes() only wraps msgpack errors; a frame whose items are "
-    "not (int, str, bytes) triples raises ValueError/TypeError or yields made-up bytes"))
 @pytest.mark.parametrize("items", [[[1, 2]], [1], [["x", "k", b""]], [[1, "k", 3]]],
                          ids=["pair", "not-a-triple", "bad-address", "int-payload"])
 def test_garbage_envelope_batch_raises_decode_error(items: list) -> None:
