@@ -26,7 +26,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 
 from .faults import LinkFaults, message_fate
-from .messages import Envelope, pack_envelopes, unpack_envelopes
+from .messages import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from .server import die_with_parent
 from .transport import LAUNCHER
 
@@ -116,7 +116,11 @@ class Router:
             conn.close()
             return
         now = time.monotonic()
-        for dst, kind, payload in unpack_envelopes(data):
+        try:
+            envelopes = unpack_envelopes(data)
+        except DecodeError:
+            return  # not from one of ours; nothing to route
+        for dst, kind, payload in envelopes:
             if dst == LAUNCHER:
                 self._control.send(("status", payload))
                 continue

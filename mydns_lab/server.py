@@ -105,7 +105,7 @@ def _serve(node_id: int, settings: ServerSettings, storage: FileStorage, outbox:
     while True:
         conn.poll(max(0.0, next_tick - time.monotonic()))
         now_ms = int(time.time() * 1000)
-        for msg in receive(conn):
+        for msg in receive(conn, trace):
             if isinstance(msg, ClientRequest):
                 kv.submit(msg, now_ms)
             else:

@@ -9,9 +9,9 @@ Ready batch of twenty messages costs one write, not twenty.
 from __future__ import annotations
 
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
-from .messages import Envelope, decode, encode, pack_envelopes, unpack_envelopes
+from .messages import DecodeError, Envelope, decode, encode, pack_envelopes, unpack_envelopes
 
 LAUNCHER = 0
 """Address of the launcher: status reports go there, outside the fault layer."""
@@ -33,10 +33,24 @@ class Outbox:
             self._conn.send_bytes(pack_envelopes(batch))
 
 
-def receive(conn: Connection) -> list[Any]:
-    """Decode every message waiting on ``conn`` without blocking."""
+def receive(conn: Connection, on_error: Callable[[str], None] | None = None) -> list[Any]:
+    """Decode every message waiting on ``conn`` without blocking.
+
+    A frame or message that does not decode is skipped (and reported to
+    ``on_error``): no input may stop a process.
+    """
     messages = []
     while conn.poll(0):
-        for _, _, payload in unpack_envelopes(conn.recv_bytes()):
-            messages.append(decode(payload))
+        try:
+            envelopes = unpack_envelopes(conn.recv_bytes())
+        except DecodeError as exc:
+            if on_error is not None:
+                on_error(f"dropped an unreadable frame: {exc}")
+            continue
+        for _, _, payload in envelopes:
+            try:
+                messages.append(decode(payload))
+            except DecodeError as exc:
+                if on_error is not None:
+                    on_error(f"dropped an unreadable message: {exc}")
     return messages
