@@ -1,0 +1,970 @@
+"""The DNS logic of a front end: one request's bytes in, a reply out.
+
+Pure: no sockets, no event loop, no clock. The UDP and TCP servers in
+:mod:`mydns_lab.service` call :meth:`DnsFrontEnd.handle` with each request
+(TCP: without the two-byte length prefix) and the wall clock ``now_s``, which
+only TSIG uses. The reply is one of
+
+* :class:`Answer` -- send ``data`` back (over TCP with its length prefix);
+* :class:`Drop` -- send nothing (too short to answer, or itself a response);
+* :class:`UpdateNeeded` -- an authorised RFC 2136 UPDATE. The caller runs
+  ``ops`` through the cluster *in order*, stopping at the first failure,
+  collects one ``(status, value)`` per op run (``"ok"``/``"error"`` as the
+  store answered, ``"timeout"`` when the cluster did not answer) and sends
+  ``finish(results)``. ``finish`` never raises.
+
+``handle`` never raises either: a packet that cannot be parsed gets FORMERR
+(or nothing when not even the 12-byte header is there), and a bug on any
+other path gets SERVFAIL.
+
+**What is served.** The zone (default ``mydns.``) is answered
+authoritatively (AA set) from a :class:`RecordView`: A and AAAA from the
+record's addresses; TXT as one RR ``updated=<ISO-8601 UTC>`` plus one RR per
+stored text; SOA and NS at the apex. The SOA serial is ``view.serial``, its
+minimum (the negative-caching TTL) is ``ttl``. Unknown names get NXDOMAIN,
+other types NODATA, both with the SOA in the authority section; names
+outside the zone get REFUSED. ANY is answered per RFC 8482 with one
+synthesised ``HINFO "RFC8482" ""`` (cheap, and it tells the asker why).
+Empty non-terminals (``lab`` when only ``gpu1.lab`` exists) answer NODATA
+when the view also offers ``has_descendants`` (:class:`SubtreeView`),
+NXDOMAIN otherwise.
+
+**Sizes.** Without EDNS a UDP answer is at most 512 bytes. With EDNS the
+client's payload size is honoured but capped at 1232 bytes (the DNS Flag Day
+2020 value: 1280-byte IPv6 minimum MTU less headers, so answers are never
+fragmented); 1232 is also what we advertise. An answer that does not fit is
+sent with TC set, the question and no records; over TCP the limit is 65535.
+
+**Why not dnslib's parser.** dnslib builds the replies, but requests are read
+by the small parser here: dnslib follows compression pointers by recursion
+(a long chain raises RecursionError), refuses RRs with empty RDATA (which
+every RFC 2136 delete and prerequisite has), and does not say where the TSIG
+RR starts, which the MAC needs.
+
+**Updates.** Only TSIG-signed UPDATEs are accepted (HMAC-SHA256, full
+32-byte MAC, fudge checked against ``now_s``; RFC 8945). Unsigned: REFUSED.
+Unknown key or other algorithm: NOTAUTH/BADKEY; wrong MAC: NOTAUTH/BADSIG;
+time off by more than the fudge: NOTAUTH/BADTIME (signed). Zone section not
+our zone, or an RR outside it: NOTZONE. A name the key is not granted, the
+apex, or a type other than A/AAAA being added: REFUSED. Prerequisites
+(RFC 2136 section 2.4) are all supported, value-dependent ones for A and
+AAAA (NOTIMP for other types); they are checked against the view when the
+request arrives, not atomically with the write. Updates may add an A/AAAA
+RR, delete one, delete an RRset or delete every RRset of a name; deletes of
+types the store does not keep are no-ops, and TTLs in the request are
+ignored (every answer uses ``ttl``). The store replaces a name's whole
+address set, so each touched name becomes one ``record_set`` (keeping its
+TXT, ``seq`` = stored seq + 1) or, when no address is left, one
+``record_delete``. Names are changed one op at a time: if a later op fails,
+earlier names stay changed.
+
+**Ownership.** Names written through TSIG are owned by
+``token_hash("tsig:" + key name)`` (:func:`tsig_owner`): a name claimed with
+a JSON token cannot be changed through TSIG nor the reverse, and rotating a
+key's secret keeps its names. Because that owner is derived from the key's
+*name*, the JSON front end must refuse tokens that start with ``tsig:``.
+
+**Keys file** (:meth:`KeyRing.load`)::
+
+    # name      secret (base64, >= 16 bytes)                   granted names
+    laptop      kJz0bDqN8p3D4fmvRIS3C5QvYtGWvqkTvdv7KxjCgGE=
+    lab-admin   pO9xW2kqkR1ZkH1vJ0sV3p6yq3ZkQ8m2m8K9qJb3l2c=   gpu1.lab *.lab
+
+One key a line: its TSIG name (case-insensitive, trailing dot optional), its
+HMAC-SHA256 secret in base64 (``tsig-keygen`` or ``openssl rand -base64
+32``), then the names it may change, relative to the zone; ``*.x`` grants
+every name below ``x``. Without granted names a key may change the name
+equal to its own, with the zone suffix removed if it has one. ``#`` starts a
+comment. A bad line raises :class:`KeyFileError` naming the line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Protocol, Union, runtime_checkable
+
+from dnslib import AAAA, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
+from dnslib import EDNS0, EDNSOption
+
+from .messages import Record, RecordOp
+from .records import InvalidRecord, normalize_name, split_addresses, token_hash
+
+__all__ = ["Answer", "Drop", "UpdateNeeded", "Reply", "RecordView", "SubtreeView",
+           "DnsFrontEnd", "KeyRing", "TsigKey", "KeyFileError", "tsig_owner",
+           "UDP_PAYLOAD_MAX", "TSIG_FUDGE_S"]
+
+UDP_PAYLOAD_MAX = 1232   # the EDNS payload we accept and advertise (see the module doc)
+UDP_PLAIN_MAX = 512      # without EDNS (RFC 1035)
+TCP_MAX = 65535
+TSIG_FUDGE_S = 300       # RFC 8945 recommends 300 s
+MIN_SECRET_BYTES = 16
+SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 3600, 900, 604800
+MAX_POINTER_HOPS = 127   # more than any 255-octet name needs
+
+# opcodes, rcodes and TSIG errors
+QUERY, UPDATE = 0, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, BADVERS = 6, 7, 8, 9, 10, 16
+BADSIG, BADKEY, BADTIME = 16, 17, 18
+# types and classes
+T_A, T_NS, T_SOA, T_HINFO, T_TXT, T_AAAA, T_OPT = 1, 2, 6, 13, 16, 28, 41
+T_TKEY, T_TSIG, T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY = 249, 250, 251, 252, 253, 254, 255
+C_IN, C_NONE, C_ANY = 1, 254, 255
+META_TYPES = frozenset({T_OPT, T_TKEY, T_TSIG, T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY})
+# header bits
+F_QR, F_AA, F_TC, F_RD = 0x8000, 0x0400, 0x0200, 0x0100
+# Extended DNS Errors (RFC 8914), attached to refusals when the request had EDNS
+EDE_OTHER, EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 0, 18, 20, 21
+OPT_EDE = 15
+
+HMAC_SHA256 = (b"hmac-sha256",)
+TSIG_OWNER_PREFIX = "tsig:"
+_KEY_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LDH_LABEL = re.compile(rb"^[A-Za-z0-9-]{1,63}$")
+
+Labels = tuple[bytes, ...]
+
+
+# --- replies ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Send ``data`` to the client."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Send nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateNeeded:
+    """Run ``ops`` through the cluster in order, then send ``finish(results)``."""
+
+    ops: tuple[RecordOp, ...]
+    finish: Callable[[list[tuple[str, str]]], bytes] = field(compare=False)
+
+
+Reply = Union[Answer, Drop, UpdateNeeded]
+
+
+class RecordView(Protocol):
+    """The records as this front end last saw them."""
+
+    serial: int  # rises with every change; the SOA serial
+
+    def lookup(self, name: str) -> Record | None:
+        """The record of ``name`` (relative to the zone, normalised), or None."""
+        ...
+
+
+@runtime_checkable
+class SubtreeView(Protocol):
+    """Optional: a view that also knows whether names exist below a name."""
+
+    def has_descendants(self, name: str) -> bool:
+        ...
+
+
+def tsig_owner(key_name: str) -> str:
+    """The owner hash of names created through the TSIG key ``key_name``."""
+    return token_hash(TSIG_OWNER_PREFIX + key_name.lower().rstrip("."))
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+class KeyFileError(ValueError):
+    """A keys file that cannot be used; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    """One HMAC-SHA256 key. ``name`` is lower-case without a trailing dot;
+    ``grants`` holds names relative to the zone (``*.x``: anything below
+    ``x``); empty means the key's own name."""
+
+    name: str
+    secret: bytes
+    grants: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> Labels:
+        return tuple(part.encode() for part in self.name.split("."))
+
+    @property
+    def owner(self) -> str:
+        return tsig_owner(self.name)
+
+
+class KeyRing:
+    """The TSIG keys a front end accepts, by name."""
+
+    def __init__(self, keys: Iterable[TsigKey] = ()) -> None:
+        self._keys: dict[str, TsigKey] = {}
+        for key in keys:
+            if key.name in self._keys:
+                raise ValueError(f"two keys are named {key.name!r}")
+            self._keys[key.name] = key
+
+    def get(self, name: str) -> TsigKey | None:
+        return self._keys.get(name.lower().rstrip("."))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @classmethod
+    def load(cls, path: str) -> KeyRing:
+        """Read a keys file (format in the module doc)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileError(f"cannot read keys file {path}: {exc}") from None
+        return cls.parse(text, source=str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<keys>") -> KeyRing:
+        keys: list[TsigKey] = []
+        seen: set[str] = set()
+        for number, line in enumerate(text.splitlines(), start=1):
+            words = line.split("#", 1)[0].split()
+            if not words:
+                continue
+            try:
+                key = _parse_key_line(words)
+            except ValueError as exc:
+                raise KeyFileError(f"{source} line {number}: {exc}; expected "
+                                   "'name base64-secret [granted-name ...]'") from None
+            if key.name in seen:
+                raise KeyFileError(f"{source} line {number}: key {key.name!r} is defined twice")
+            seen.add(key.name)
+            keys.append(key)
+        return cls(keys)
+
+
+def _parse_key_line(words: list[str]) -> TsigKey:
+    if len(words) < 2:
+        raise ValueError("a key needs a name and a secret")
+    name = words[0].lower().rstrip(".")
+    if not name or len(name) > 253 or not all(_KEY_LABEL.match(p) for p in name.split(".")):
+        raise ValueError(f"{words[0]!r} is not a valid key name")
+    try:
+        secret = base64.b64decode(words[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the secret is not valid base64") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the secret is {len(secret)} bytes; use at least {MIN_SECRET_BYTES} "
+                         "(for example: openssl rand -base64 32)")
+    grants = []
+    for word in words[2:]:
+        try:
+            if word.startswith("*."):
+                grants.append("*." + normalize_name(word[2:]))
+            else:
+                grants.append(normalize_name(word))
+        except InvalidRecord as exc:
+            raise ValueError(f"granted name {word!r}: {exc}") from None
+    return TsigKey(name, secret, tuple(grants))
+
+
+# --- reading requests ---------------------------------------------------------------
+
+
+class WireError(ValueError):
+    """Bytes that are not a well-formed DNS message."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireRR:
+    labels: Labels
+    rtype: int
+    rclass: int
+    ttl: int
+    rdata: bytes
+    start: int        # offset of the RR in the message
+    rdata_start: int
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    labels: Labels
+    qtype: int
+    qclass: int
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    id: int
+    flags: int
+    questions: tuple[Question, ...]
+    answers: tuple[WireRR, ...]      # UPDATE: prerequisites
+    authority: tuple[WireRR, ...]    # UPDATE: updates
+    additional: tuple[WireRR, ...]
+
+
+def read_name(data: bytes, offset: int) -> tuple[Labels, int]:
+    """The name at ``offset`` and the offset just after it. Compression
+    pointers must point before the segment that holds them, so every chain
+    ends; names over 255 octets and other label types are refused."""
+    labels: list[bytes] = []
+    octets = 1
+    pos = segment = offset
+    after: int | None = None
+    hops = 0
+    while True:
+        if pos >= len(data):
+            raise WireError("a name runs past the end of the message")
+        length = data[pos]
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= len(data):
+                raise WireError("a compression pointer is cut off")
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if after is None:
+                after = pos + 2
+            hops += 1
+            if target >= segment or hops > MAX_POINTER_HOPS:
+                raise WireError("a compression pointer does not point backwards")
+            pos = segment = target
+            continue
+        if length & 0xC0:
+            raise WireError(f"unknown label type 0x{length & 0xC0:02x}")
+        if length == 0:
+            return tuple(labels), (pos + 1 if after is None else after)
+        octets += length + 1
+        if octets > 255:
+            raise WireError("a name is longer than 255 octets")
+        if pos + 1 + length > len(data):
+            raise WireError("a label runs past the end of the message")
+        labels.append(data[pos + 1:pos + 1 + length])
+        pos += 1 + length
+
+
+def _read_rr(data: bytes, offset: int) -> tuple[WireRR, int]:
+    labels, pos = read_name(data, offset)
+    if pos + 10 > len(data):
+        raise WireError("a resource record is cut off")
+    rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
+    end = pos + 10 + rdlength
+    if end > len(data):
+        raise WireError("RDATA runs past the end of the message")
+    return WireRR(labels, rtype, rclass, ttl, data[pos + 10:end], offset, pos + 10), end
+
+
+def parse_message(data: bytes) -> WireMessage:
+    """Parse a whole message; raises :class:`WireError` on anything malformed,
+    trailing bytes included."""
+    if len(data) < 12:
+        raise WireError("shorter than a header")
+    ident, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
+    pos = 12
+    questions = []
+    for _ in range(qdcount):
+        labels, pos = read_name(data, pos)
+        if pos + 4 > len(data):
+            raise WireError("a question is cut off")
+        qtype, qclass = struct.unpack_from("!HH", data, pos)
+        questions.append(Question(labels, qtype, qclass))
+        pos += 4
+    sections: list[tuple[WireRR, ...]] = []
+    for count in (ancount, nscount, arcount):
+        records = []
+        for _ in range(count):
+            record, pos = _read_rr(data, pos)
+            records.append(record)
+        sections.append(tuple(records))
+    if pos != len(data):
+        raise WireError(f"{len(data) - pos} bytes after the last record")
+    return WireMessage(ident, flags, tuple(questions), *sections)
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    payload: int
+    version: int
+    do: bool
+
+
+def _edns_and_tsig(msg: WireMessage) -> tuple[Edns | None, WireRR | None]:
+    """The request's OPT and TSIG records; at most one each, OPT only in the
+    additional section with the root name, TSIG only as its last record."""
+    for record in msg.answers + msg.authority:
+        if record.rtype in (T_OPT, T_TSIG):
+            raise WireError("OPT or TSIG outside the additional section")
+    opts = [r for r in msg.additional if r.rtype == T_OPT]
+    tsigs = [i for i, r in enumerate(msg.additional) if r.rtype == T_TSIG]
+    if len(opts) > 1 or (opts and opts[0].labels):
+        raise WireError("more than one OPT record, or one not owned by the root")
+    if tsigs and tsigs != [len(msg.additional) - 1]:
+        raise WireError("TSIG is not the last record")
+    edns = None
+    if opts:
+        opt = opts[0]
+        edns = Edns(opt.rclass, (opt.ttl >> 16) & 0xFF, bool(opt.ttl & 0x8000))
+    return edns, (msg.additional[-1] if tsigs else None)
+
+
+# --- TSIG (RFC 8945) --------------------------------------------------------------------
+
+
+def wire_name(labels: Labels) -> bytes:
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+
+
+def _lower(labels: Labels) -> Labels:
+    return tuple(label.lower() for label in labels)
+
+
+@dataclass(frozen=True, slots=True)
+class TsigFields:
+    algorithm: Labels
+    time_signed: int
+    fudge: int
+    mac: bytes
+    original_id: int
+    error: int
+    other: bytes
+
+
+def parse_tsig_rdata(data: bytes, record: WireRR) -> TsigFields:
+    algorithm, pos = read_name(data, record.rdata_start)
+    end = record.rdata_start + len(record.rdata)
+    if pos + 10 > end:
+        raise WireError("TSIG RDATA is cut off")
+    high, low, fudge, mac_size = struct.unpack_from("!HIHH", data, pos)
+    pos += 10
+    mac = data[pos:pos + mac_size]
+    pos += mac_size
+    if pos + 6 > end:
+        raise WireError("TSIG RDATA is cut off")
+    original_id, error, other_len = struct.unpack_from("!HHH", data, pos)
+    pos += 6
+    other = data[pos:pos + other_len]
+    if pos + other_len != end:
+        raise WireError("TSIG RDATA has the wrong length")
+    return TsigFields(algorithm, (high << 32) | low, fudge, mac, original_id, error, other)
+
+
+def tsig_digest(secret: bytes, key_labels: Labels, message: bytes, fields: TsigFields,
+                request_mac: bytes = b"") -> bytes:
+    """HMAC-SHA256 over (request MAC), ``message`` (without its TSIG RR, with
+    its original ID and ARCOUNT) and the TSIG variables (RFC 8945 4.3)."""
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    if request_mac:
+        mac.update(struct.pack("!H", len(request_mac)) + request_mac)
+    mac.update(message)
+    mac.update(wire_name(_lower(key_labels)) + struct.pack("!HI", C_ANY, 0))
+    mac.update(wire_name(_lower(fields.algorithm)))
+    mac.update(struct.pack("!HIHHH", fields.time_signed >> 32, fields.time_signed & 0xFFFFFFFF,
+                           fields.fudge, fields.error, len(fields.other)) + fields.other)
+    return mac.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    """How to put a TSIG RR on a response. No secret: unsigned (an empty
+    MAC, for BADKEY and BADSIG)."""
+
+    key_labels: Labels
+    secret: bytes | None
+    request_mac: bytes
+    time_signed: int
+    error: int = 0
+    other: bytes = b""
+
+    def rr_size(self) -> int:
+        mac = 32 if self.secret is not None else 0
+        return (len(wire_name(self.key_labels)) + 10 + len(wire_name(HMAC_SHA256)) + 16
+                + mac + len(self.other))
+
+    def sign(self, body: bytes) -> bytes:
+        (ident,) = struct.unpack_from("!H", body)
+        (arcount,) = struct.unpack_from("!H", body, 10)
+        fields = TsigFields(HMAC_SHA256, self.time_signed, TSIG_FUDGE_S, b"", ident,
+                            self.error, self.other)
+        mac = b""
+        if self.secret is not None:
+            mac = tsig_digest(self.secret, self.key_labels, body, fields, self.request_mac)
+        rdata = (wire_name(HMAC_SHA256)
+                 + struct.pack("!HIHH", self.time_signed >> 32, self.time_signed & 0xFFFFFFFF,
+                               TSIG_FUDGE_S, len(mac)) + mac
+                 + struct.pack("!HHH", ident, self.error, len(self.other)) + self.other)
+        rr = wire_name(self.key_labels) + struct.pack("!HHIH", T_TSIG, C_ANY, 0, len(rdata)) + rdata
+        return body[:10] + struct.pack("!H", arcount + 1) + body[12:] + rr
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Response:
+    id: int
+    opcode: int
+    rd: bool
+    edns: Edns | None
+    question: Question | None = None
+    rcode: int = NOERROR
+    aa: bool = False
+    answers: list[RR] = field(default_factory=list)
+    authority: list[RR] = field(default_factory=list)
+    ede: tuple[int, str] | None = None
+    signer: _Signer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """Why an UPDATE is refused as a whole."""
+
+    rcode: int
+    ede: tuple[int, str] | None = None
+
+
+def _bare(ident: int, flags: int, rcode: int) -> bytes:
+    """A header-only response: for requests we could not (or need not) parse."""
+    reply_flags = F_QR | (flags & 0x7800) | (flags & F_RD) | (rcode & 0xF)
+    return struct.pack("!6H", ident, reply_flags, 0, 0, 0, 0)
+
+
+def _pack_body(resp: _Response, truncated: bool) -> bytes:
+    header = DNSHeader(id=resp.id, bitmap=F_QR | (resp.opcode << 11) | (F_RD if resp.rd else 0))
+    header.aa = int(resp.aa)
+    header.tc = int(truncated)
+    header.rcode = resp.rcode & 0xF
+    record = DNSRecord(header)
+    if resp.question is not None:
+        q = resp.question
+        record.add_question(DNSQuestion(DNSLabel(q.labels), q.qtype, q.qclass))
+    if not truncated:
+        record.rr.extend(resp.answers)
+        record.auth.extend(resp.authority)
+    if resp.edns is not None:
+        options = []
+        if resp.ede is not None:
+            code, text = resp.ede
+            options.append(EDNSOption(OPT_EDE, struct.pack("!H", code) + text[:200].encode()))
+        record.add_ar(EDNS0(udp_len=UDP_PAYLOAD_MAX, ext_rcode=resp.rcode >> 4,
+                            flags="do" if resp.edns.do else "", opts=options))
+    return bytes(record.pack())
+
+
+def _pack(resp: _Response, tcp: bool) -> bytes:
+    """The response as bytes: truncated (TC, question only) when it does not
+    fit the transport, signed last."""
+    if tcp:
+        limit = TCP_MAX
+    elif resp.edns is not None:
+        limit = max(UDP_PLAIN_MAX, min(resp.edns.payload, UDP_PAYLOAD_MAX))
+    else:
+        limit = UDP_PLAIN_MAX
+    reserve = resp.signer.rr_size() if resp.signer is not None else 0
+    body = _pack_body(resp, truncated=False)
+    if len(body) + reserve > limit:
+        body = _pack_body(resp, truncated=True)
+    return resp.signer.sign(body) if resp.signer is not None else body
+
+
+def _iso_utc(ms: int) -> str:
+    """``ms`` since the epoch as ISO-8601 UTC, to the second (proleptic
+    Gregorian; Hinnant's civil-from-days, to keep ``datetime`` out)."""
+    seconds = ms // 1000
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hours:02d}:{minutes:02d}:{secs:02d}Z"
+
+
+# --- the front end ------------------------------------------------------------------------
+
+
+class DnsFrontEnd:
+    """Answers DNS for one zone from a :class:`RecordView`; one instance per
+    front-end process, shared by its UDP and TCP servers."""
+
+    def __init__(self, zone: str = "mydns.", ttl: int = 60, *, view: RecordView,
+                 keyring: KeyRing | None = None, ns_name: str | None = None) -> None:
+        self.zone = normalize_name(zone) + "."
+        self.zone_labels: Labels = tuple(p.encode() for p in self.zone[:-1].split("."))
+        if not 0 <= ttl <= 0x7FFFFFFF:
+            raise ValueError(f"ttl {ttl} is out of range")
+        self.ttl = ttl
+        self.view = view
+        self.keyring = keyring if keyring is not None else KeyRing()
+        ns = ns_name if ns_name is not None else "ns1." + self.zone
+        self._zone_label = DNSLabel(self.zone_labels)
+        self._ns_label = DNSLabel(ns if ns.endswith(".") else ns + ".")
+        self._hostmaster = DNSLabel(("hostmaster".encode(),) + self.zone_labels)
+
+    # --- entry point ---
+
+    def handle(self, packet: bytes, *, tcp: bool, now_s: float) -> Reply:
+        """One request in, one reply out; never raises (see the module doc)."""
+        try:
+            return self._handle(bytes(packet), tcp, now_s)
+        except Exception:  # a bug must cost one SERVFAIL, never the server loop
+            try:
+                if len(packet) < 12:
+                    return Drop()
+                ident, flags = struct.unpack_from("!HH", bytes(packet[:4]))
+                return Answer(_bare(ident, flags, SERVFAIL))
+            except Exception:
+                return Drop()
+
+    def _handle(self, packet: bytes, tcp: bool, now_s: float) -> Reply:
+        if len(packet) < 12:
+            return Drop()
+        ident, flags = struct.unpack_from("!HH", packet)
+        if flags & F_QR:
+            return Drop()
+        opcode = (flags >> 11) & 0xF
+        if opcode not in (QUERY, UPDATE):
+            return Answer(_bare(ident, flags, NOTIMP))
+        try:
+            msg = parse_message(packet)
+            edns, tsig_rr = _edns_and_tsig(msg)
+        except Exception:  # WireError, or a parser bug: either way we cannot read it
+            return Answer(_bare(ident, flags, FORMERR))
+        if len(msg.questions) != 1:
+            return Answer(_bare(ident, flags, FORMERR))
+        resp = _Response(ident, opcode, bool(flags & F_RD), edns, msg.questions[0])
+        if edns is not None and edns.version != 0:
+            resp.rcode = BADVERS
+            return Answer(_pack(resp, tcp))
+        if tsig_rr is not None:
+            failure = self._check_tsig(packet, tsig_rr, resp, int(now_s))
+            if failure is not None:
+                return Answer(_pack(failure, tcp))
+        if opcode == UPDATE:
+            return self._update(msg, resp, tcp)
+        return Answer(_pack(self._query(resp), tcp))
+
+    # --- queries ---
+
+    def _relative(self, labels: Labels) -> Labels | None:
+        """``labels`` without the zone suffix; None when outside the zone."""
+        n = len(self.zone_labels)
+        if len(labels) < n or _lower(labels[len(labels) - n:]) != self.zone_labels:
+            return None
+        return labels[:len(labels) - n]
+
+    @staticmethod
+    def _record_name(relative: Labels) -> str | None:
+        """The stored form of a relative name, or None if no record can have it."""
+        if not relative or not all(_LDH_LABEL.match(label) for label in relative):
+            return None
+        try:
+            return normalize_name(b".".join(relative).decode("ascii"))
+        except InvalidRecord:
+            return None
+
+    def _soa(self) -> RR:
+        times = (self.view.serial & 0xFFFFFFFF, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, self.ttl)
+        return RR(self._zone_label, T_SOA, C_IN, self.ttl,
+                  SOA(self._ns_label, self._hostmaster, times))
+
+    def _query(self, resp: _Response) -> _Response:
+        q = resp.question
+        assert q is not None
+        relative = self._relative(q.labels)
+        if q.qclass not in (C_IN, C_ANY) or relative is None:
+            resp.rcode = REFUSED
+            resp.ede = (EDE_NOT_AUTHORITATIVE, f"this server answers only for {self.zone}")
+            return resp
+        if q.qtype in (T_AXFR, T_IXFR, T_MAILA, T_MAILB):
+            resp.rcode = NOTIMP
+            return resp
+        if q.qtype in (T_OPT, T_TSIG, T_TKEY):
+            resp.rcode = FORMERR
+            return resp
+        resp.aa = True
+        owner = DNSLabel(q.labels)
+        if not relative:
+            resp.answers = self._apex_rrs(owner, q.qtype)
+        else:
+            name = self._record_name(relative)
+            record = self.view.lookup(name) if name is not None else None
+            if record is None:
+                if name is None or not self._has_descendants(name):
+                    resp.rcode = NXDOMAIN
+                resp.authority = [self._soa()]
+                return resp
+            resp.answers = self._record_rrs(owner, q.qtype, record)
+        if not resp.answers:
+            resp.authority = [self._soa()]
+        return resp
+
+    def _has_descendants(self, name: str) -> bool:
+        return isinstance(self.view, SubtreeView) and bool(self.view.has_descendants(name))
+
+    def _apex_rrs(self, owner: DNSLabel, qtype: int) -> list[RR]:
+        if qtype == T_SOA:
+            soa = self._soa()
+            soa.rname = owner
+            return [soa]
+        if qtype == T_NS:
+            return [RR(owner, T_NS, C_IN, self.ttl, NS(self._ns_label))]
+        if qtype == T_ANY:
+            return [self._hinfo(owner)]
+        return []
+
+    def _record_rrs(self, owner: DNSLabel, qtype: int, record: Record) -> list[RR]:
+        if qtype == T_A:
+            return [RR(owner, T_A, C_IN, self.ttl, A(a)) for a in record.ipv4]
+        if qtype == T_AAAA:
+            return [RR(owner, T_AAAA, C_IN, self.ttl, AAAA(a)) for a in record.ipv6]
+        if qtype == T_TXT:
+            texts = [f"updated={_iso_utc(record.updated_ms)}", *record.txt]
+            return [RR(owner, T_TXT, C_IN, self.ttl, TXT(t.encode())) for t in texts]
+        if qtype == T_ANY:
+            return [self._hinfo(owner)]
+        return []
+
+    def _hinfo(self, owner: DNSLabel) -> RR:
+        """RFC 8482 section 4.2: a synthesised HINFO instead of every RRset."""
+        return RR(owner, T_HINFO, C_IN, self.ttl, RD(b"\x07RFC8482\x00"))
+
+    # --- TSIG ---
+
+    def _check_tsig(self, packet: bytes, record: WireRR, resp: _Response,
+                    now_s: int) -> _Response | None:
+        """Verify the request's TSIG (RFC 8945 5.2). Sets ``resp.signer``;
+        returns the error response to send instead, if any."""
+        try:
+            fields = parse_tsig_rdata(packet, record)
+        except (WireError, struct.error):
+            return self._refusal(resp, FORMERR)
+        if record.rclass != C_ANY or record.ttl != 0:
+            return self._refusal(resp, FORMERR)
+        key_name = b".".join(record.labels).decode("ascii", "replace")
+        key = self.keyring.get(key_name) if record.labels else None
+        resp.rcode = NOTAUTH
+        if key is None or _lower(fields.algorithm) != HMAC_SHA256:
+            resp.signer = _Signer(record.labels, None, b"", now_s, BADKEY)
+            return resp
+        arcount = struct.unpack_from("!H", packet, 10)[0]
+        message = (struct.pack("!H", fields.original_id) + packet[2:10]
+                   + struct.pack("!H", arcount - 1) + packet[12:record.start])
+        expected = tsig_digest(key.secret, record.labels, message, fields)
+        if len(fields.mac) != len(expected) or not hmac.compare_digest(fields.mac, expected):
+            resp.signer = _Signer(record.labels, None, b"", now_s, BADSIG)
+            return resp
+        if abs(now_s - fields.time_signed) > fields.fudge:
+            resp.signer = _Signer(key.labels, key.secret, fields.mac, fields.time_signed, BADTIME,
+                                  struct.pack("!HI", now_s >> 32, now_s & 0xFFFFFFFF))
+            return resp
+        resp.rcode = NOERROR
+        resp.signer = _Signer(key.labels, key.secret, fields.mac, now_s)
+        return None
+
+    @staticmethod
+    def _refusal(resp: _Response, rcode: int, ede: tuple[int, str] | None = None) -> _Response:
+        resp.rcode, resp.aa, resp.answers, resp.authority = rcode, False, [], []
+        resp.ede = ede
+        return resp
+
+    # --- updates ---
+
+    def _update(self, msg: WireMessage, resp: _Response, tcp: bool) -> Reply:
+        """RFC 2136: check, then turn the update into record ops."""
+        signer = resp.signer
+        if signer is None or signer.secret is None:
+            return Answer(_pack(self._refusal(
+                resp, REFUSED, (EDE_PROHIBITED, "updates must be signed with a TSIG key")), tcp))
+        key = self.keyring.get(b".".join(signer.key_labels).decode("ascii"))
+        assert key is not None  # Invariant: a signer with a secret came from the keyring
+        zone = resp.question
+        assert zone is not None
+        if zone.qtype != T_SOA or zone.qclass != C_IN:
+            return Answer(_pack(self._refusal(resp, FORMERR), tcp))
+        if self._relative(zone.labels) != ():
+            return Answer(_pack(self._refusal(
+                resp, NOTZONE, (EDE_NOT_AUTHORITATIVE, f"this server updates only {self.zone}")),
+                tcp))
+        outcome = self._check_prerequisites(msg.answers) or self._plan(msg.authority, key)
+        if isinstance(outcome, _Refusal):
+            return Answer(_pack(self._refusal(resp, outcome.rcode, outcome.ede), tcp))
+        if not outcome:
+            return Answer(_pack(resp, tcp))
+
+        def finish(results: list[tuple[str, str]]) -> bytes:
+            try:
+                return _pack(self._finished(resp, outcome, results), tcp)
+            except Exception:  # never raise into the caller's event loop
+                return _bare(resp.id, resp.opcode << 11, SERVFAIL)
+
+        return UpdateNeeded(outcome, finish)
+
+    def _finished(self, template: _Response, ops: tuple[RecordOp, ...],
+                  results: list[tuple[str, str]]) -> _Response:
+        resp = replace(template)  # finish may be called more than once
+        for status, value in results:
+            if status == "ok":
+                continue
+            if status == "error":
+                return self._refusal(resp, REFUSED, (EDE_PROHIBITED, str(value)))
+            return self._refusal(resp, SERVFAIL, (EDE_OTHER, str(value)))
+        if len(results) < len(ops):
+            return self._refusal(resp, SERVFAIL, (EDE_OTHER, "the update was not completed"))
+        return resp
+
+    def _check_prerequisites(self, prereqs: tuple[WireRR, ...]) -> _Refusal | None:
+        """RFC 2136 3.2, against the view; None when all hold."""
+        wanted: dict[tuple[Labels, int], set[bytes]] = {}
+        for rr in prereqs:
+            relative = self._relative(rr.labels)
+            if relative is None:
+                return _Refusal(NOTZONE, (EDE_NOT_AUTHORITATIVE,
+                                          "a prerequisite is outside the zone"))
+            if rr.ttl != 0:
+                return _Refusal(FORMERR)
+            if rr.rclass in (C_ANY, C_NONE):
+                if rr.rdata:
+                    return _Refusal(FORMERR)
+                exists = (self._name_in_use(relative) if rr.rtype == T_ANY
+                          else self._rrset(relative, rr.rtype) is not None)
+                if rr.rclass == C_ANY and not exists:
+                    return _Refusal(NXDOMAIN if rr.rtype == T_ANY else NXRRSET)
+                if rr.rclass == C_NONE and exists:
+                    return _Refusal(YXDOMAIN if rr.rtype == T_ANY else YXRRSET)
+            elif rr.rclass == C_IN:
+                if rr.rtype not in (T_A, T_AAAA):
+                    return _Refusal(NOTIMP, (EDE_NOT_SUPPORTED,
+                                             "value prerequisites only for A and AAAA"))
+                wanted.setdefault((_lower(relative), rr.rtype), set()).add(rr.rdata)
+            else:
+                return _Refusal(FORMERR)
+        for (relative, rtype), rdatas in wanted.items():
+            if self._rrset(relative, rtype) != rdatas:
+                return _Refusal(NXRRSET)
+        return None
+
+    def _lookup(self, relative: Labels) -> Record | None:
+        name = self._record_name(relative)
+        return self.view.lookup(name) if name is not None else None
+
+    def _name_in_use(self, relative: Labels) -> bool:
+        return not relative or self._lookup(relative) is not None
+
+    def _rrset(self, relative: Labels, rtype: int) -> set[bytes] | None:
+        """The RRset's RDATA for A and AAAA (a placeholder for the other
+        types we serve), None when there is no such RRset."""
+        if not relative:
+            return {b""} if rtype in (T_SOA, T_NS) else None
+        record = self._lookup(relative)
+        if record is None:
+            return None
+        if rtype in (T_A, T_AAAA):
+            addresses = record.ipv4 if rtype == T_A else record.ipv6
+            return {ipaddress.ip_address(a).packed for a in addresses} or None
+        return {b""} if rtype == T_TXT else None
+
+    def _plan(self, updates: tuple[WireRR, ...],
+              key: TsigKey) -> tuple[RecordOp, ...] | _Refusal:
+        """Prescan (RFC 2136 3.4.1) and translate the updates into ops, or
+        refuse them all."""
+        wanted: dict[str, tuple[set[str], set[str]]] = {}
+        current: dict[str, Record | None] = {}
+        for rr in updates:
+            problem = self._prescan(rr)
+            if problem is not None:
+                return problem
+            name = self._record_name(self._relative(rr.labels) or ())
+            if name is None or not self._granted(key, name):
+                shown = b".".join(rr.labels).decode("ascii", "replace")
+                return _Refusal(REFUSED, (EDE_PROHIBITED,
+                                          f"key {key.name!r} may not change {shown!r}"))
+            if name not in current:
+                current[name] = self.view.lookup(name)
+                record = current[name]
+                if record is not None and record.owner != key.owner:
+                    return _Refusal(REFUSED, (EDE_PROHIBITED,
+                                              f"name {name!r} is owned by another key"))
+                wanted[name] = (set(record.ipv4), set(record.ipv6)) if record else (set(), set())
+            v4, v6 = wanted[name]
+            _apply_update(rr, v4, v6)
+        ops = []
+        for name, (v4, v6) in wanted.items():
+            record = current[name]
+            if record is not None and (set(record.ipv4), set(record.ipv6)) == (v4, v6):
+                continue
+            if not v4 and not v6:
+                if record is not None:
+                    ops.append(RecordOp("record_delete", name, owner=key.owner))
+                continue
+            try:
+                ipv4, ipv6 = split_addresses(sorted(v4) + sorted(v6))
+            except InvalidRecord as exc:
+                return _Refusal(REFUSED, (EDE_PROHIBITED, str(exc)))
+            ops.append(RecordOp("record_set", name, ipv4=ipv4, ipv6=ipv6,
+                                txt=record.txt if record else (), owner=key.owner,
+                                seq=(record.seq if record else 0) + 1))
+        return tuple(ops)
+
+    def _prescan(self, rr: WireRR) -> _Refusal | None:
+        if self._relative(rr.labels) is None:
+            return _Refusal(NOTZONE, (EDE_NOT_AUTHORITATIVE, "an update is outside the zone"))
+        if rr.rclass == C_IN:
+            if rr.rtype in META_TYPES:
+                return _Refusal(FORMERR)
+            if rr.rtype not in (T_A, T_AAAA):
+                return _Refusal(REFUSED, (EDE_NOT_SUPPORTED,
+                                          "only A and AAAA records can be added"))
+        elif rr.rclass == C_ANY:
+            if rr.ttl != 0 or rr.rdata or (rr.rtype in META_TYPES and rr.rtype != T_ANY):
+                return _Refusal(FORMERR)
+        elif rr.rclass == C_NONE:
+            if rr.ttl != 0 or rr.rtype in META_TYPES:
+                return _Refusal(FORMERR)
+        else:
+            return _Refusal(FORMERR)
+        if rr.rclass != C_ANY and rr.rtype in (T_A, T_AAAA):
+            if len(rr.rdata) != (4 if rr.rtype == T_A else 16):
+                return _Refusal(FORMERR)
+        return None
+
+    def _granted(self, key: TsigKey, name: str) -> bool:
+        grants = key.grants or (self._default_grant(key),)
+        for grant in grants:
+            if grant == name or (grant.startswith("*.") and name.endswith(grant[1:])):
+                return True
+        return False
+
+    def _default_grant(self, key: TsigKey) -> str:
+        suffix = "." + self.zone[:-1]
+        return key.name[:-len(suffix)] if key.name.endswith(suffix) else key.name
+
+
+def _apply_update(rr: WireRR, v4: set[str], v6: set[str]) -> None:
+    """One prescanned update RR applied to a name's address sets."""
+    if rr.rclass == C_ANY:
+        if rr.rtype in (T_ANY, T_A):
+            v4.clear()
+        if rr.rtype in (T_ANY, T_AAAA):
+            v6.clear()
+        return
+    if rr.rtype not in (T_A, T_AAAA):
+        return  # deleting a type the store does not keep: nothing to do
+    target = v4 if rr.rtype == T_A else v6
+    address = str(ipaddress.ip_address(rr.rdata))
+    if rr.rclass == C_IN:
+        target.add(address)
+    else:
+        target.discard(address)
