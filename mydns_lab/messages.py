@@ -101,7 +101,8 @@ class AppendEntriesResponse:
     On rejection ``rejected_index`` is the ``prev_index`` that did not match,
     and the fast back-up hint is ``conflict_term`` (0 when the follower's log
     is too short) with ``conflict_index``, the first index the follower holds
-    of that term (or its last index + 1).
+    of that term (or its last index + 1). ``recovering``: the sender lost its
+    storage and is catching up, so its acknowledgements must not count.
     """
 
     term: int
@@ -112,6 +113,7 @@ class AppendEntriesResponse:
     rejected_index: int = 0
     conflict_term: int = 0
     conflict_index: int = 0
+    recovering: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,7 @@ class HeartbeatResponse:
     src: int
     dst: int
     read_seq: int = 0
+    recovering: bool = False
 
 
 @dataclass(frozen=True, slots=True)

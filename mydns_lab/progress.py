@@ -36,6 +36,7 @@ class Progress:
     progress_tick: int = 0
     commit_sent: int = 0
     read_seq_acked: int = 0
+    recovering: bool = False  # lost its storage; its acks and liveness do not count
 
     def become_probe(self) -> None:
         if self.state is PeerState.SNAPSHOT:

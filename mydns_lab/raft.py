@@ -79,6 +79,7 @@ class SoftState:
     role: Role
     leader: int
     term: int
+    recovering: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +113,20 @@ def _no_trace(_line: str) -> None:
 
 class RaftNode:
     def __init__(self, config: Config, state: PersistedState, rng: random.Random,
-                 trace: Trace = _no_trace) -> None:
+                 trace: Trace = _no_trace, recovering: bool = False) -> None:
         """Build a node from its durable state alone (empty for a new node).
 
         ``rng`` drives the election timeouts and nothing else touches
         randomness. ``trace`` receives one greppable line per role change.
+
+        ``recovering``: this node lost its storage while the cluster went on
+        (a wiped data folder). It may have voted and acknowledged entries it
+        no longer has, so until it holds everything committed before, it
+        neither votes nor campaigns, and leaders do not count its
+        acknowledgements. It is caught up once its commit index reaches an
+        entry of its leader's term (everything committed earlier precedes
+        that entry) and that entry is durable; the soft state then says
+        ``recovering=False`` and the host must record that durably.
         """
         self.config = config
         self.id = config.id
@@ -144,6 +154,8 @@ class RaftNode:
         self._reads_waiting_commit: list[int] = []
         self._heartbeat_due = False
         self._ready_out = False
+        self.recovering = recovering
+        self._saved_soft_state = SoftState(Role.FOLLOWER, NO_NODE, self.term, recovering)
         self._become_follower(self.term, NO_NODE)
 
     # --- inputs ----------------------------------------------------------------
@@ -155,7 +167,7 @@ class RaftNode:
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._election_timeout:
+            if self._election_elapsed >= self._election_timeout and not self.recovering:
                 self._campaign(pre_vote=self.config.pre_vote)
 
     def step(self, msg: RaftMessage) -> None:
@@ -223,7 +235,7 @@ class RaftNode:
         if self.role is Role.LEADER:
             self._flush_leader()
         rd = Ready()
-        soft = SoftState(self.role, self.leader, self.term)
+        soft = self.soft_state
         if soft != self._saved_soft_state:
             rd.soft_state = soft
         hard = HardState(self.term, self.vote, self.log.committed)
@@ -260,12 +272,14 @@ class RaftNode:
             self.log.applied_to(rd.committed_entries[-1].index)
         if self.role is Role.LEADER and rd.entries:
             self._maybe_commit()
+        if self.recovering:
+            self._maybe_end_recovery()
 
     # --- queries -------------------------------------------------------------------
 
     @property
     def soft_state(self) -> SoftState:
-        return SoftState(self.role, self.leader, self.term)
+        return SoftState(self.role, self.leader, self.term, self.recovering)
 
     def progress(self, peer: int) -> Progress:
         """The leader's view of ``peer`` (for tests and the dashboard)."""
@@ -388,9 +402,10 @@ class RaftNode:
             self._send(RequestVoteResponse(self.term, self.id, msg.src, False, True))
 
     def _handle_vote_request(self, msg: RequestVote) -> None:
-        can_vote = (self.vote == msg.src
-                    or (self.vote == NO_NODE and self.leader == NO_NODE)
-                    or (msg.pre_vote and msg.term > self.term))
+        can_vote = not self.recovering and (
+            self.vote == msg.src
+            or (self.vote == NO_NODE and self.leader == NO_NODE)
+            or (msg.pre_vote and msg.term > self.term))
         if can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term):
             self._send(RequestVoteResponse(msg.term, self.id, msg.src, True, msg.pre_vote))
             if not msg.pre_vote:
@@ -409,7 +424,8 @@ class RaftNode:
             case Heartbeat():
                 self._heard_from_leader(msg.src)
                 self.log.commit_to(min(msg.commit, self.log.last_index))
-                self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.read_seq))
+                self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.read_seq,
+                                             self.recovering))
             case InstallSnapshot():
                 self._heard_from_leader(msg.src)
                 self._handle_snapshot(msg)
@@ -430,6 +446,8 @@ class RaftNode:
             return  # a granted pre-vote from our own earlier campaign
         progress = self._progress[msg.src]
         progress.last_heard_tick = self._now
+        if isinstance(msg, (AppendEntriesResponse, HeartbeatResponse)):
+            progress.recovering = msg.recovering
         match msg:
             case AppendEntriesResponse():
                 self._handle_append_response(msg, progress)
@@ -446,13 +464,14 @@ class RaftNode:
         if msg.prev_index < self.log.committed:
             # Everything up to our commit index already matches the leader's.
             self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
-                                             match_index=self.log.committed))
+                                             match_index=self.log.committed,
+                                             recovering=self.recovering))
             return
         if self.log.matches(msg.prev_index, msg.prev_term):
             last_new = self.log.append_after(msg.prev_index, msg.entries)
             self.log.commit_to(min(msg.commit, last_new))
             self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
-                                             match_index=last_new))
+                                             match_index=last_new, recovering=self.recovering))
             return
         if msg.prev_index > self.log.last_index:
             hint_term, hint_index = 0, self.log.last_index + 1
@@ -461,7 +480,8 @@ class RaftNode:
             hint_index = self.log.first_index_of_term_at(msg.prev_index)
         self._send(AppendEntriesResponse(self.term, self.id, msg.src, False,
                                          rejected_index=msg.prev_index,
-                                         conflict_term=hint_term, conflict_index=hint_index))
+                                         conflict_term=hint_term, conflict_index=hint_index,
+                                         recovering=self.recovering))
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         snap = msg.snapshot
@@ -476,7 +496,16 @@ class RaftNode:
             self._install_pending = True
             match = snap.index
             self._trace(f"s{self.id} restored snapshot index={snap.index} term={snap.term}")
-        self._send(AppendEntriesResponse(self.term, self.id, msg.src, True, match_index=match))
+        self._send(AppendEntriesResponse(self.term, self.id, msg.src, True, match_index=match,
+                                         recovering=self.recovering))
+
+    def _maybe_end_recovery(self) -> None:
+        committed = self.log.committed
+        if (self.leader != NO_NODE and committed <= self.log.stable
+                and self.log.term_at(committed) == self.term):
+            self.recovering = False
+            self._trace(f"s{self.id} caught up after losing its storage term={self.term} "
+                        f"commit={committed}")
 
     # --- leader side of replication ----------------------------------------------------
 
@@ -494,7 +523,7 @@ class RaftNode:
         election timeout."""
         window = self.config.election_ticks
         heard = 1 + sum(1 for p in self._progress.values()
-                        if self._now - p.last_heard_tick < window)
+                        if self._now - p.last_heard_tick < window and not p.recovering)
         return heard >= majority(len(self.config.peers))
 
     def _handle_append_response(self, msg: AppendEntriesResponse, pr: Progress) -> None:
@@ -544,7 +573,9 @@ class RaftNode:
             pr.become_probe()
 
     def _maybe_commit(self) -> None:
-        matches = [p.match for p in self._progress.values()]
+        # A recovering follower's acknowledgements do not count: it may have
+        # acknowledged, before losing its storage, entries it no longer has.
+        matches = [0 if p.recovering else p.match for p in self._progress.values()]
         matches.append(self.log.stable)
         index = committed_index(matches)
         # Figure 8: only entries of our own term are committed by counting.
@@ -599,7 +630,7 @@ class RaftNode:
         self._heartbeat_due = True
 
     def _release_reads(self) -> None:
-        acked = [p.read_seq_acked for p in self._progress.values()]
+        acked = [0 if p.recovering else p.read_seq_acked for p in self._progress.values()]
         acked.append(self._read_seq)
         confirmed = committed_index(acked)
         while self._reads_in_flight and self._reads_in_flight[0][0] <= confirmed:

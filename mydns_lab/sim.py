@@ -84,6 +84,7 @@ class SimStorage(MemoryStorage):
         super().__init__()
         self._rng = rng
         self.tear_next_save = False
+        self.recovering = False  # the durable "lost my storage" marker
 
     def save(self, hard_state: HardState | None, entries: list[Entry] | Any,
              snapshot: Snapshot | None) -> None:
@@ -231,7 +232,7 @@ class Simulation:
                         pre_vote=self.config.pre_vote, check_quorum=self.config.check_quorum,
                         max_msg_bytes=self.config.max_msg_bytes)
         server.node = RaftNode(config, state, random.Random(self.rng.getrandbits(64)),
-                               trace=self.trace)
+                               trace=self.trace, recovering=server.storage.recovering)
         server.kv = KVServer(server.node, state.snapshot, self._reply_from(node_id),
                              self.config.max_raft_state, self._observer_for(node_id))
         self.applied[node_id] = []
@@ -250,6 +251,18 @@ class Simulation:
             return
         server.node = server.kv = None
         self.trace(f"s{node_id} crashed")
+
+    def wipe(self, node_id: int) -> None:
+        """Crash a node and give it empty storage, as if its data folder were
+        deleted; it restarts recovering (see RaftNode)."""
+        self.crash(node_id)
+        server = self.servers[node_id]
+        server.storage = SimStorage(random.Random(self.rng.getrandbits(64)))
+        server.storage.recovering = True
+        self.trace(f"s{node_id} storage wiped")
+
+    def recovering(self) -> list[int]:
+        return [i for i, s in self.servers.items() if s.storage.recovering]
 
     def restart(self, node_id: int) -> None:
         if not self.servers[node_id].alive:
@@ -425,6 +438,8 @@ class Simulation:
             if rd.install_snapshot:
                 self.applied[node_id] = []
             kv.apply(rd)
+            if rd.soft_state is not None and not rd.soft_state.recovering:
+                server.storage.recovering = False
             if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
                 self.leaders_seen.append((self.now_ms, rd.soft_state.term, node_id))
                 self.checker.leader_elected(node_id, rd.soft_state.term, node.log)
@@ -478,7 +493,7 @@ def _nemesis(sim: Simulation, rng: random.Random) -> None:
     """One random fault. Scheduled repeatedly during the chaos phase."""
     peers = list(sim.peers)
     action = rng.choice(["halves", "isolate_leader", "one_way", "heal", "crash", "crash_leader",
-                         "torn_crash", "restart", "restart", "faults"])
+                         "torn_crash", "restart", "restart", "faults", "wipe"])
     if action == "halves":
         rng.shuffle(peers)
         cut = rng.randint(1, len(peers) - 1)
@@ -503,6 +518,10 @@ def _nemesis(sim: Simulation, rng: random.Random) -> None:
         alive = sim.alive()
         if alive:
             sim.crash(rng.choice(alive), torn=action == "torn_crash")
+    elif action == "wipe":
+        # One lost disk at a time: with two, committed data can really be gone.
+        if not sim.recovering():
+            sim.wipe(rng.choice(peers))
     elif action == "restart":
         dead = [i for i in peers if not sim.servers[i].alive]
         if dead:
