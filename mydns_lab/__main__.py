@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     failure = ""
     print(f"MyDNS lab: seed={options.seed} (replay with --seed {options.seed})", flush=True)
     try:
+        lab.prepare()
+    except LabFailure as exc:
+        print(f"mydns: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         lab.start()
         if live is not None:
             live.start()

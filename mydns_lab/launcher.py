@@ -31,10 +31,12 @@ from .faults import LinkFaults
 from .labstate import LabState
 from .messages import DecodeError, decode
 from .router import run_router
-from .server import ServerSettings, run_server
+from .filestorage import FileStorage
+from .server import RECOVERING_MARKER, ServerSettings, run_server, server_folder
 from .service import FrontEndSettings, run_clerk
 
 CLERK_ADDRESS_BASE = 100
+CLUSTER_FILE = "cluster.json"
 STOP_GRACE_S = 3.0
 # spawn, not fork: a forked child would inherit every other pipe end the
 # launcher holds at that moment, so a killed server's pipe would stay open in
@@ -101,11 +103,17 @@ class Lab:
 
     # --- life cycle -----------------------------------------------------------------
 
-    def start(self) -> None:
+    def prepare(self) -> None:
+        """Set up the data folder; raises LabFailure (nothing started) when
+        it cannot be used, with what to do about it."""
         opts = self.options
         if opts.fresh and opts.data_dir.exists():
             shutil.rmtree(opts.data_dir)
         opts.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_data_folders()
+
+    def start(self) -> None:
+        opts = self.options
         router_ends: dict[int, Connection] = {}
         child_ends: dict[int, Connection] = {}
         for address in (*self._servers, *self._clerk_addresses()):
@@ -247,6 +255,33 @@ class Lab:
 
     # --- internals ----------------------------------------------------------------------
 
+    def _prepare_data_folders(self) -> None:
+        """Know a new cluster from an existing one, and mark servers whose
+        folder was lost so they catch up before they vote again."""
+        opts = self.options
+        marker = opts.data_dir / CLUSTER_FILE
+        if not marker.exists():
+            marker.write_text(json.dumps({"servers": opts.nservers}) + "\n")
+            return
+        try:
+            recorded = json.loads(marker.read_text())["servers"]
+        except (ValueError, KeyError, TypeError):
+            raise LabFailure(f"{marker} is damaged; restore it, or start empty with --fresh")
+        if recorded != opts.nservers:
+            raise LabFailure(f"{opts.data_dir} holds a cluster of {recorded} servers; run with "
+                             f"--nservers {recorded}, or start empty with --fresh")
+        lost = [n for n in self._servers if _folder_is_empty(server_folder(opts.data_dir, n))]
+        intact = opts.nservers - len(lost)
+        if intact < opts.nservers // 2 + 1:
+            raise LabFailure(f"only {intact} of {opts.nservers} server folders in "
+                             f"{opts.data_dir} hold data; a majority is needed to recover the "
+                             "rest: restore them, or start empty with --fresh")
+        for node in lost:
+            folder = server_folder(opts.data_dir, node)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / RECOVERING_MARKER).touch()
+            self.state.log(f"s{node}: data folder empty; it will catch up before it votes")
+
     def _clerk_addresses(self) -> list[int]:
         return [CLERK_ADDRESS_BASE + 1 + i for i in range(self.options.nclerks)]
 
@@ -329,6 +364,13 @@ class Lab:
         victim = self._rng.choice(up)
         self.kill_server(victim)
         self._timers.restarts[victim] = now + self._rng.uniform(*opts.restart_delay_s)
+
+
+def _folder_is_empty(folder: Path) -> bool:
+    if not folder.exists():
+        return True
+    with FileStorage(folder, fsync=False) as storage:
+        return storage.is_empty()
 
 
 def _signal(process: Any, signum: int) -> None:

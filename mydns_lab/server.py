@@ -22,7 +22,7 @@ from pathlib import Path
 from .filestorage import FileStorage
 from .host import handle_ready
 from .messages import ClientRequest, Event, ServerStatus
-from .raft import Config, RaftNode
+from .raft import Config, RaftNode, Ready
 from .raftkv import KVServer
 from .transport import LAUNCHER, Outbox, receive
 
@@ -43,8 +43,23 @@ class ServerSettings:
     max_raft_state: int | None = 1 << 20
 
 
+RECOVERING_MARKER = "RECOVERING"
+"""A file in a server's folder: the folder was found empty while the
+cluster already existed, so the server must catch up before it votes
+(see RaftNode). The server removes it, durably, once caught up."""
+
+
 def server_folder(data_dir: Path, node_id: int) -> Path:
     return data_dir / f"server-{node_id}"
+
+
+def _end_recovery(folder: Path) -> None:
+    (folder / RECOVERING_MARKER).unlink(missing_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def die_with_parent() -> None:
@@ -92,9 +107,19 @@ def _serve(node_id: int, settings: ServerSettings, storage: FileStorage, outbox:
         outbox.send(LAUNCHER, Event(f"s{node_id}", line))
 
     rng = random.Random(f"{settings.seed}/{node_id}/{incarnation}")
-    node = RaftNode(config, state, rng, trace=trace)
+    folder = server_folder(settings.data_dir, node_id)
+    recovering = (folder / RECOVERING_MARKER).exists()
+    node = RaftNode(config, state, rng, trace=trace, recovering=recovering)
     kv = KVServer(node, state.snapshot, lambda reply: outbox.send(reply.dst, reply),
                   settings.max_raft_state)
+
+    def apply(rd: Ready) -> None:
+        kv.apply(rd)
+        if rd.soft_state is not None and not rd.soft_state.recovering and recovering_left[0]:
+            _end_recovery(folder)
+            recovering_left[0] = False
+
+    recovering_left = [recovering]
 
     def send(msg: object) -> None:
         outbox.send(msg.dst, msg)  # type: ignore[attr-defined]
@@ -117,7 +142,7 @@ def _serve(node_id: int, settings: ServerSettings, storage: FileStorage, outbox:
             # most one tick rather than firing a burst of elections.
             next_tick = max(next_tick + tick_s, now)
         while True:
-            while handle_ready(node, storage, send, kv.apply) is not None:
+            while handle_ready(node, storage, send, apply) is not None:
                 pass
             if not kv.maybe_compact(storage.size_bytes()):
                 break

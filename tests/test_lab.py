@@ -7,6 +7,7 @@ Replay a failure with the command in its message (the launcher's flags).
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from mydns_lab.__main__ import options_from
 from mydns_lab.jsonclient import NoAnswer
-from mydns_lab.labprocess import REPO, LabProcess, free_port_range
+from mydns_lab.labprocess import REPO, LabProcess, free_port_range, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -169,3 +170,42 @@ def test_run_dns_sh_duration_exits_0_with_table(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "final statistics" in proc.stdout and "total packets" in proc.stdout
     assert (tmp_path / "d" / "last-run.json").exists()
+
+
+def test_wiped_server_rejoins_and_names_survive(tmp_path: Path) -> None:
+    """A server whose folder is deleted comes back recovering and catches up;
+    the cluster keeps every name."""
+    rng = random.Random(12)
+    names = {f"wipe{i}": f"192.0.2.{i + 50}" for i in range(6)}
+    data = tmp_path / "data"
+    with LabProcess(data, seed=12) as lab:
+        _put_all(lab, names, rng)
+    shutil.rmtree(data / "server-2")
+    with LabProcess(data, seed=13, port=free_port_range(2, 38000)) as lab:
+        _read_all(lab, names, rng)
+        marker = data / "server-2" / "RECOVERING"
+        wait_for(lambda: not marker.exists(), 20, "s2 to catch up and drop its marker")
+
+
+def test_too_many_lost_folders_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with LabProcess(data, seed=14) as lab:
+        _put_all(lab, {"x": "192.0.2.1"}, random.Random(14))
+    shutil.rmtree(data / "server-1")
+    shutil.rmtree(data / "server-2")
+    proc = subprocess.run([sys.executable, "-m", "mydns_lab", "--no-dashboard", "--nservers", "3",
+                           "--data-dir", str(data), "--dnsDuration", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "a majority is needed" in proc.stderr
+
+
+def test_cluster_size_mismatch_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with LabProcess(data, seed=15):
+        pass
+    proc = subprocess.run([sys.executable, "-m", "mydns_lab", "--no-dashboard", "--nservers", "5",
+                           "--data-dir", str(data), "--dnsDuration", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--nservers 3" in proc.stderr
