@@ -46,6 +46,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _ttl(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"not a TTL: {value}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -80,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--port", type=_port, default=9876, help="first front-end port (9876)")
     flag("--bind", default="127.0.0.1", help="address the front ends listen on (127.0.0.1)")
     flag("--zone", default="mydns.", help="DNS zone served (mydns.)")
-    flag("--ttl", type=int, default=60, help="TTL of answers in seconds (60)")
+    flag("--ttl", type=_ttl, default=60, help="TTL of answers in seconds (60)")
+    flag("--dns-reads", choices=["cache", "linearizable"], default="cache",
+         help="answer DNS from each front end's copy of the records (cache, the default) "
+              "or read each name through the cluster (linearizable)")
+    flag("--keys", type=Path, default=None, metavar="FILE",
+         help="TSIG keys allowed to send RFC 2136 updates (see docs/service.md)")
     flag("--no-dashboard", dest="dashboard", action="store_false",
          help="print a plain status line every few seconds instead of the live view")
     boolean("no-fsync", "do not fsync (faster, loses data on power failure)")
@@ -99,7 +111,7 @@ def options_from(argv: list[str] | None) -> LabOptions:
                       unreliable=args.unreliable, long_reordering=args.long_reordering,
                       seed=seed, data_dir=args.data_dir, fresh=args.fresh, port=args.port,
                       bind=args.bind, zone=zone, ttl=args.ttl, dashboard=args.dashboard,
-                      fsync=not args.no_fsync)
+                      fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys)
 
 
 def plain_status(state: LabState) -> str:

@@ -61,8 +61,9 @@ earlier names stay changed.
 **Ownership.** Names written through TSIG are owned by
 ``token_hash("tsig:" + key name)`` (:func:`tsig_owner`): a name claimed with
 a JSON token cannot be changed through TSIG nor the reverse, and rotating a
-key's secret keeps its names. Because that owner is derived from the key's
-*name*, the JSON front end must refuse tokens that start with ``tsig:``.
+key's secret keeps its names. The owner is derived from the key's *name*,
+so JSON tokens are hashed under another prefix
+(:func:`mydns_lab.records.json_owner`): no JSON token maps to it.
 
 **Keys file** (:meth:`KeyRing.load`)::
 
@@ -627,6 +628,30 @@ class DnsFrontEnd:
                 return Answer(_bare(ident, flags, SERVFAIL))
             except Exception:
                 return Drop()
+
+    def handle_with_view(self, packet: bytes, view: RecordView, *, tcp: bool,
+                         now_s: float) -> Reply:
+        """:meth:`handle` answering from ``view`` instead of ``self.view``
+        (the read-through mode passes a view of one freshly read record)."""
+        saved, self.view = self.view, view
+        try:
+            return self.handle(packet, tcp=tcp, now_s=now_s)
+        finally:
+            self.view = saved
+
+    def queried_name(self, packet: bytes) -> str | None:
+        """The stored form of the name a plain QUERY asks about; None for
+        anything else (updates, other zones, unreadable packets)."""
+        try:
+            if len(packet) < 12 or struct.unpack_from("!H", packet, 2)[0] & (F_QR | 0x7800):
+                return None
+            msg = parse_message(bytes(packet))
+            if len(msg.questions) != 1:
+                return None
+            relative = self._relative(msg.questions[0].labels)
+            return self._record_name(relative) if relative else None
+        except Exception:
+            return None
 
     def _handle(self, packet: bytes, tcp: bool, now_s: float) -> Reply:
         if len(packet) < 12:

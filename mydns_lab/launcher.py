@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from .dnsfront import KeyFileError, KeyRing
 from .faults import LinkFaults
 from .labstate import LabState
 from .messages import DecodeError, decode
@@ -68,10 +69,13 @@ class LabOptions:
     crash_interval_s: tuple[float, float] = (1.0, 2.0)
     restart_delay_s: tuple[float, float] = (1.0, 2.0)
     workload: str | None = None
+    dns_reads: str = "cache"
+    keys_file: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["data_dir"] = str(self.data_dir)
+        out["keys_file"] = str(self.keys_file) if self.keys_file else None
         return out
 
 
@@ -111,6 +115,11 @@ class Lab:
             shutil.rmtree(opts.data_dir)
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_data_folders()
+        if opts.keys_file is not None:
+            try:
+                KeyRing.load(str(opts.keys_file))
+            except (OSError, KeyFileError) as exc:
+                raise LabFailure(f"cannot use --keys {opts.keys_file}: {exc}") from None
 
     def start(self) -> None:
         opts = self.options
@@ -300,7 +309,9 @@ class Lab:
 
     def _spawn_clerk(self, index: int, address: int, conn: Connection) -> None:
         opts = self.options
-        settings = FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl)
+        settings = FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
+                                    opts.dns_reads,
+                                    str(opts.keys_file) if opts.keys_file else None)
         process = _ctx.Process(target=run_clerk, name=f"mydns-clerk-{index}",
                                args=(index, address, settings, conn))
         process.start()

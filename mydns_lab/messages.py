@@ -206,7 +206,8 @@ class RecordOp:
 
     ``kind``: ``record_set`` (claim the name if free, else update it when
     ``owner`` matches and ``seq`` is not older), ``record_delete`` (when
-    ``owner`` matches), ``record_get`` and ``record_list`` (reads).
+    ``owner`` matches), ``record_get`` and ``record_list`` (linearizable
+    reads), ``record_changes`` (a watch: what changed after serial ``seq``).
     """
 
     kind: str

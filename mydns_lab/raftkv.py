@@ -14,6 +14,7 @@ requests and Ready batches and delivers what it replies.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,6 +26,11 @@ from .records import InvalidRecord, checked_op
 
 WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record_delete"})
 READ_KINDS = frozenset({"get", "record_get", "record_list"})
+WATCH_KIND = "record_changes"
+CHANGELOG_LENGTH = 10_000
+WATCH_HOLD_TICKS = 20
+"""A watch with nothing new is answered empty after this many ticks, well
+inside a clerk's request timeout, so the clerk does not go elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,11 @@ class KVStateMachine:
         self.serial = 0  # bumped by every record change: the zone's SOA serial
         self.sessions: dict[int, tuple[int, Result]] = {}
         self.applied_index = 0
+        # Recent record changes, (serial, name), for watches. Derived, not
+        # replicated: a replica restored from a snapshot starts it empty and
+        # answers older watches with the full list.
+        self.changes: collections.deque[tuple[int, str]] = collections.deque(
+            maxlen=CHANGELOG_LENGTH)
 
     def apply(self, index: int, cmd: Command) -> tuple[Result, bool]:
         """Apply the command at log ``index``; returns its result and
@@ -70,12 +81,27 @@ class KVStateMachine:
             return Result(Status.OK, self.read(op.key))
         if op.kind == "record_list":
             return Result(Status.OK, str(self.serial), tuple(self.records.values()))
+        if op.kind == "record_changes":
+            return self.changes_since(op.seq)
         try:
             name = checked_op(op).name
         except InvalidRecord as exc:
             return Result(Status.ERROR, str(exc))
         found = self.records.get(name)
         return Result(Status.OK, str(self.serial), (found,) if found else ())
+
+    def changes_since(self, serial: int) -> Result:
+        """What changed after ``serial``: value ``"<serial>:delta"`` with the
+        changed records (a deleted name as a record with no owner), or
+        ``"<serial>:full"`` with every record when the log of changes does
+        not reach back that far."""
+        if serial == self.serial:
+            return Result(Status.OK, f"{self.serial}:delta")
+        if serial > self.serial or not self.changes or self.changes[0][0] > serial + 1:
+            return Result(Status.OK, f"{self.serial}:full", tuple(self.records.values()))
+        names = dict.fromkeys(name for at, name in self.changes if at > serial)
+        changed = tuple(self.records.get(name) or Record(name) for name in names)
+        return Result(Status.OK, f"{self.serial}:delta", changed)
 
     def cached_result(self, client_id: int, seq: int) -> Result | None:
         """The result of ``(client_id, seq)`` if it is the last one applied."""
@@ -92,6 +118,7 @@ class KVStateMachine:
 
     def restore(self, snapshot: Snapshot) -> None:
         self.data, self.records, self.sessions, self.serial = {}, {}, {}, 0
+        self.changes.clear()
         self.applied_index = snapshot.index
         if not snapshot.data:
             return
@@ -144,6 +171,7 @@ class KVStateMachine:
         if op.kind == "record_delete":
             del self.records[op.name]
             self.serial += 1
+            self.changes.append((self.serial, op.name))
             return Result(Status.OK, "deleted")
         if op.seq < current.seq:
             return Result(Status.ERROR, f"stale upload for {op.name!r}: sequence {op.seq} is "
@@ -154,6 +182,7 @@ class KVStateMachine:
     def _store(self, record: Record) -> None:
         self.records[record.name] = record
         self.serial += 1
+        self.changes.append((self.serial, record.name))
 
 
 ApplyObserver = Callable[[Entry, Command | None, Result | None, bool], None]
@@ -177,6 +206,8 @@ class KVServer:
         self._proposals: dict[int, tuple[int, ClientRequest]] = {}  # index -> (term, request)
         self._reads: dict[int, ClientRequest] = {}                   # ctx -> request
         self._confirmed_reads: list[tuple[int, ClientRequest]] = []  # (read index, request)
+        self._watches: list[tuple[int, ClientRequest]] = []           # (expiry tick, request)
+        self._ticks = 0
         self._next_ctx = 1
 
     # --- requests -------------------------------------------------------------
@@ -187,7 +218,9 @@ class KVServer:
         ``time_ms`` is the host's wall clock, stamped into writes.
         """
         try:
-            if req.op.kind in READ_KINDS:
+            if req.op.kind == WATCH_KIND:
+                self._watch(req)
+            elif req.op.kind in READ_KINDS:
                 ctx = self._next_ctx
                 self._next_ctx += 1
                 self.node.read_index(ctx)
@@ -218,8 +251,18 @@ class KVServer:
             if req is not None:
                 self._confirmed_reads.append((state.index, req))
         self._serve_reads()
+        self._answer_watches()
         if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
             self._fail_pending(rd.soft_state.leader)
+
+    def tick(self) -> None:
+        """Called by the host with every node tick: expires held watches."""
+        self._ticks += 1
+        if self._watches and self._watches[0][0] <= self._ticks:
+            due = [req for expiry, req in self._watches if expiry <= self._ticks]
+            self._watches = [(e, r) for e, r in self._watches if e > self._ticks]
+            for req in due:
+                self._answer(req, self.machine.query(req.op))
 
     def maybe_compact(self, raft_state_bytes: int) -> bool:
         """Snapshot when the persisted Raft state has outgrown the limit."""
@@ -231,6 +274,24 @@ class KVServer:
         return True
 
     # --- internals --------------------------------------------------------------------
+
+    def _watch(self, req: ClientRequest) -> None:
+        """A front end keeping its copy of the records current. Answered by
+        the leader from applied state (not a linearizable read: a copy for
+        DNS answers), at once when something changed since the serial it
+        names, else when something does or the hold time passes."""
+        if self.node.role is not Role.LEADER:
+            raise NotLeader(self.node.leader)
+        if req.op.seq != self.machine.serial:  # type: ignore[union-attr]
+            self._answer(req, self.machine.query(req.op))
+        else:
+            self._watches.append((self._ticks + WATCH_HOLD_TICKS, req))
+
+    def _answer_watches(self) -> None:
+        if self._watches and self.machine.serial != self._watches[0][1].op.seq:  # type: ignore[union-attr]
+            waiting, self._watches = self._watches, []
+            for _, req in waiting:
+                self._answer(req, self.machine.query(req.op))
 
     def _install(self, snapshot: Snapshot) -> None:
         self.machine.restore(snapshot)
@@ -278,9 +339,9 @@ class KVServer:
             self._answer(req, Result(Status.RETRY), leader_hint)
         for req in self._reads.values():
             self._answer(req, Result(Status.RETRY), leader_hint)
-        for _, req in self._confirmed_reads:
+        for _, req in self._confirmed_reads + self._watches:
             self._answer(req, Result(Status.RETRY), leader_hint)
-        self._proposals, self._reads, self._confirmed_reads = {}, {}, []
+        self._proposals, self._reads, self._confirmed_reads, self._watches = {}, {}, [], []
 
     def _answer(self, req: ClientRequest, result: Result, leader_hint: int = 0) -> None:
         self._reply(ClientReply(req.dst, req.src, req.client_id, req.seq, result.status,

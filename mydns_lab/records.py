@@ -15,7 +15,7 @@ from dataclasses import replace
 from .messages import Record, RecordOp
 
 __all__ = ["Record", "InvalidRecord", "normalize_name", "split_addresses", "check_txt",
-           "checked_op", "token_hash"]
+           "checked_op", "token_hash", "json_owner"]
 
 MAX_NAME_OCTETS = 253
 MAX_ADDRESSES = 32
@@ -83,14 +83,21 @@ def check_txt(txt: object) -> tuple[str, ...]:
 
 
 def token_hash(token: str) -> str:
-    """How a token is stored and compared: SHA-256, hex."""
+    """How a credential is stored and compared: SHA-256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def json_owner(token: str) -> str:
+    """The owner of names claimed with a JSON token. The ``token:`` prefix
+    keeps it apart from TSIG owners (``tsig:<key name>``): no token a client
+    can send hashes to a TSIG key's owner."""
+    return token_hash("token:" + token)
 
 
 def checked_op(op: RecordOp) -> RecordOp:
     """``op`` with its name, addresses and text in stored form; raises
     :class:`InvalidRecord` naming what is wrong."""
-    if op.kind == "record_list":
+    if op.kind in ("record_list", "record_changes"):
         return op
     name = normalize_name(op.name)
     if op.kind != "record_set":

@@ -138,6 +138,7 @@ def _serve(node_id: int, settings: ServerSettings, storage: FileStorage, outbox:
         now = time.monotonic()
         if now >= next_tick:
             node.tick()
+            kv.tick()
             # After a stall (a slow fsync, a paused process) catch up by at
             # most one tick rather than firing a burst of elections.
             next_tick = max(next_tick + tick_s, now)

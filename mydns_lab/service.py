@@ -13,6 +13,18 @@ honest:
 
 V is an address or a list of addresses. Without ``Seq`` the front end
 stamps the upload with its wall clock in milliseconds, so later uploads win.
+
+DNS (everything on the port that does not start with ``{``, and TCP) is
+answered by :class:`mydns_lab.dnsfront.DnsFrontEnd`. Reads come in two modes:
+
+* ``cache`` (default): from this front end's copy of the committed records,
+  a :class:`RecordCache` kept current by a watch on the leader (a change is
+  pushed as soon as the leader applies it). Without a quorum it keeps
+  answering the last records it knew, which is what DNS users want from a
+  name service that is partly down.
+* ``linearizable``: each query first reads the name through the cluster
+  (ReadIndex), so an answer never predates an acknowledged update; without
+  a quorum, queries get SERVFAIL.
 """
 
 from __future__ import annotations
@@ -28,14 +40,17 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from .cluster_client import ClusterClient, ClusterTimeout
+from .dnsfront import Answer, DnsFrontEnd, KeyRing, UpdateNeeded
 from .messages import ClerkStatus, Record, RecordOp, Status
-from .records import InvalidRecord, checked_op, token_hash
+from .records import InvalidRecord, checked_op, json_owner
 from .server import die_with_parent
 from .transport import LAUNCHER
 
 STATUS_INTERVAL_S = 0.25
 PUT_TIMEOUT_S = 3.0
 QUERY_TIMEOUT_S = 2.0
+WATCH_TIMEOUT_S = 1.0
+TCP_IDLE_TIMEOUT_S = 10.0
 MAX_LATENCY_SAMPLES = 512
 
 
@@ -46,6 +61,68 @@ class FrontEndSettings:
     bind: str = "127.0.0.1"
     zone: str = "mydns."
     ttl: int = 60
+    dns_reads: str = "cache"          # or "linearizable"
+    keys_file: str | None = None      # TSIG keys for RFC 2136 updates
+
+
+class RecordCache:
+    """This front end's copy of the committed records (a RecordView).
+
+    Fed only by :meth:`apply`, with the leader's answers to watches.
+    """
+
+    def __init__(self) -> None:
+        self.serial = 0
+        self._records: dict[str, Record] = {}
+        self._parents: dict[str, int] = {}  # name -> how many records lie below it
+
+    def lookup(self, name: str) -> Record | None:
+        return self._records.get(name)
+
+    def has_descendants(self, name: str) -> bool:
+        return self._parents.get(name, 0) > 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def apply(self, value: str, records: tuple[Record, ...]) -> None:
+        """Take a watch answer: ``"<serial>:full"`` replaces everything,
+        ``"<serial>:delta"`` changes the named records (no owner: deleted)."""
+        serial_text, _, kind = value.partition(":")
+        if kind == "full":
+            self._records, self._parents = {}, {}
+        for record in records:
+            self._forget(record.name)
+            if record.owner:
+                self._records[record.name] = record
+                for parent in _parents_of(record.name):
+                    self._parents[parent] = self._parents.get(parent, 0) + 1
+        self.serial = int(serial_text)
+
+    def _forget(self, name: str) -> None:
+        if self._records.pop(name, None) is not None:
+            for parent in _parents_of(name):
+                self._parents[parent] -= 1
+
+
+def _parents_of(name: str) -> list[str]:
+    labels = name.split(".")
+    return [".".join(labels[i:]) for i in range(1, len(labels))]
+
+
+class _OneRecordView:
+    """The view a linearizable query is answered from: the record just read."""
+
+    def __init__(self, name: str, record: Record | None, serial: int,
+                 cache: RecordCache) -> None:
+        self.serial = serial
+        self._name, self._record, self._cache = name, record, cache
+
+    def lookup(self, name: str) -> Record | None:
+        return self._record if name == self._name else self._cache.lookup(name)
+
+    def has_descendants(self, name: str) -> bool:
+        return self._cache.has_descendants(name)
 
 
 @dataclass(slots=True)
@@ -125,7 +202,7 @@ class JsonFrontEnd:
         try:
             op = checked_op(RecordOp("record_set", request["Key"],
                                      ipv4=tuple(_as_list(value)), seq=seq,
-                                     owner=token_hash(token or new_token or "")))
+                                     owner=json_owner(token or new_token or "")))
         except InvalidRecord as exc:
             self.counters.puts_failed += 1
             raise RequestError(str(exc)) from None
@@ -173,11 +250,75 @@ def _as_list(value: object) -> list[Any]:
     raise RequestError("Value must be an address or a list of addresses")
 
 
+class DnsService:
+    """DNS answers for one front end: from the cache, or read-through."""
+
+    def __init__(self, client: ClusterClient, settings: FrontEndSettings,
+                 cache: RecordCache, counters: FrontEndCounters) -> None:
+        keyring = KeyRing.load(settings.keys_file) if settings.keys_file else None
+        self._dns = DnsFrontEnd(settings.zone, settings.ttl, view=cache, keyring=keyring)
+        self._client = client
+        self._cache = cache
+        self._linearizable = settings.dns_reads == "linearizable"
+        self.counters = counters
+
+    async def answer(self, packet: bytes, tcp: bool) -> bytes | None:
+        """The reply to send for ``packet``, or None to send nothing."""
+        self.counters.requests_received += 1
+        name = self._dns.queried_name(packet) if self._linearizable else None
+        if name is not None:
+            reply = await self._read_through(packet, name, tcp)
+        else:
+            reply = self._dns.handle(packet, tcp=tcp, now_s=time.time())
+        if isinstance(reply, UpdateNeeded):
+            return await self._update(reply)
+        return reply.data if isinstance(reply, Answer) else None
+
+    async def _read_through(self, packet: bytes, name: str, tcp: bool):
+        try:
+            outcome = await self._client.call(RecordOp("record_get", name), QUERY_TIMEOUT_S)
+        except ClusterTimeout:
+            outcome = None
+        if outcome is None or outcome.status != Status.OK:
+            self.counters.queries_failed += 1
+            return self._dns.handle_with_view(packet, _Unavailable(), tcp=tcp, now_s=time.time())
+        self.counters.queries_ok += 1
+        record = outcome.records[0] if outcome.records else None
+        serial = int(outcome.value or 0)
+        view = _OneRecordView(name, record, serial, self._cache)
+        return self._dns.handle_with_view(packet, view, tcp=tcp, now_s=time.time())
+
+    async def _update(self, update: UpdateNeeded) -> bytes:
+        results: list[tuple[str, str]] = []
+        for op in update.ops:
+            try:
+                outcome = await self._client.call(op, PUT_TIMEOUT_S)
+            except ClusterTimeout as exc:
+                results.append(("timeout", str(exc)))
+                self.counters.puts_failed += 1
+                break
+            results.append((outcome.status, outcome.value))
+            if outcome.status != Status.OK:
+                self.counters.puts_failed += 1
+                break
+            self.counters.puts_ok += 1
+        return update.finish(results)
+
+
+class _Unavailable:
+    """A view whose lookups fail: the read-through mode without a quorum.
+    DnsFrontEnd turns the exception into SERVFAIL."""
+
+    serial = 0
+
+    def lookup(self, name: str) -> Record | None:
+        raise ClusterTimeout("no quorum to read from")
+
+
 class _UdpFrontEnd(asyncio.DatagramProtocol):
-    def __init__(self, json_front: JsonFrontEnd,
-                 dns_handler: Callable[[bytes, str], Any] | None) -> None:
+    def __init__(self, json_front: JsonFrontEnd, dns: DnsService) -> None:
         self._json = json_front
-        self._dns = dns_handler
+        self._dns = dns
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -185,15 +326,46 @@ class _UdpFrontEnd(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if data[:1] == b"{":
-            task = asyncio.ensure_future(self._answer_json(data, addr))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        handler = self._json.handle(data) if data[:1] == b"{" else self._dns.answer(data, False)
+        task = asyncio.ensure_future(self._reply(handler, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _answer_json(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = await self._json.handle(data)
-        if self._transport is not None:
+    async def _reply(self, handler: Any, addr: tuple[str, int]) -> None:
+        reply = await handler
+        if reply is not None and self._transport is not None:
             self._transport.sendto(reply, addr)
+
+
+async def _serve_tcp_client(dns: DnsService, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+    """DNS over TCP (RFC 7766): length-prefixed messages, several per
+    connection, closed after an idle while or on anything malformed."""
+    try:
+        while True:
+            header = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT_S)
+            length = int.from_bytes(header, "big")
+            packet = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_TIMEOUT_S)
+            reply = await dns.answer(packet, True)
+            if reply is not None:
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _watch_records(client: ClusterClient, cache: RecordCache) -> None:
+    """Keep ``cache`` current: each answer names the serial to ask from next."""
+    while not client.closed.is_set():
+        try:
+            outcome = await client.call(RecordOp("record_changes", seq=cache.serial),
+                                        WATCH_TIMEOUT_S)
+        except ClusterTimeout:
+            continue  # no quorum: keep answering from what we have
+        if outcome.status == Status.OK:
+            cache.apply(outcome.value, outcome.records)
 
 
 def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:
@@ -217,17 +389,25 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     client = ClusterClient(conn, address, settings.servers)
     counters = FrontEndCounters()
+    cache = RecordCache()
     json_front = JsonFrontEnd(client, counters)
+    dns = DnsService(client, settings, cache, counters)
+    port = settings.port + index
     transport, _ = await loop.create_datagram_endpoint(
-        lambda: _UdpFrontEnd(json_front, None), local_addr=(settings.bind, settings.port + index))
-    reporter = asyncio.ensure_future(_report_status(index, client, counters))
+        lambda: _UdpFrontEnd(json_front, dns), local_addr=(settings.bind, port))
+    tcp_server = await asyncio.start_server(
+        lambda r, w: _serve_tcp_client(dns, r, w), settings.bind, port)
+    background = [asyncio.ensure_future(_report_status(index, client, counters)),
+                  asyncio.ensure_future(_watch_records(client, cache))]
     try:
         await asyncio.wait([asyncio.ensure_future(stop.wait()),
                             asyncio.ensure_future(client.closed.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
     finally:
-        reporter.cancel()
+        for task in background:
+            task.cancel()
         transport.close()
+        tcp_server.close()
         if not client.closed.is_set():
             # The final counters, so the launcher's table counts every operation.
             client.send_status(LAUNCHER, _status(index, client, counters))
