@@ -10,6 +10,12 @@ honest:
         |  {"Type":"Error","Error":"<reason>"}
     {"Type":"Query","Key":K}
         -> {"Type":"Response","Key":K,"Value":V}   ("" when K is unknown)
+    {"Type":"Stats"}
+        -> {"Type":"Stats","RequestsReceived":N,"RepliesSent":N,...}
+           (this front end's counters, for measuring loss)
+
+A request may carry an ``Id`` (number or string); the reply echoes it, so a
+client can drop a late answer to an earlier request.
 
 V is an address or a list of addresses. Without ``Seq`` the front end
 stamps the upload with its wall clock in milliseconds, so later uploads win.
@@ -128,6 +134,7 @@ class _OneRecordView:
 @dataclass(slots=True)
 class FrontEndCounters:
     requests_received: int = 0
+    replies_sent: int = 0
     puts_ok: int = 0
     puts_failed: int = 0
     queries_ok: int = 0
@@ -168,12 +175,26 @@ class JsonFrontEnd:
             request = self._parse(data)
             if request["Type"] == "Put":
                 reply = await self._put(request)
-            else:
+                self.counters.record_latency(started)
+            elif request["Type"] == "Query":
                 reply = await self._query(request)
-            self.counters.record_latency(started)
+                self.counters.record_latency(started)
+            else:
+                reply = self._stats()
         except RequestError as exc:
             reply = _error(str(exc))
+        request_id = _request_id(data)
+        if request_id is not None:
+            reply["Id"] = request_id
+        self.counters.replies_sent += 1
         return json.dumps(reply, separators=(",", ":")).encode()
+
+    def _stats(self) -> dict[str, Any]:
+        """This front end's own counters, for workloads measuring loss."""
+        c = self.counters
+        return {"Type": "Stats", "RequestsReceived": c.requests_received,
+                "RepliesSent": c.replies_sent, "PutsOk": c.puts_ok, "PutsFailed": c.puts_failed,
+                "QueriesOk": c.queries_ok, "QueriesFailed": c.queries_failed}
 
     def _parse(self, data: bytes) -> dict[str, Any]:
         try:
@@ -182,9 +203,9 @@ class JsonFrontEnd:
             raise RequestError(f"request is not valid JSON: {exc}") from None
         if not isinstance(request, dict):
             raise RequestError("request must be a JSON object with a Type")
-        if request.get("Type") not in ("Put", "Query"):
+        if request.get("Type") not in ("Put", "Query", "Stats"):
             raise RequestError(f"unknown Type {request.get('Type')!r}; use \"Put\" or \"Query\"")
-        if not isinstance(request.get("Key"), str):
+        if request["Type"] != "Stats" and not isinstance(request.get("Key"), str):
             raise RequestError("Key must be a string (the host name)")
         return request
 
@@ -242,6 +263,18 @@ class JsonFrontEnd:
                                "try again" if is_put else f"{exc}; try again") from None
 
 
+def _request_id(data: bytes) -> Any:
+    """The request's ``Id``, echoed in the reply so a client can tell the
+    answer to this request from a late answer to an earlier one."""
+    try:
+        request = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(request, dict) and isinstance(request.get("Id"), (int, str)):
+        return request["Id"]
+    return None
+
+
 def _as_list(value: object) -> list[Any]:
     if isinstance(value, str):
         return [value]
@@ -271,8 +304,12 @@ class DnsService:
         else:
             reply = self._dns.handle(packet, tcp=tcp, now_s=time.time())
         if isinstance(reply, UpdateNeeded):
-            return await self._update(reply)
-        return reply.data if isinstance(reply, Answer) else None
+            data: bytes | None = await self._update(reply)
+        else:
+            data = reply.data if isinstance(reply, Answer) else None
+        if data is not None:
+            self.counters.replies_sent += 1
+        return data
 
     async def _read_through(self, packet: bytes, name: str, tcp: bool):
         try:
