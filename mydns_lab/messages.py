@@ -82,7 +82,12 @@ class RequestVoteResponse:
 
 @dataclass(frozen=True, slots=True)
 class AppendEntries:
-    """Entries after ``(prev_index, prev_term)``; empty ``entries`` only probes."""
+    """Entries after ``(prev_index, prev_term)``; empty ``entries`` only probes.
+
+    ``probe``: the leader waits for this one's answer before sending more;
+    otherwise (streaming) a follower that lacks ``prev_index`` keeps it
+    silently until the appends before it arrive.
+    """
 
     term: int
     src: int
@@ -91,6 +96,7 @@ class AppendEntries:
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
+    probe: bool = False
 
 
 @dataclass(frozen=True, slots=True)

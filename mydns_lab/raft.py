@@ -35,6 +35,10 @@ from .quorum import VoteResult, committed_index, majority, vote_result
 from .storage import PersistedState
 
 
+MAX_HELD_APPENDS = 64
+"""Appends a follower keeps while an earlier one is missing."""
+
+
 class Role(enum.Enum):
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre-candidate"
@@ -153,7 +157,9 @@ class RaftNode:
         self._reads_in_flight: list[tuple[int, int, int]] = []  # (seq, ctx, index)
         self._reads_waiting_commit: list[int] = []
         self._heartbeat_due = False
+        self._urgent_heartbeats: list[int] = []
         self._ready_out = False
+        self._held_appends: dict[int, AppendEntries] = {}  # prev_index -> append
         self.recovering = recovering
         self._saved_soft_state = SoftState(Role.FOLLOWER, NO_NODE, self.term, recovering)
         self._become_follower(self.term, NO_NODE)
@@ -337,6 +343,7 @@ class RaftNode:
         self._election_timeout = ticks + self._rng.randrange(ticks)
 
     def _drop_leader_state(self) -> None:
+        self._held_appends = {}
         self._progress = {}
         self._reads_in_flight = []
         self._reads_waiting_commit = []
@@ -472,8 +479,11 @@ class RaftNode:
             self.log.commit_to(min(msg.commit, last_new))
             self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
                                              match_index=last_new, recovering=self.recovering))
+            self._append_held(last_new)
             return
         if msg.prev_index > self.log.last_index:
+            if self._hold(msg):
+                return  # answered once the gap before it fills
             hint_term, hint_index = 0, self.log.last_index + 1
         else:
             hint_term = self.log.term_at(msg.prev_index) or 0
@@ -482,6 +492,29 @@ class RaftNode:
                                          rejected_index=msg.prev_index,
                                          conflict_term=hint_term, conflict_index=hint_index,
                                          recovering=self.recovering))
+
+    def _hold(self, msg: AppendEntries) -> bool:
+        """Keep a streamed append that arrived ahead of a gap: pipelined
+        appends are often merely reordered, and the missing one is on its
+        way (if it was lost, the leader notices the silence and probes).
+        A probe is answered at once instead: the leader waits for it."""
+        if msg.probe or not msg.entries or len(self._held_appends) >= MAX_HELD_APPENDS:
+            return False
+        self._held_appends[msg.prev_index] = msg
+        return True
+
+    def _append_held(self, last: int) -> None:
+        """Apply held appends that now attach at ``last``, in order."""
+        while self._held_appends:
+            msg = self._held_appends.pop(last, None)
+            for stale in [i for i in self._held_appends if i < last]:
+                del self._held_appends[stale]
+            if msg is None or not self.log.matches(msg.prev_index, msg.prev_term):
+                return
+            last = self.log.append_after(msg.prev_index, msg.entries)
+            self.log.commit_to(min(msg.commit, last))
+            self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
+                                             match_index=last, recovering=self.recovering))
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         snap = msg.snapshot
@@ -514,9 +547,22 @@ class RaftNode:
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._heartbeat_due = True
+        elif self.config.check_quorum:
+            self._urgent_heartbeats = self._peers_to_press()
         if self.config.check_quorum and not self._quorum_active():
             self._trace(f"s{self.id} stepped down: no quorum heard term={self.term}")
             self._become_follower(self.term, NO_NODE)
+
+    def _peers_to_press(self) -> list[int]:
+        """When fewer than a majority were heard within half an election
+        timeout, the peers not heard from get a heartbeat every tick, so
+        that a slow or lossy network gets many chances to answer before
+        check-quorum deposes us. A healthy cluster never pays for this."""
+        half = self.config.election_ticks // 2
+        quiet = [p for p, pr in self._progress.items() if self._now - pr.last_heard_tick >= half]
+        if len(self._progress) - len(quiet) + 1 >= majority(len(self.config.peers)):
+            return []
+        return quiet
 
     def _quorum_active(self) -> bool:
         """Whether a majority (us included) was heard from within one
@@ -589,9 +635,10 @@ class RaftNode:
         """Send what followers lack; called once per Ready, which batches
         every proposal made since the last one into one message each."""
         heartbeat = self._heartbeat_due
+        urgent, self._urgent_heartbeats = self._urgent_heartbeats, []
         self._heartbeat_due = False
         for peer, pr in self._progress.items():
-            if heartbeat:
+            if heartbeat or peer in urgent:
                 self._send(Heartbeat(self.term, self.id, peer,
                                      min(pr.match, self.log.committed), self._read_seq))
             self._send_append(peer, pr)
@@ -609,7 +656,8 @@ class RaftNode:
                                            self.config.max_msg_bytes)
         if entries or pr.state is PeerState.PROBE:
             self._send(AppendEntries(self.term, self.id, peer, pr.next - 1, prev_term,
-                                     tuple(entries), self.log.committed))
+                                     tuple(entries), self.log.committed,
+                                     pr.state is PeerState.PROBE))
             pr.sent_entries(entries[-1].index if entries else None, self._now)
         elif pr.commit_sent < self.log.committed:
             # Nothing new to send, but the commit index moved: tell the

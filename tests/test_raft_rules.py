@@ -181,7 +181,7 @@ def test_5_2_candidate_with_majority_becomes_leader_and_sends_noop_at_once() -> 
     noop = Entry(2, 3, b"")
     assert m.handle() == Ready(
         soft_state=SoftState(Role.LEADER, 1, 2), entries=[noop],
-        messages=[AppendEntries(2, 1, p, 2, 1, (noop,), 0) for p in (2, 3, 4, 5)])
+        messages=[AppendEntries(2, 1, p, 2, 1, (noop,), 0, probe=True) for p in (2, 3, 4, 5)])
 
 
 @pytest.mark.parametrize("pre_vote", [False, True], ids=["candidate", "pre-candidate"])
@@ -652,7 +652,7 @@ def test_read_index_on_new_leader_waits_until_an_entry_of_its_term_commits() -> 
     m.step(HeartbeatResponse(1, 3, 1, read_seq=1))
     noop = Entry(1, 1, b"")  # node 3 answered, so its probe is sent again
     assert m.handle() == Ready(read_states=[ReadState(7, 1)],
-                               messages=[AppendEntries(1, 1, 3, 0, 0, (noop,), 1)])
+                               messages=[AppendEntries(1, 1, 3, 0, 0, (noop,), 1, probe=True)])
 
 
 def test_read_index_needs_majority_heartbeat_acks_and_appends_nothing() -> None:

@@ -289,19 +289,7 @@ BACKUP_REJECTIONS_MAX = 12
 two followers: fast back-up skips a whole term per round trip."""
 
 
-REORDERED_BURSTS_BUG = (
-    "bug: a leader streams a follower's backlog as a burst of up to max_inflight appends "
-    "sent at once; the network reorders them (even the reliable 1-5 ms links), the follower "
-    "rejects each one that leaves a gap, and the first such rejection drops the leader to "
-    "probe, so each probe round trip gains only the in-order prefix of the burst: "
-    "~150 rejected appends here (seeds 1-3), ~3,000 to catch up 300 entries, ~30,000 at "
-    "one entry per append; zero when the backlog fits one append or delivery is in order")
-
-
-@pytest.mark.parametrize("max_msg_bytes", [
-    1 << 20,
-    pytest.param(200, marks=pytest.mark.xfail(strict=True, reason=REORDERED_BURSTS_BUG)),
-], ids=["batched", "split"])
+@pytest.mark.parametrize("max_msg_bytes", [1 << 20, 200], ids=["batched", "split"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_backup(make_lab: MakeLab, seed: int, max_msg_bytes: int) -> None:
     """The lab's TestBackup2B: long divergent logs are replaced quickly.
@@ -359,10 +347,7 @@ ELECTION_MESSAGES_MAX = 30
 IDLE_SECOND_MESSAGES_MAX = 60
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, pytest.param(74, marks=pytest.mark.xfail(
-    strict=True, reason="bug: reordered pipelined appends are rejected as gaps (see "
-    "test_backup[split]); seed 74: 17 rejected appends in a failure-free run put 10 "
-    "agreements at 43 requests, over the lab's 42 RPCs"))])
+@pytest.mark.parametrize("seed", [1, 2, 3, 74])
 def test_count(make_lab: MakeLab, seed: int) -> None:
     """The lab's TestCount2B: no more messages than needed."""
     servers = 3
@@ -661,18 +646,8 @@ def test_figure8_unreliable(make_lab: MakeLab, seed: int, max_msg_bytes: int) ->
     lab.one(rng.randrange(10_000), servers, retry=True)
 
 
-CHECK_QUORUM_BUG = (
-    "bug: check-quorum deposes leaders on the lab's long-reordering network: its window is "
-    "one election timeout (300 ms) but 2/3 of replies are held 200-2,200 ms, so a leader "
-    "with every peer connected steps down ('no quorum heard'); seed 6: only 3 leaders in "
-    "10 s (terms 1, 4, 8), each gone after 0.5-0.75 s, s3 stuck at index 1, and the first "
-    "command misses the lab's 10 s on 5 servers (passes with check_quorum=False)")
-
-
-@pytest.mark.parametrize("check_quorum", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=CHECK_QUORUM_BUG)),
-], ids=["no-check-quorum", "check-quorum"])
+@pytest.mark.parametrize("check_quorum", [False, True],
+                         ids=["no-check-quorum", "check-quorum"])
 def test_long_reordering_agreement(make_lab: MakeLab, check_quorum: bool) -> None:
     """Every node connected on the lab's unreliable network with long
     reordering: twenty commands, each on all five nodes within the lab's
