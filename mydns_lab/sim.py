@@ -35,6 +35,7 @@ from typing import Any, Callable
 from .clerks import Clerk, ClerkTiming, Outcome
 from .host import handle_ready
 from .invariants import InvariantViolation, SafetyChecker
+from .linearizability import LINEARIZABLE, KvModel, Operation, check
 from .messages import (ClientReply, ClientRequest, Command, Entry, HardState, KvOp, RaftMessage,
                        Snapshot)
 from .raft import Config, RaftNode, Ready, Role
@@ -46,6 +47,7 @@ from .storage import MemoryStorage, apply_save
 TICK_MS = 10
 CLIENT_ID_BASE = 100
 RELIABLE = LinkFaults(delay_ms_min=1, delay_ms_max=5)
+LINEARIZABILITY_BUDGET_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,6 +587,30 @@ def _run_phases(sim: Simulation) -> None:
         stuck = [f"client {c.id}: {c.current.op}" for c in sim.clients.values() if c.current]
         raise InvariantViolation(f"liveness: operations still pending {config.heal_ops_ms} ms "
                                  f"after healing: {'; '.join(stuck)}")
+    check_linearizable(sim.history())
+
+
+def history_operations(records: list[HistoryRecord]) -> list[Operation]:
+    """Client records as the checker's operations (virtual ms as time)."""
+    ops = []
+    for r in records:
+        op = r.op
+        if op.kind == "get":
+            entry = ("get", op.key)
+        elif op.kind in ("put", "append"):
+            entry = (op.kind, op.key, op.value)
+        else:  # pragma: no cover - the simulated workload issues only these
+            raise ValueError(f"no model for {op.kind}")
+        output = r.value if op.kind == "get" else None
+        ops.append(Operation(r.client, r.call_ms, r.return_ms, entry, output))
+    return ops
+
+
+def check_linearizable(records: list[HistoryRecord]) -> None:
+    """Raise InvariantViolation unless the clients' history is linearizable."""
+    result = check(history_operations(records), KvModel(), LINEARIZABILITY_BUDGET_S)
+    if result.verdict != LINEARIZABLE:
+        raise InvariantViolation("linearizability: " + result.explain())
 
 
 # --- command line -------------------------------------------------------------------------

@@ -73,3 +73,19 @@ def test_cli_rejects_bad_flags() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--seeds" in proc.stderr
+
+
+def test_sweep_catches_stale_reads(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Serve gets from any node's local state, skipping ReadIndex: the
+    linearizability check of the clients' history must notice."""
+    original = raftkv.KVServer.submit
+
+    def submit_with_local_reads(self, req, time_ms=0):
+        if req.op.kind == "get":
+            self._answer(req, self.machine.query(req.op))
+        else:
+            original(self, req, time_ms)
+    monkeypatch.setattr(raftkv.KVServer, "submit", submit_with_local_reads)
+    status = main(["--seeds", "12", "--jobs", "1", "--seed-start", "0"])
+    assert status == 1
+    assert "linearizability: not linearizable" in capsys.readouterr().out
