@@ -2,14 +2,17 @@
 
 Simulator tests record what clients saw as :class:`Operation` values and call
 :func:`check` with a :class:`Model` of the object they used. The checker runs
-Wing & Gong's search with Lowe's just-in-time linearization and memoisation:
-walk a time-ordered, doubly-linked list of call and return events; try to
-linearize each operation whose call precedes the earliest pending return;
-remember every (set of linearized operations, model state) pair already
-explored so that no configuration is searched twice; and backtrack when a
-return is reached before its operation could be linearized. The set is an
-int bitmask. Models may split a history into independent parts (one per
-key, say), which are checked one by one, smallest first.
+Wing & Gong's search with Lowe's memoisation, as porcupine does: walk a
+time-ordered, doubly-linked list of call and return events; try to linearize
+each operation whose call precedes the earliest pending return; remember
+every (set of linearized operations, model state) pair already explored, the
+set as an int bitmask, so that no configuration is searched twice; and
+backtrack when a return is reached before its operation could be linearized.
+One reduction on top: an operation the model calls read-only (a read, a
+refused cas) is linearized as soon as it is legal, with no other order tried,
+which is safe because it could always have been moved that early. Models may
+split a history into independent parts (one per key, say), which are checked
+one by one, smallest first.
 
 An operation whose outcome is unknown (``ret is None``: a timeout, a lost
 reply) may take effect at any point after its call, or never. Its return is
@@ -26,6 +29,7 @@ violation, and the command line ``python -m mydns_lab.linearizability``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import enum
 import html
 import json
@@ -86,8 +90,16 @@ class Model:
     def step(self, state: Hashable, input: Any, output: Any) -> tuple[bool, Hashable]:
         """Whether ``input`` may return ``output`` in ``state``, and the state
         after it. ``output`` is :data:`UNKNOWN` when the outcome is unknown:
-        the answer must then be legal, with the state the input leads to."""
+        then any output is acceptable, so the step should be legal whenever
+        the input can take effect, leading to the state it leads to."""
         raise NotImplementedError
+
+    def read_only(self, input: Any, output: Any) -> bool:
+        """True if ``input`` returning ``output`` leaves every state where it
+        is legal unchanged (a read, a refused cas). The search then commits to
+        such an operation as soon as it is legal, without trying other orders;
+        answering False is always safe, only slower. Default False."""
+        return False
 
     def partition(self, ops: list[Operation]) -> list[list[Operation]]:
         """Independent sub-histories, each checked on its own: the history
@@ -132,16 +144,20 @@ class KvModel(Model):
     def step(self, state: Hashable, input: Any, output: Any) -> tuple[bool, Hashable]:
         if self.partitioned:
             return _kv_step(state, input, output)
-        items = dict(state)
-        old = items.get(input[1], "")
+        # Items stay sorted by key, so bisect finds the key without building
+        # a dict: this step is the hot path of every whole-history check.
+        key = input[1]
+        at = bisect.bisect_left(state, (key,))
+        present = at < len(state) and state[at][0] == key
+        old = state[at][1] if present else ""
         legal, new = _kv_step(old, input, output)
         if new == old:
             return legal, state
-        if new == "":
-            del items[input[1]]
-        else:
-            items[input[1]] = new
-        return legal, tuple(sorted(items.items()))
+        item = () if new == "" else ((key, new),)
+        return legal, state[:at] + item + state[at + present:]
+
+    def read_only(self, input: Any, output: Any) -> bool:
+        return input[0] == "get" or (input[0] == "cas" and output is False)
 
     def partition(self, ops: list[Operation]) -> list[list[Operation]]:
         if not self.partitioned:
@@ -197,6 +213,9 @@ class RegisterModel(Model):
             applied = state == input[1]
             return output is UNKNOWN or output == applied, input[2] if applied else state
         raise ValueError(f"unknown register operation {input!r}; expected read, write or cas")
+
+    def read_only(self, input: Any, output: Any) -> bool:
+        return input[0] == "read" or (input[0] == "cas" and output is False)
 
     def describe(self, op: Operation) -> str:
         kind, *args = op.input
@@ -256,24 +275,19 @@ def _link_events(ops: Sequence[Operation]) -> tuple[list[int], list[int], list[i
 def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
             clock: Callable[[], float]) -> _Outcome:
     """Decide whether one part is linearizable, giving up past ``deadline``.
-
-    The loop is one function on purpose: it is the hot path, and locals are
-    the fastest storage Python has. Lifting an operation unlinks its call and
-    return nodes; backtracking relinks them in reverse order (dancing links).
-    """
+    One function on purpose: it is the hot path, and locals are Python's
+    fastest storage. Linearizing an operation unlinks its call and return
+    nodes; backtracking relinks them in reverse order (dancing links)."""
     nxt, prv, op_of, match = _link_events(ops)
     inputs = [op.input for op in ops]
     outputs = [UNKNOWN if op.ret is None else op.output for op in ops]
-    step = model.step
-    state = model.init()
+    read_only = [op.ret is not None and model.read_only(op.input, op.output) for op in ops]
     known_left = sum(op.ret is not None for op in ops)
-    mask = 0
+    step, state, mask, steps = model.step, model.init(), 0, 0
     seen: set[tuple[int, Hashable]] = set()
-    stack: list[int] = []             # linearized call nodes, in order
-    states: list[Hashable] = []       # the state before each of them
-    failure = _Outcome(NOT_LINEARIZABLE, blocking=-1)
+    stack: list[tuple[int, Hashable, bool]] = []  # (call node, state before, read-only)
+    failure: _Outcome | None = None
     node = nxt[0]
-    steps = 0
     while known_left:
         steps += 1
         if not steps & _CLOCK_EVERY and deadline is not None and clock() >= deadline:
@@ -282,54 +296,57 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
         if ret_node != _RETURN:  # a call: try to linearize it here
             i = op_of[node]
             legal, new_state = step(state, inputs[i], outputs[i])
-            if legal:
-                key = (mask | (1 << i), new_state)
-                if key not in seen:
-                    seen.add(key)
-                    stack.append(node)
-                    states.append(state)
-                    mask, state = key
-                    nxt[prv[node]] = nxt[node]
-                    prv[nxt[node]] = prv[node]
-                    if ret_node >= 0:
-                        nxt[prv[ret_node]] = nxt[ret_node]
-                        prv[nxt[ret_node]] = prv[ret_node]
-                        known_left -= 1
-                    node = nxt[0]
-                    continue
-            node = nxt[node]
-            continue
-        # A return reached: its operation had to be linearized before it.
-        if len(stack) > len(failure.prefix) or failure.blocking < 0:
-            failure = _deepest(stack, state, node, nxt, op_of, match)
-        if not stack:
-            return failure
-        node = stack.pop()
-        state = states.pop()
-        mask ^= 1 << op_of[node]
-        ret_node = match[node]
-        if ret_node >= 0:
-            nxt[prv[ret_node]] = ret_node
-            prv[nxt[ret_node]] = ret_node
-            known_left += 1
-        nxt[prv[node]] = node
-        prv[nxt[node]] = node
+            # An unknown outcome that changes nothing here may as well not happen here.
+            if not legal or (ret_node == _NO_RETURN and new_state == state):
+                node = nxt[node]
+                continue
+            key = (mask | (1 << i), new_state)
+            if key not in seen:
+                seen.add(key)
+                stack.append((node, state, read_only[i]))
+                mask, state = key
+                nxt[prv[node]], prv[nxt[node]] = nxt[node], prv[node]
+                if ret_node >= 0:
+                    nxt[prv[ret_node]], prv[nxt[ret_node]] = nxt[ret_node], prv[ret_node]
+                    known_left -= 1
+                node = nxt[0]
+                continue
+            if not read_only[i]:
+                node = nxt[node]
+                continue
+            # A committed read-only op leads to a failed configuration: so does this one.
+        elif failure is None or len(stack) > len(failure.prefix):
+            failure = _dead_end(stack, state, node, nxt, op_of, match)
+        while True:  # backtrack, and past every read-only commitment
+            if not stack:
+                assert failure is not None  # the first backtrack is always at a return
+                return failure
+            node, state, committed = stack.pop()
+            mask ^= 1 << op_of[node]
+            ret_node = match[node]
+            if ret_node >= 0:
+                nxt[prv[ret_node]] = prv[nxt[ret_node]] = ret_node
+                known_left += 1
+            nxt[prv[node]] = prv[nxt[node]] = node
+            if not committed:
+                break
         node = nxt[node]
-    return _Outcome(LINEARIZABLE, prefix=[op_of[n] for n in stack], state=state)
+    return _Outcome(LINEARIZABLE, prefix=[op_of[n] for n, _, _ in stack], state=state)
 
 
-def _deepest(stack: list[int], state: Hashable, ret_node: int, nxt: list[int],
-             op_of: list[int], match: list[int]) -> _Outcome:
+def _dead_end(stack: list[tuple[int, Hashable, bool]], state: Hashable, ret_node: int,
+              nxt: list[int], op_of: list[int], match: list[int]) -> _Outcome:
     """Record a dead end: after ``stack`` no pending call before ``ret_node``
     can be linearized. At the first visit of the deepest dead end every such
-    call is illegal in ``state`` (a legal one would have gone deeper)."""
+    call with a known outcome is illegal in ``state`` (a legal one would have
+    gone deeper), and those are the candidates recorded."""
     candidates = []
     node = nxt[0]
     while node != ret_node:
-        if match[node] != _RETURN:
+        if match[node] >= 0:  # unknown outcomes never have to be placed
             candidates.append(op_of[node])
         node = nxt[node]
-    return _Outcome(NOT_LINEARIZABLE, prefix=[op_of[n] for n in stack], state=state,
+    return _Outcome(NOT_LINEARIZABLE, prefix=[op_of[n] for n, _, _ in stack], state=state,
                     blocking=op_of[ret_node], candidates=candidates)
 
 
@@ -503,7 +520,10 @@ def _kv_records(text: str, source: str) -> Iterable[_Record]:
             continue
         if not _EDN_MAP.fullmatch(line.strip()):
             raise HistoryFormatError(f"{source} line {line_no}: not a flat {{:key value, ...}} map")
-        fields = {name: _edn_atom(raw) for name, raw in _EDN_PAIR.findall(line)}
+        try:
+            fields = {name: _edn_atom(raw) for name, raw in _EDN_PAIR.findall(line)}
+        except ValueError as err:  # a string json cannot read, e.g. a Clojure-only escape
+            raise HistoryFormatError(f"{source} line {line_no}: unreadable value: {err}") from None
         kind, f = fields.get("type"), fields.get("f")
         if (not isinstance(fields.get("process"), int) or kind not in ("invoke", "ok", "fail", "info")
                 or f not in ("get", "put", "append") or not isinstance(fields.get("key"), str)):
@@ -525,7 +545,7 @@ def parse_porcupine_kv(text: str, source: str = "history") -> list[Operation]:
     :class:`KvModel`. ``source`` names the file in error messages."""
     ops = _pair(_kv_records(text, source), source, _kv_input, _kv_output)
     if not ops:
-        raise HistoryFormatError(f"{source}: no operations found; is it really porcupine-kv?")
+        raise HistoryFormatError(f"{source}: no operations found")
     return ops
 
 
@@ -570,6 +590,175 @@ def parse_jepsen_register(text: str, source: str = "history") -> list[Operation]
     lines), for :class:`RegisterModel`."""
     ops = _pair(_jepsen_records(text, source), source, _register_input, _register_output)
     if not ops:
-        raise HistoryFormatError(f"{source}: no 'INFO jepsen.util - P :invoke ...' lines found; "
-                                 "is it really a jepsen log?")
+        raise HistoryFormatError(f"{source}: no 'INFO jepsen.util - P :invoke ...' lines found")
     return ops
+
+
+# --- HTML timeline ---------------------------------------------------------------
+
+_PX_PER_EVENT = 18
+_TIMELINE_CSS = """
+body{font:13px system-ui,sans-serif;margin:16px;color:#222}
+.scroll{overflow-x:auto;border:1px solid #ccc}
+.lane{position:relative;height:26px;border-bottom:1px solid #eee}
+.who{position:sticky;left:0;z-index:2;background:#fff;width:70px;height:25px;line-height:25px;padding-left:4px}
+.op{position:absolute;top:3px;height:18px;line-height:18px;border-radius:3px;overflow:hidden;
+white-space:nowrap;font-size:11px;padding:0 3px;box-sizing:border-box;background:#ccc}
+.prefix{background:#9fd59f}.unplaceable{background:#f08080;font-weight:bold}
+.blocking{outline:3px solid #b00}.unknown{border-right:3px dashed #666;opacity:.8}
+.legend span{display:inline-block;padding:0 6px;margin-right:8px;border-radius:3px}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto}
+"""
+
+
+def write_html_timeline(result: CheckResult, path: str | os.PathLike[str]) -> Path:
+    """Write a self-contained HTML page (no external assets) drawing the
+    failing part of a violation: one row per client (more if its operations
+    overlap), one bar per operation from call to return, in event order.
+    Bars of the longest prefix are green and numbered in linearization
+    order; the operations that cannot be placed are red, the one that returns
+    first outlined. Returns the path written. Raises ValueError unless the
+    verdict is "not linearizable"."""
+    if result.verdict != NOT_LINEARIZABLE:
+        raise ValueError(f"only a violation has a failing part to draw; the verdict was {result.verdict!r}")
+    out = Path(path)
+    out.write_text(_timeline_page(result), encoding="utf-8")
+    return out
+
+
+def _timeline_page(result: CheckResult) -> str:
+    ops = result.failed_partition
+    times = sorted({op.call for op in ops} | {op.ret for op in ops if op.ret is not None})
+    rank = {t: n for n, t in enumerate(times)}
+    end_rank = len(times)  # where unknown outcomes are drawn to: "until the end"
+    order = {id(op): n for n, op in enumerate(result.longest_prefix, start=1)}
+    bad = {id(op) for op in result.unplaceable}
+    rows = []
+    for client, lanes in _lanes(ops, rank, end_rank).items():
+        for n, lane in enumerate(lanes):
+            bars = "".join(_bar(result, op, rank, end_rank, order, bad) for op in lane)
+            label = f"client {client}" if n == 0 else ""
+            rows.append(f'<div class="lane" style="width:{(end_rank + 2) * _PX_PER_EVENT + 80}px">'
+                        f'<div class="who">{html.escape(label)}</div>{bars}</div>')
+    title = f"Linearizability violation: {result.model.describe_partition(ops)}"
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_TIMELINE_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            '<p class="legend"><span class="prefix">longest linearizable prefix (numbered)</span>'
+            '<span class="unplaceable">cannot be placed next</span>'
+            '<span class="op unknown" style="position:static">outcome unknown</span>'
+            "<span>other</span> &mdash; x axis: event order; hover a bar for details</p>"
+            f'<div class="scroll">{"".join(rows)}</div>'
+            f"<h2>Explanation</h2><pre>{html.escape(result.explain())}</pre></body></html>\n")
+
+
+def _lanes(ops: Sequence[Operation], rank: dict[float, int],
+           end_rank: int) -> dict[int, list[list[Operation]]]:
+    """Per client, rows of operations that do not overlap on screen (a client
+    whose call timed out may call again while the first is in flight)."""
+    lanes: dict[int, list[list[Operation]]] = {}
+    for op in sorted(ops, key=lambda op: (op.client, op.call)):
+        rows = lanes.setdefault(op.client, [])
+        free = next((row for row in rows if _end(row[-1], rank, end_rank) < rank[op.call]), None)
+        if free is None:
+            rows.append([op])
+        else:
+            free.append(op)
+    return dict(sorted(lanes.items()))
+
+
+def _end(op: Operation, rank: dict[float, int], end_rank: int) -> int:
+    return end_rank if op.ret is None else rank[op.ret]
+
+
+def _bar(result: CheckResult, op: Operation, rank: dict[float, int], end_rank: int,
+         order: dict[int, int], bad: set[int]) -> str:
+    left = 80 + rank[op.call] * _PX_PER_EVENT
+    width = max(_PX_PER_EVENT, (_end(op, rank, end_rank) - rank[op.call]) * _PX_PER_EVENT)
+    classes = ["op"]
+    label = result.model.describe(op)
+    if id(op) in order:
+        classes.append("prefix")
+        label = f"{order[id(op)]}. {label}"
+    if id(op) in bad:
+        classes.append("unplaceable")
+        label = "CANNOT BE PLACED: " + label
+    if op is result.blocking:
+        classes.append("blocking")
+    if op.ret is None:
+        classes.append("unknown")
+    tip = _op_line(result.model, op)
+    return (f'<div class="{" ".join(classes)}" style="left:{left}px;width:{width}px" '
+            f'title="{html.escape(tip)}">{html.escape(label)}</div>')
+
+
+# --- Command line ----------------------------------------------------------------
+
+_FORMATS = ("porcupine-kv", "jepsen")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _ArgumentParser(
+        prog="python -m mydns_lab.linearizability",
+        description="Check a recorded history for linearizability. Exit status: "
+                    "0 linearizable, 1 not linearizable, 2 unknown or error.")
+    parser.add_argument("file", type=Path, help="history file")
+    parser.add_argument("--format", required=True, choices=_FORMATS,
+                        help="porcupine-kv: porcupine's KV histories; jepsen: Jepsen etcd register logs")
+    parser.add_argument("--no-partition", action="store_true",
+                        help="check a KV history as one object instead of key by key")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="give up with 'unknown' after S seconds")
+    parser.add_argument("--html", type=Path, default=None, metavar="PATH",
+                        help="where to write the timeline of a violation "
+                             "(default ./linearizability-<file name>.html)")
+    args = parser.parse_args(argv)
+    if args.timeout is not None and not args.timeout >= 0:
+        parser.error(f"--timeout must be a number of seconds >= 0, not {args.timeout}")
+    return args
+
+
+def load_history(path: Path, fmt: str, partition: bool = True) -> tuple[list[Operation], Model]:
+    """Parse ``path`` as ``fmt`` (one of "porcupine-kv", "jepsen") and pick
+    its model. Raises OSError, UnicodeDecodeError or HistoryFormatError."""
+    text = path.read_text(encoding="utf-8")
+    if fmt == "porcupine-kv":
+        return parse_porcupine_kv(text, str(path)), KvModel(partition=partition)
+    return parse_jepsen_register(text, str(path)), REGISTER_MODEL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    args = _arguments(argv)
+    try:
+        ops, model = load_history(args.file, args.format, partition=not args.no_partition)
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"error: cannot read history {args.file}: {err}; check the path", file=sys.stderr)
+        return 2
+    except HistoryFormatError as err:
+        print(f"error: {err}; is it a {args.format} history?", file=sys.stderr)
+        return 2
+    result = check(ops, model, timeout_s=args.timeout)
+    print(result.verdict)
+    if result.verdict == UNKNOWN_VERDICT:
+        print(result.explain())
+        return 2
+    if result.verdict == LINEARIZABLE:
+        return 0
+    print(result.explain())
+    target = args.html or Path.cwd() / f"linearizability-{args.file.stem}.html"
+    try:
+        print(f"timeline: {write_html_timeline(result, target)}")
+    except OSError as err:
+        print(f"error: cannot write the timeline {target}: {err}; pass --html PATH", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
