@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--no-dashboard", dest="dashboard", action="store_false",
          help="print a plain status line every few seconds instead of the live view")
     boolean("no-fsync", "do not fsync (faster, loses data on power failure)")
+    flag("--workload", choices=["correctness", "flood"], default=None,
+         help="start the cluster, run this client workload for --dnsDuration seconds "
+              "(10 if 0), print its summary and exit non-zero if it failed")
     return p
 
 
@@ -111,7 +114,8 @@ def options_from(argv: list[str] | None) -> LabOptions:
                       unreliable=args.unreliable, long_reordering=args.long_reordering,
                       seed=seed, data_dir=args.data_dir, fresh=args.fresh, port=args.port,
                       bind=args.bind, zone=zone, ttl=args.ttl, dashboard=args.dashboard,
-                      fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys)
+                      fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys,
+                      workload=args.workload)
 
 
 def plain_status(state: LabState) -> str:
@@ -158,11 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     except LabFailure as exc:
         print(f"mydns: error: {exc}", file=sys.stderr)
         return 2
+    workload = None
     try:
         lab.start()
         if live is not None:
             live.start()
-        lab.run()
+        if options.workload:
+            workload = _start_workload(options)
+            lab.run(until=lambda: not workload.is_alive(), duration_s=float("inf"))
+        else:
+            lab.run()
     except (KeyboardInterrupt, _Terminate):
         pass
     except LabFailure as exc:
@@ -176,7 +185,28 @@ def main(argv: list[str] | None = None) -> int:
     if failure:
         print(f"mydns: error: {failure}", file=sys.stderr)
         return 1
+    if workload is not None:
+        workload.join(5)
+        if workload.exitcode != 0:
+            print(f"mydns: the {options.workload} workload failed "
+                  f"(see {options.data_dir / 'workload.json'})", file=sys.stderr)
+            return 1
     return 0
+
+
+def _start_workload(options: LabOptions) -> Any:
+    """The workload runs in its own process, so the launcher keeps serving
+    status and faults while it runs."""
+    import multiprocessing
+    from .workloads import run_in_lab
+    servers = [(options.bind, options.port + i) for i in range(options.nclerks)]
+    duration = options.dns_duration or 10.0
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_in_lab, name="mydns-workload",
+        args=(options.workload, servers, duration, options.zone, options.seed,
+              str(options.data_dir / "workload.json")))
+    process.start()
+    return process
 
 
 if __name__ == "__main__":

@@ -147,10 +147,12 @@ class Lab:
                        f"(UDP {opts.bind}:{opts.port}..{opts.port + opts.nclerks - 1}), "
                        f"data in {opts.data_dir}")
 
-    def run(self, until: Callable[[], bool] | None = None, refresh_s: float = 0.25) -> None:
-        """Serve until the duration passes, ``until()`` holds, or Ctrl-C."""
-        deadline = (time.monotonic() + self.options.dns_duration
-                    if self.options.dns_duration > 0 else float("inf"))
+    def run(self, until: Callable[[], bool] | None = None, refresh_s: float = 0.25,
+            duration_s: float | None = None) -> None:
+        """Serve until ``duration_s`` (default: --dnsDuration, 0 meaning
+        forever) passes, ``until()`` holds, or Ctrl-C."""
+        duration = self.options.dns_duration if duration_s is None else duration_s
+        deadline = time.monotonic() + duration if duration > 0 else float("inf")
         next_show = 0.0
         assert self._control is not None
         while time.monotonic() < deadline and not (until and until()):

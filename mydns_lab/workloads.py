@@ -43,6 +43,9 @@ from .linearizability import LINEARIZABLE, KvModel, Operation, check, write_html
 REQUEST_TIMEOUT_S = 1.0
 PUT_ATTEMPTS = 5
 DNS_VISIBLE_WITHIN_S = 1.0
+READ_PATIENCE_S = 10.0
+"""How long a read-back keeps retrying: under crashes and loss an answer
+can take several clerk time-outs, but never forever."""
 CHECK_TIMEOUT_S = 60.0
 
 
@@ -268,10 +271,9 @@ async def _read_back(expected: dict[str, str], workers: list[_Client],
         others = [w for w in workers if w.conn.server != workers[owner].conn.server] or workers
         reader = rng.choice(others)
         value = None
-        for _ in range(3):
+        deadline = time.monotonic() + READ_PATIENCE_S
+        while value is None and time.monotonic() < deadline:
             value = await reader.query(name)
-            if value is not None:
-                break
         if value != address:
             report.fail(f"JSON query of {name} via {reader.conn.server} gave {value!r}, "
                         f"expected {address}")
@@ -352,6 +354,41 @@ def main(argv: list[str] | None = None) -> int:
     for problem in report.problems:
         print(f"  ! {problem}")
     return 0 if report.ok else 1
+
+
+def wait_until_serving(servers: list[tuple[str, int]], timeout_s: float = 30.0) -> bool:
+    """Whether every front end answered a JSON query before the deadline
+    (the cluster has elected a leader and serves reads)."""
+    from .jsonclient import NoAnswer, json_call
+    deadline = time.monotonic() + timeout_s
+    for server in servers:
+        while True:
+            try:
+                if json_call(server, {"Type": "Query", "Key": "ready"}, 1.0).get("Type") \
+                        == "Response":
+                    break
+            except NoAnswer:
+                pass
+            if time.monotonic() > deadline:
+                return False
+    return True
+
+
+def run_in_lab(name: str, servers: list[tuple[str, int]], duration_s: float, zone: str,
+               seed: int, report_path: str) -> None:
+    """Process entry point for ``run_dns.sh --workload``: wait for the
+    cluster, run the workload, print its summary, save it as JSON, and exit
+    0 only if it passed."""
+    import json
+    if not wait_until_serving(servers):
+        print(f"{name}: FAIL the cluster did not serve within 30 s", flush=True)
+        sys.exit(1)
+    report = run_workload(name, servers, duration_s=duration_s, zone=zone, seed=seed)
+    print(report.verdict_line(), flush=True)
+    for problem in report.problems:
+        print(f"  ! {problem}", flush=True)
+    Path(report_path).write_text(json.dumps(report.summary(), indent=2) + "\n")
+    sys.exit(0 if report.ok else 1)
 
 
 def run_workload(name: str, servers: list[tuple[str, int]], *, clients: int | None = None,
