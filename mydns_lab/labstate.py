@@ -35,6 +35,7 @@ class LabState:
     servers: dict[int, ServerView] = field(default_factory=dict)
     clerks: dict[int, ClerkStatus] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=lambda: {"links": {}, "by_type": {}})
+    router_final: bool = False
     leader: int = 0
     leader_term: int = 0
     leader_changes: list[tuple[float, int, int]] = field(default_factory=list)  # (t, term, node)
@@ -66,8 +67,12 @@ class LabState:
             case Event():
                 self.log(f"{report.source}: {report.text}")
 
-    def on_router_stats(self, stats: dict[str, Any]) -> None:
-        self.router = stats
+    def on_router_stats(self, stats: dict[str, Any], final: bool = False) -> None:
+        """Take the router's counters; once ``final`` ones arrived (taken
+        before the shutdown began), later ones are ignored."""
+        if not self.router_final:
+            self.router = stats
+            self.router_final = final
 
     def log(self, line: str) -> None:
         self.events.append(f"{self.elapsed():7.1f}s {line}")

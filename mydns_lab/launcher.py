@@ -180,6 +180,7 @@ class Lab:
         router; then servers; then the router itself.
         """
         deadline = time.monotonic() + STOP_GRACE_S - 0.3
+        self._freeze_router_stats(time.monotonic() + 0.5)
         clerks = [c for a, c in self._children.items() if a not in self.state.servers]
         servers = [c for a, c in self._children.items() if a in self.state.servers]
         for group in (clerks, servers):
@@ -220,6 +221,19 @@ class Lab:
         tmp.write_text(json.dumps({"leader": self.state.leader, "term": self.state.leader_term,
                                    "servers": servers}))
         os.replace(tmp, path)
+
+    def _freeze_router_stats(self, until: float) -> None:
+        """Take the network's counters as they stand before anything stops:
+        messages caught in flight by the shutdown are not losses."""
+        if self._control is None or self._router is None or not self._router.is_alive():
+            return
+        try:
+            self._control.send(("report",))
+            while not self.state.router_final and self._control.poll(
+                    max(0.0, until - time.monotonic())):
+                self._drain_control()
+        except (EOFError, OSError):
+            pass
 
     def _drain_control_until(self, until: float) -> None:
         """Take in what the router still forwards, until ``until``."""
@@ -326,6 +340,8 @@ class Lab:
             message = self._control.recv()
             if message[0] == "stats":
                 self.state.on_router_stats(message[1])
+            elif message[0] == "final-stats":
+                self.state.on_router_stats(message[1], final=True)
             elif message[0] == "error":
                 self.state.log(f"router failed: {message[1].strip().splitlines()[-1]}")
                 self.state.unexpected_exits.append("router: " + message[1])

@@ -63,6 +63,7 @@ def vars_of(counters: LinkCounters) -> dict[str, int]:
 #   ("attach", address)         then a descriptor via reduction.send_handle
 #   ("faults", LinkFaults)
 #   ("cut", a, b) / ("heal",)
+#   ("report",)                 answered at once with ("final-stats", counters)
 #   ("stop",)
 
 
@@ -185,6 +186,8 @@ class Router:
                 self._cut.add((a, b))
             case ("heal",):
                 self._cut.clear()
+            case ("report",):
+                self._control.send(("final-stats", self.stats.as_dict()))
             case ("stop",):
                 return False
         return True

@@ -196,9 +196,11 @@ async def _server_counters(servers: list[tuple[str, int]]) -> tuple[int, int]:
     return received, replied
 
 
-async def _measured(report: Report, servers: list[tuple[str, int]], body) -> None:
+async def _measured(report: Report, servers: list[tuple[str, int]], body,
+                    history_sink: list[Operation] | None = None) -> None:
     """Run ``body``, then fill in the packet counts of both ends (less the
-    Stats requests themselves) and check the history."""
+    Stats requests themselves) and check the history (also appended to
+    ``history_sink`` when given)."""
     before = await _server_counters(servers)
     history = _History()
     clients: list[_Client] = []
@@ -216,6 +218,8 @@ async def _measured(report: Report, servers: list[tuple[str, int]], body) -> Non
     report.server_replied = after[1] - before[1] - len(servers)
     report.operations = len(history.ops)
     _check_history(report, history)
+    if history_sink is not None:
+        history_sink.extend(history.ops)
 
 
 def _check_history(report: Report, history: _History) -> None:
@@ -229,7 +233,8 @@ def _check_history(report: Report, history: _History) -> None:
 
 
 async def correctness(servers: list[tuple[str, int]], clients: int = 5, names: int = 20,
-                      duration_s: float = 0.0, zone: str = "mydns.", seed: int = 0) -> Report:
+                      duration_s: float = 0.0, zone: str = "mydns.", seed: int = 0,
+                      history_sink: list[Operation] | None = None) -> Report:
     """Rounds of: every client uploads its names through its own front end;
     every name is read back through another front end (JSON and DNS)."""
     report = Report("correctness")
@@ -257,7 +262,7 @@ async def correctness(servers: list[tuple[str, int]], clients: int = 5, names: i
             await asyncio.gather(*(upload(w) for w in workers))
             await _read_back(expected, workers, servers, zone, rng, report)
 
-    await _measured(report, servers, body)
+    await _measured(report, servers, body, history_sink)
     return report
 
 
@@ -292,7 +297,8 @@ async def _read_back(expected: dict[str, str], workers: list[_Client],
 
 
 async def flood(servers: list[tuple[str, int]], clients: int = 10, duration_s: float = 10.0,
-                put_ratio: float = 0.3, seed: int = 0) -> Report:
+                put_ratio: float = 0.3, seed: int = 0,
+                history_sink: list[Operation] | None = None) -> Report:
     """Random puts of each client's own names and queries of anyone's, as
     fast as they are answered, for ``duration_s``."""
     report = Report("flood")
@@ -322,7 +328,7 @@ async def flood(servers: list[tuple[str, int]], clients: int = 10, duration_s: f
 
         await asyncio.gather(*(loop(w, random.Random(rng.getrandbits(32))) for w in workers))
 
-    await _measured(report, servers, body)
+    await _measured(report, servers, body, history_sink)
     # Refusals under flood come only from lost answers; they are loss, not failure.
     report.problems = [p for p in report.problems if "refused" not in p]
     report.ok = not report.problems
