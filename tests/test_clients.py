@@ -214,26 +214,28 @@ def test_json_ownership_and_order(lab: LabProcess) -> None:
 
     claim = put(0, Value="10.5.0.1", Seq=100)
     token = claim.pop("Token")
-    assert claim == {"Type": "PutOk", "Key": "owned", "Value": "10.5.0.1"}
+    assert claim == {"Type": "PutOk", "Key": "owned", "Value": "10.5.0.1", "Outcome": "claimed"}
     assert stored() == "10.5.0.1"
 
     for refused in (put(1, Value="10.6.6.6", Seq=200),                  # no token
                     put(1, Value="10.6.6.6", Seq=200, Token="guess")):  # wrong token
         assert refused["Type"] == "Error" and "is owned by another key" in refused["Error"]
+        assert refused["Code"] == "owned"
     stale = put(1, Value="10.6.6.6", Seq=99, Token=token)
-    assert stale == {"Type": "Error", "Error": "stale upload for 'owned': sequence 99 is older "
-                                               "than the stored 100; nothing changed"}
+    assert stale == {"Type": "Error", "Code": "stale",
+                     "Error": "stale upload for 'owned': sequence 99 is older "
+                              "than the stored 100; nothing changed"}
     assert stored() == "10.5.0.1"
 
     # A retry of an upload (same Seq) is accepted; the token is not sent back.
     assert put(2, Value="10.5.0.1", Seq=100, Token=token) == \
-        {"Type": "PutOk", "Key": "owned", "Value": "10.5.0.1"}
+        {"Type": "PutOk", "Key": "owned", "Value": "10.5.0.1", "Outcome": "updated"}
     assert put(1, Value=["10.5.0.2", "fd00::5"], Seq=101, Token=token)["Type"] == "PutOk"
     assert stored() == ["10.5.0.2", "fd00::5"]
 
     # A Put carrying a token of its own claims a free name for that token.
     own = put(0, Key="chosen", Value="10.5.0.3", Seq=1, Token="my-own-token")
-    assert own == {"Type": "PutOk", "Key": "chosen", "Value": "10.5.0.3"}
+    assert own == {"Type": "PutOk", "Key": "chosen", "Value": "10.5.0.3", "Outcome": "claimed"}
     assert put(1, Key="chosen", Value="10.5.0.4", Seq=2, Token="my-own-token")["Type"] == "PutOk"
 
 
