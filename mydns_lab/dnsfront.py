@@ -35,6 +35,12 @@ client's payload size is honoured but capped at 1232 bytes (the DNS Flag Day
 fragmented); 1232 is also what we advertise. An answer that does not fit is
 sent with TC set, the question and no records; over TCP the limit is 65535.
 
+**Fast path.** :meth:`DnsFrontEnd.handle` first looks the request up in
+a :class:`mydns_lab.dnscache.ResponseCache` of whole responses to plain
+queries, valid while ``view.serial`` stays the same, and keeps what the
+full path answers there; the bytes are the same either way (the reasons
+are in that module). ``handle_with_view`` never uses it.
+
 **Why not dnslib's parser.** dnslib builds the replies, but requests are read
 by the small parser here: dnslib follows compression pointers by recursion
 (a long chain raises RecursionError), refuses RRs with empty RDATA (which
@@ -94,6 +100,7 @@ from typing import Callable, Iterable, Protocol, Union, runtime_checkable
 from dnslib import AAAA, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import EDNS0, EDNSOption
 
+from .dnscache import ResponseCache
 from .messages import Record, RecordOp
 from .records import InvalidRecord, normalize_name, split_addresses, token_hash
 
@@ -613,11 +620,31 @@ class DnsFrontEnd:
         self._zone_label = DNSLabel(self.zone_labels)
         self._ns_label = DNSLabel(ns if ns.endswith(".") else ns + ".")
         self._hostmaster = DNSLabel(("hostmaster".encode(),) + self.zone_labels)
+        self.responses = ResponseCache()
 
     # --- entry point ---
 
     def handle(self, packet: bytes, *, tcp: bool, now_s: float) -> Reply:
-        """One request in, one reply out; never raises (see the module doc)."""
+        """One request in, one reply out; never raises (see the module doc).
+        Plain queries are answered from :attr:`responses` when it has the
+        answer; the bytes are the same either way."""
+        try:
+            packet = bytes(packet)
+            cached = self.responses.reply(packet, tcp, self.view)
+        except Exception:  # a cache bug must not cost the answer
+            cached = None
+        if cached is not None:
+            return Answer(cached)
+        reply = self._handle_safely(packet, tcp, now_s)
+        if isinstance(reply, Answer):
+            try:
+                self.responses.learn(bytes(packet), tcp, self.view, reply.data)
+            except Exception:  # keeping it is optional: the answer is right as it is
+                pass
+        return reply
+
+    def _handle_safely(self, packet: bytes, tcp: bool, now_s: float) -> Reply:
+        """The full path: :meth:`handle` without the response cache."""
         try:
             return self._handle(bytes(packet), tcp, now_s)
         except Exception:  # a bug must cost one SERVFAIL, never the server loop
@@ -632,10 +659,11 @@ class DnsFrontEnd:
     def handle_with_view(self, packet: bytes, view: RecordView, *, tcp: bool,
                          now_s: float) -> Reply:
         """:meth:`handle` answering from ``view`` instead of ``self.view``
-        (the read-through mode passes a view of one freshly read record)."""
+        (the read-through mode passes a view of one freshly read record),
+        always through the full path."""
         saved, self.view = self.view, view
         try:
-            return self.handle(packet, tcp=tcp, now_s=now_s)
+            return self._handle_safely(packet, tcp, now_s)
         finally:
             self.view = saved
 

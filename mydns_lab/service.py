@@ -46,7 +46,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from .cluster_client import ClusterClient, ClusterTimeout
-from .dnsfront import Answer, DnsFrontEnd, KeyRing, UpdateNeeded
+from .dnsfront import Answer, DnsFrontEnd, KeyRing, Reply, UpdateNeeded
 from .messages import ClerkStatus, Record, RecordOp, Status
 from .records import InvalidRecord, checked_op, json_owner
 from .server import die_with_parent
@@ -311,6 +311,18 @@ class DnsService:
             self.counters.replies_sent += 1
         return data
 
+    def answer_now(self, packet: bytes) -> Reply | None:
+        """The reply to a UDP ``packet`` when it needs no cluster round trip
+        (a QUERY in cache mode), given at once; None when the caller must
+        await :meth:`answer` instead (updates, linearizable reads)."""
+        if self._linearizable or len(packet) < 3 or packet[2] & 0x78:  # opcode != QUERY
+            return None
+        self.counters.requests_received += 1
+        reply = self._dns.handle(packet, tcp=False, now_s=time.time())
+        if isinstance(reply, Answer):
+            self.counters.replies_sent += 1
+        return reply
+
     async def _read_through(self, packet: bytes, name: str, tcp: bool):
         try:
             outcome = await self._client.call(RecordOp("record_get", name), QUERY_TIMEOUT_S)
@@ -353,6 +365,10 @@ class _Unavailable:
 
 
 class _UdpFrontEnd(asyncio.DatagramProtocol):
+    """The UDP side of a front end. A plain DNS query is answered and sent
+    inside :meth:`datagram_received`, with no task; JSON requests, updates
+    and linearizable reads get a task each."""
+
     def __init__(self, json_front: JsonFrontEnd, dns: DnsService) -> None:
         self._json = json_front
         self._dns = dns
@@ -363,7 +379,15 @@ class _UdpFrontEnd(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        handler = self._json.handle(data) if data[:1] == b"{" else self._dns.answer(data, False)
+        if self._is_json(data):
+            handler = self._json.handle(data)
+        else:
+            reply = self._dns.answer_now(data)
+            if reply is not None:
+                if isinstance(reply, Answer) and self._transport is not None:
+                    self._transport.sendto(reply.data, addr)
+                return
+            handler = self._dns.answer(data, False)
         task = asyncio.ensure_future(self._reply(handler, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -372,6 +396,13 @@ class _UdpFrontEnd(asyncio.DatagramProtocol):
         reply = await handler
         if reply is not None and self._transport is not None:
             self._transport.sendto(reply, addr)
+
+    @staticmethod
+    def _is_json(data: bytes) -> bool:
+        """JSON requests start with ``{``; so do DNS messages whose ID is
+        0x7Bxx, but those hold a zero byte (the counts, the root label),
+        which JSON text never does."""
+        return data[:1] == b"{" and b"\0" not in data
 
 
 async def _serve_tcp_client(dns: DnsService, reader: asyncio.StreamReader,
