@@ -5,9 +5,9 @@ The JSON protocol is the original program's, kept compatible and made
 honest:
 
     {"Type":"Put","Key":K,"Value":V[,"Token":T][,"Seq":N]}
-        -> {"Type":"PutOk","Key":K,"Value":V[,"Token":T]}
-           (the token comes back once, when the upload claims the name)
-        |  {"Type":"Error","Error":"<reason>"}
+        -> {"Type":"PutOk","Key":K,"Value":V,"Outcome":"claimed"|"updated"[,"Token":T]}
+           (a token comes back once, when the front end made it to claim the name)
+        |  {"Type":"Error","Error":"<reason>","Code":"<code>"}  (codes: RequestError)
     {"Type":"Query","Key":K}
         -> {"Type":"Response","Key":K,"Value":V}   ("" when K is unknown)
     {"Type":"Stats"}
@@ -20,8 +20,8 @@ client can drop a late answer to an earlier request.
 V is an address or a list of addresses. Without ``Seq`` the front end
 stamps the upload with its wall clock in milliseconds, so later uploads win.
 
-DNS (everything on the port that does not start with ``{``, and TCP) is
-answered by :class:`mydns_lab.dnsfront.DnsFrontEnd`. Reads come in two modes:
+DNS (every datagram that is not JSON, i.e. does not start with ``{`` or
+holds a zero byte, and everything on TCP) is answered by :class:`mydns_lab.dnsfront.DnsFrontEnd`. Reads come in two modes:
 
 * ``cache`` (default): from this front end's copy of the committed records,
   a :class:`RecordCache` kept current by a watch on the leader (a change is
@@ -148,11 +148,27 @@ class FrontEndCounters:
 
 
 class RequestError(Exception):
-    """A request we refuse; the message goes back to the client as is."""
+    """A request we refuse; the message goes back to the client as is, with
+    a machine-readable ``code``: ``bad_request``, ``invalid`` (a name or
+    address), ``owned`` (another key's name), ``stale`` (an older Seq than
+    stored) or ``unavailable`` (the cluster did not answer; try again)."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
 
 
-def _error(reason: str) -> dict[str, Any]:
-    return {"Type": "Error", "Error": reason}
+def _refusal_code(reason: str) -> str:
+    """The code of a refusal the record store gave."""
+    if "is owned by another key" in reason:
+        return "owned"
+    if reason.startswith("stale upload"):
+        return "stale"
+    return "invalid"
+
+
+def _error(reason: str, code: str) -> dict[str, Any]:
+    return {"Type": "Error", "Error": reason, "Code": code}
 
 
 def _addresses_value(record: Record) -> str | list[str]:
@@ -182,7 +198,7 @@ class JsonFrontEnd:
             else:
                 reply = self._stats()
         except RequestError as exc:
-            reply = _error(str(exc))
+            reply = _error(str(exc), exc.code)
         request_id = _request_id(data)
         if request_id is not None:
             reply["Id"] = request_id
@@ -226,13 +242,14 @@ class JsonFrontEnd:
                                      owner=json_owner(token or new_token or "")))
         except InvalidRecord as exc:
             self.counters.puts_failed += 1
-            raise RequestError(str(exc)) from None
+            raise RequestError(str(exc), "invalid") from None
         outcome = await self._call(op, PUT_TIMEOUT_S, is_put=True)
         if outcome.status != Status.OK:
             self.counters.puts_failed += 1
-            raise RequestError(outcome.value)
+            raise RequestError(outcome.value, _refusal_code(outcome.value))
         self.counters.puts_ok += 1
-        reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value}
+        reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value,
+                                 "Outcome": outcome.value}
         if outcome.value == "claimed" and new_token:
             reply["Token"] = new_token
         return reply
@@ -242,11 +259,11 @@ class JsonFrontEnd:
             op = checked_op(RecordOp("record_get", request["Key"]))
         except InvalidRecord as exc:
             self.counters.queries_failed += 1
-            raise RequestError(str(exc)) from None
+            raise RequestError(str(exc), "invalid") from None
         outcome = await self._call(op, QUERY_TIMEOUT_S, is_put=False)
         if outcome.status != Status.OK:
             self.counters.queries_failed += 1
-            raise RequestError(outcome.value)
+            raise RequestError(outcome.value, _refusal_code(outcome.value))
         self.counters.queries_ok += 1
         value = _addresses_value(outcome.records[0]) if outcome.records else ""
         return {"Type": "Response", "Key": request["Key"], "Value": value}
@@ -260,7 +277,8 @@ class JsonFrontEnd:
             else:
                 self.counters.queries_failed += 1
             raise RequestError(f"{exc}; the update may or may not have been applied, "
-                               "try again" if is_put else f"{exc}; try again") from None
+                               "try again" if is_put else f"{exc}; try again",
+                               "unavailable") from None
 
 
 def _request_id(data: bytes) -> Any:
