@@ -498,8 +498,9 @@ class RaftNode:
         appends are often merely reordered, and the missing one is on its
         way (if it was lost, the leader notices the silence and probes).
         A probe is answered at once instead: the leader waits for it."""
-        if msg.probe or not msg.entries or len(self._held_appends) >= MAX_HELD_APPENDS:
-            return False
+        if (msg.probe or not msg.entries or self.recovering
+                or len(self._held_appends) >= MAX_HELD_APPENDS):
+            return False  # (a recovering node's gap is no reordering: say so now)
         self._held_appends[msg.prev_index] = msg
         return True
 
@@ -586,12 +587,25 @@ class RaftNode:
             return
         if pr.state is PeerState.SNAPSHOT:
             return
+        if msg.recovering and msg.conflict_term == 0 and msg.conflict_index <= pr.match:
+            # The follower lost its storage: what it acknowledged is gone.
+            pr.match = msg.conflict_index - 1
+            pr.become_probe()
+            pr.next = msg.conflict_index
+            return
         if pr.state is PeerState.REPLICATE and msg.rejected_index <= pr.match:
             return  # stale: we already know it matches further
-        if pr.state is PeerState.PROBE and msg.rejected_index != pr.next - 1:
-            return  # stale: not the probe we are waiting for
+        if pr.state is PeerState.PROBE and (msg.rejected_index != pr.next - 1
+                                            or not pr.probe_sent):
+            return  # stale, or a duplicate answer to a probe already handled
+        previous_next = pr.next if pr.state is PeerState.PROBE else None
         pr.become_probe()
         pr.next = self._next_after_rejection(msg, pr)
+        if pr.next == previous_next:
+            # No step back was possible: probe again at the next heartbeat
+            # response rather than at once, so lost or duplicated answers
+            # cannot turn into a storm of probes.
+            pr.probe_sent = True
 
     def _next_after_rejection(self, msg: AppendEntriesResponse, pr: Progress) -> int:
         """Fast back-up: skip the follower's whole conflicting term at once."""
