@@ -32,49 +32,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mydns_lab.jsonclient import AsyncJsonClient  # noqa: E402
 from mydns_lab.labprocess import LabProcess, wait_for  # noqa: E402
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.waiter: asyncio.Future | None = None
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(data)
 
 
 class Uploader:
     """One client: owns one name, uploads a new address each time."""
 
     def __init__(self, name: str, server: tuple[str, int]) -> None:
-        self.name, self.server = name, server
+        self.name = name
+        self.conn = AsyncJsonClient(server)
         self.token = ""
         self.seq = 0
-        self.proto: _Udp | None = None
-        self.transport: asyncio.DatagramTransport | None = None
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport, self.proto = await loop.create_datagram_endpoint(
-            _Udp, remote_addr=self.server)
+        await self.conn.open()
 
     async def put(self, timeout_s: float) -> bool:
         """One upload; True when acknowledged (PutOk)."""
-        assert self.proto is not None and self.transport is not None
         self.seq += 1
         address = f"10.{(self.seq >> 16) & 255}.{(self.seq >> 8) & 255}.{self.seq & 255}"
         request = {"Type": "Put", "Key": self.name, "Value": address, "Seq": self.seq}
         if self.token:
             request["Token"] = self.token
-        self.proto.waiter = asyncio.get_running_loop().create_future()
-        self.transport.sendto(json.dumps(request).encode())
-        try:
-            data = await asyncio.wait_for(self.proto.waiter, timeout_s)
-        except asyncio.TimeoutError:
-            return False
-        reply = json.loads(data)
-        if reply.get("Type") != "PutOk" or reply.get("Value") != address:
+        reply = await self.conn.call(request, timeout_s)
+        if reply is None or reply.get("Type") != "PutOk":
             return False
         self.token = self.token or reply.get("Token", "")
         return True
