@@ -432,13 +432,29 @@ def _field_decoders(cls: type) -> list[Callable[[Any], Any]]:
     return decoders
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields of a dataclass type, cached (None for other types): the
+    encoder asks this for every value it meets, so it must be cheap."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(cls):
+            return None
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _to_wire(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = [_to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)]
-        return [type(value).__name__, *fields]
+    if isinstance(value, (int, str, bytes, float)) or value is None:
+        return value
     if isinstance(value, tuple):
         return [_to_wire(v) for v in value]
-    return value
+    names = _field_names(type(value))
+    if names is None:
+        return value
+    return [type(value).__name__, *[_to_wire(getattr(value, n)) for n in names]]
 
 
 def _from_wire(raw: Any) -> Any:

@@ -99,7 +99,12 @@ class KVStateMachine:
             return Result(Status.OK, f"{self.serial}:delta")
         if serial > self.serial or not self.changes or self.changes[0][0] > serial + 1:
             return Result(Status.OK, f"{self.serial}:full", tuple(self.records.values()))
-        names = dict.fromkeys(name for at, name in self.changes if at > serial)
+        recent: list[str] = []
+        for at, name in reversed(self.changes):  # newest first: stop at the old ones
+            if at <= serial:
+                break
+            recent.append(name)
+        names = dict.fromkeys(reversed(recent))  # oldest change first, each name once
         changed = tuple(self.records.get(name) or Record(name) for name in names)
         return Result(Status.OK, f"{self.serial}:delta", changed)
 
@@ -251,13 +256,16 @@ class KVServer:
             if req is not None:
                 self._confirmed_reads.append((state.index, req))
         self._serve_reads()
-        self._answer_watches()
         if rd.soft_state is not None and rd.soft_state.role is not Role.LEADER:
             self._fail_pending(rd.soft_state.leader)
 
     def tick(self) -> None:
-        """Called by the host with every node tick: expires held watches."""
+        """Called by the host with every node tick: answers the watches held
+        for a change (at most once a tick, however many changes there were:
+        under load that batches many changes into one answer) and expires
+        the ones held too long."""
         self._ticks += 1
+        self._answer_watches()
         if self._watches and self._watches[0][0] <= self._ticks:
             due = [req for expiry, req in self._watches if expiry <= self._ticks]
             self._watches = [(e, r) for e, r in self._watches if e > self._ticks]
@@ -279,7 +287,8 @@ class KVServer:
         """A front end keeping its copy of the records current. Answered by
         the leader from applied state (not a linearizable read: a copy for
         DNS answers), at once when something changed since the serial it
-        names, else when something does or the hold time passes."""
+        names, else at the first tick after something does, or when the
+        hold time passes."""
         if self.node.role is not Role.LEADER:
             raise NotLeader(self.node.leader)
         if req.op.seq != self.machine.serial:  # type: ignore[union-attr]
