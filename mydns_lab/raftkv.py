@@ -286,21 +286,21 @@ class KVServer:
     def _watch(self, req: ClientRequest) -> None:
         """A front end keeping its copy of the records current. Answered by
         the leader from applied state (not a linearizable read: a copy for
-        DNS answers), at once when something changed since the serial it
-        names, else at the first tick after something does, or when the
-        hold time passes."""
+        DNS answers) at the next tick if something changed since the serial
+        it names, else at the first tick after something does, or empty when
+        the hold time passes. Answering on ticks batches changes under load."""
         if self.node.role is not Role.LEADER:
             raise NotLeader(self.node.leader)
-        if req.op.seq != self.machine.serial:  # type: ignore[union-attr]
-            self._answer(req, self.machine.query(req.op))
-        else:
-            self._watches.append((self._ticks + WATCH_HOLD_TICKS, req))
+        self._watches.append((self._ticks + WATCH_HOLD_TICKS, req))
 
     def _answer_watches(self) -> None:
-        if self._watches and self.machine.serial != self._watches[0][1].op.seq:  # type: ignore[union-attr]
-            waiting, self._watches = self._watches, []
+        serial = self.machine.serial
+        if any(req.op.seq != serial for _, req in self._watches):  # type: ignore[union-attr]
+            waiting = self._watches
+            self._watches = [(e, r) for e, r in waiting if r.op.seq == serial]  # type: ignore[union-attr]
             for _, req in waiting:
-                self._answer(req, self.machine.query(req.op))
+                if req.op.seq != serial:  # type: ignore[union-attr]
+                    self._answer(req, self.machine.query(req.op))
 
     def _install(self, snapshot: Snapshot) -> None:
         self.machine.restore(snapshot)

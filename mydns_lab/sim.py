@@ -371,6 +371,8 @@ class Simulation:
             if server.node is None or server.incarnation != incarnation:
                 return
             server.node.tick()
+            assert server.kv is not None
+            server.kv.tick()
             self._pump(node_id)
             self.schedule(TICK_MS, "tick", arg)
         elif kind == "crash":
