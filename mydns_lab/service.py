@@ -187,8 +187,10 @@ class JsonFrontEnd:
         """One request datagram in, one reply datagram out. Never raises."""
         self.counters.requests_received += 1
         started = time.monotonic()
+        request: Any = None
         try:
-            request = self._parse(data)
+            request = _decode_json(data)
+            self._check(request)
             if request["Type"] == "Put":
                 reply = await self._put(request)
                 self.counters.record_latency(started)
@@ -199,9 +201,9 @@ class JsonFrontEnd:
                 reply = self._stats()
         except RequestError as exc:
             reply = _error(str(exc), exc.code)
-        request_id = _request_id(data)
-        if request_id is not None:
-            reply["Id"] = request_id
+        # Echo the Id so a client can tell this answer from a late one.
+        if isinstance(request, dict) and isinstance(request.get("Id"), (int, str)):
+            reply["Id"] = request["Id"]
         self.counters.replies_sent += 1
         return json.dumps(reply, separators=(",", ":")).encode()
 
@@ -212,18 +214,14 @@ class JsonFrontEnd:
                 "RepliesSent": c.replies_sent, "PutsOk": c.puts_ok, "PutsFailed": c.puts_failed,
                 "QueriesOk": c.queries_ok, "QueriesFailed": c.queries_failed}
 
-    def _parse(self, data: bytes) -> dict[str, Any]:
-        try:
-            request = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"request is not valid JSON: {exc}") from None
+    def _check(self, request: Any) -> None:
+        """Refuse a request that is not a known Type with a string Key."""
         if not isinstance(request, dict):
             raise RequestError("request must be a JSON object with a Type")
         if request.get("Type") not in ("Put", "Query", "Stats"):
             raise RequestError(f"unknown Type {request.get('Type')!r}; use \"Put\" or \"Query\"")
         if request["Type"] != "Stats" and not isinstance(request.get("Key"), str):
             raise RequestError("Key must be a string (the host name)")
-        return request
 
     async def _put(self, request: dict[str, Any]) -> dict[str, Any]:
         token = request.get("Token")
@@ -281,16 +279,11 @@ class JsonFrontEnd:
                                "unavailable") from None
 
 
-def _request_id(data: bytes) -> Any:
-    """The request's ``Id``, echoed in the reply so a client can tell the
-    answer to this request from a late answer to an earlier one."""
+def _decode_json(data: bytes) -> Any:
     try:
-        request = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(request, dict) and isinstance(request.get("Id"), (int, str)):
-        return request["Id"]
-    return None
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"request is not valid JSON: {exc}") from None
 
 
 def _as_list(value: object) -> list[Any]:
