@@ -9,6 +9,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+REPLY_TYPES = frozenset({"RequestVoteResponse", "AppendEntriesResponse", "HeartbeatResponse",
+                         "ClientReply"})
+"""Message type names that answer another message: the classic lab's long
+reordering holds only these."""
+
 
 @dataclass(slots=True)
 class LinkFaults:

@@ -245,11 +245,6 @@ class Lab:
         except (EOFError, OSError):
             pass
 
-    def pids(self) -> list[int]:
-        """Every child process id (for tests that check none is left)."""
-        processes = [c.process for c in self._children.values()] + [self._router]
-        return [p.pid for p in processes if p is not None and p.pid is not None]
-
     # --- fault injection -----------------------------------------------------------------
 
     def kill_server(self, node: int) -> None:

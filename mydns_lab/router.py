@@ -16,6 +16,7 @@ The router sends its counters to the launcher every quarter second.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 import signal
@@ -25,14 +26,12 @@ from dataclasses import dataclass, field
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 
-from .faults import LinkFaults, message_fate
+from .faults import REPLY_TYPES, LinkFaults, message_fate
 from .messages import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from .server import die_with_parent
 from .transport import LAUNCHER
 
 STATS_INTERVAL_S = 0.25
-_REPLY_KINDS = frozenset({"RequestVoteResponse", "AppendEntriesResponse", "HeartbeatResponse",
-                          "ClientReply"})
 
 
 @dataclass(slots=True)
@@ -50,13 +49,9 @@ class RouterStats:
     by_type: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"links": {k: vars_of(v) for k, v in self.links.items()},
+        return {"links": {k: dataclasses.asdict(v) for k, v in self.links.items()},
                 "by_type": dict(self.by_type)}
 
-
-def vars_of(counters: LinkCounters) -> dict[str, int]:
-    return {"sent": counters.sent, "delivered": counters.delivered,
-            "dropped": counters.dropped, "delayed": counters.delayed}
 
 
 # Control commands (launcher -> router), sent with Connection.send:
@@ -132,7 +127,7 @@ class Router:
             if (src, dst) in self._cut:
                 counters.dropped += 1
                 continue
-            delays = message_fate(self._rng, self._faults, kind in _REPLY_KINDS)
+            delays = message_fate(self._rng, self._faults, kind in REPLY_TYPES)
             if not delays:
                 counters.dropped += 1
             envelope = (dst, kind, payload)

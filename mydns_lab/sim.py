@@ -235,7 +235,7 @@ class Simulation:
                         max_msg_bytes=self.config.max_msg_bytes)
         server.node = RaftNode(config, state, random.Random(self.rng.getrandbits(64)),
                                trace=self.trace, recovering=server.storage.recovering)
-        server.kv = KVServer(server.node, state.snapshot, self._reply_from(node_id),
+        server.kv = KVServer(server.node, state.snapshot, self._send,
                              self.config.max_raft_state, self._observer_for(node_id))
         self.applied[node_id] = []
         server.incarnation += 1
@@ -427,7 +427,7 @@ class Simulation:
             server.node = server.kv = None
             self.trace(f"s{node_id} crashed mid-write")
 
-    def _send(self, msg: RaftMessage) -> None:
+    def _send(self, msg: RaftMessage | ClientReply) -> None:
         self.net.send(msg, self.now_ms)
 
     def _apply_for(self, node_id: int) -> Callable[[Ready], None]:
@@ -455,9 +455,6 @@ class Simulation:
             self.checker.entry_applied(node_id, entry, cmd, effective)
             self.applied[node_id].append(entry)
         return observe
-
-    def _reply_from(self, node_id: int) -> Callable[[ClientReply], None]:
-        return lambda reply: self.net.send(reply, self.now_ms)
 
     def _client_reply(self, client: SimClient, reply: ClientReply) -> None:
         outcome = client.clerk.on_reply(reply, self.now_ms)

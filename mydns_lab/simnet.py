@@ -13,17 +13,15 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import LinkFaults, message_fate
+from .faults import REPLY_TYPES, LinkFaults, message_fate
 from .messages import encode
 
 __all__ = ["LinkFaults", "NetStats", "SimNetwork", "is_reply"]
 
-_REPLY_TYPES = frozenset({"RequestVoteResponse", "AppendEntriesResponse", "HeartbeatResponse",
-                          "ClientReply"})
 
 
 def is_reply(msg: Any) -> bool:
-    return type(msg).__name__ in _REPLY_TYPES
+    return type(msg).__name__ in REPLY_TYPES
 
 
 @dataclass(slots=True)
