@@ -8,11 +8,19 @@ each operation whose call precedes the earliest pending return; remember
 every (set of linearized operations, model state) pair already explored, the
 set as an int bitmask, so that no configuration is searched twice; and
 backtrack when a return is reached before its operation could be linearized.
-One reduction on top: an operation the model calls read-only (a read, a
+Two reductions on top: an operation the model calls read-only (a read, a
 refused cas) is linearized as soon as it is legal, with no other order tried,
-which is safe because it could always have been moved that early. Models may
-split a history into independent parts (one per key, say), which are checked
-one by one, smallest first.
+which is safe because it could always have been moved that early; and the
+candidates are tried earliest return first, so an operation that runs long is
+placed late unless something needs it sooner. Models may split a history
+into independent parts (one per key, say), which are checked one by one,
+smallest first.
+
+A model whose state is a product of independent parts can instead declare
+each operation's footprint (a map's key): then one search over the whole
+state tries only the operations on the part the earliest pending return is
+on, remembers a failure by that part alone, and backjumps past operations on
+other parts. That is how a many-key history is checked as one object.
 
 An operation whose outcome is unknown (``ret is None``: a timeout, a lost
 reply) may take effect at any point after its call, or never. Its return is
@@ -106,6 +114,22 @@ class Model:
         is linearizable iff every part is. Default: one part."""
         return [ops]
 
+    def footprint(self, input: Any) -> Hashable | None:
+        """The part of the state ``input`` reads and writes, for a model
+        whose state is a product of independent parts (a map's keys, say):
+        an operation's legality, output and effect depend on its own part
+        alone and leave every other part as it was. The search then stays
+        one search over the whole state but reasons part by part (see
+        :func:`_search`). None, the default, means the whole state; if any
+        operation answers None the search is the plain one."""
+        return None
+
+    def project(self, state: Hashable, footprint: Hashable) -> Hashable:
+        """The part of ``state`` that ``footprint`` names, hashable and equal
+        exactly when that part behaves the same. Only called when every
+        operation has a footprint."""
+        raise NotImplementedError(f"{type(self).__name__} gives footprints but no project()")
+
     def describe(self, op: Operation) -> str:
         """One line naming what ``op`` did, for reports."""
         return f"{op.input!r} -> {_output_text(op)}"
@@ -158,6 +182,13 @@ class KvModel(Model):
 
     def read_only(self, input: Any, output: Any) -> bool:
         return input[0] == "get" or (input[0] == "cas" and output is False)
+
+    def footprint(self, input: Any) -> Hashable | None:
+        return None if self.partitioned else input[1]
+
+    def project(self, state: Hashable, footprint: Hashable) -> Hashable:
+        at = bisect.bisect_left(state, (footprint,))
+        return state[at][1] if at < len(state) and state[at][0] == footprint else ""
 
     def partition(self, ops: list[Operation]) -> list[list[Operation]]:
         if not self.partitioned:
@@ -247,29 +278,75 @@ class _Outcome:
     candidates: list[int] = field(default_factory=list)
 
 
-def _link_events(ops: Sequence[Operation]) -> tuple[list[int], list[int], list[int], list[int]]:
-    """The doubly-linked event list as parallel arrays (next, prev, op index,
-    match), ordered by time with calls before returns at equal times.
+@dataclass(slots=True)
+class _Events:
+    """Calls and returns as doubly-linked lists held in parallel int arrays.
 
-    Node 0 is the head sentinel and the last node the tail. ``match`` holds
-    the return node of a call node, ``_NO_RETURN`` for a call whose outcome
-    is unknown (its return would be at +infinity and is left out: no search
-    ever needs to reach it) and ``_RETURN`` on return nodes.
+    Nodes ``0 .. n-1`` are the events, ordered by time with calls before
+    returns at equal times. Each component's events form one list, between
+    its head sentinel ``head[c]`` and its tail; every return also sits in one
+    more list, of returns only, whose head sentinel is ``n`` (``rnxt[n]`` is
+    the earliest return not yet linearized). ``match`` holds the return node
+    of a call node, ``_NO_RETURN`` for a call whose outcome is unknown (its
+    return would be at +infinity and is left out: no search ever needs to
+    reach it) and ``_RETURN`` on return nodes and on every tail sentinel.
     """
+
+    nxt: list[int]
+    prv: list[int]
+    rnxt: list[int]
+    rprv: list[int]
+    op_of: list[int]
+    match: list[int]
+    head: list[int]
+
+
+def _link_events(ops: Sequence[Operation], comp: Sequence[int], components: int) -> _Events:
     events = [(op.call, 0, i) for i, op in enumerate(ops)]
     events += [(op.ret, 1, i) for i, op in enumerate(ops) if op.ret is not None]
     events.sort()
-    size = len(events) + 2
-    op_of = [-1] + [i for _, _, i in events] + [-1]
+    n = len(events)
+    size = n + 2 * components  # then each component's head and tail
+    op_of = [i for _, _, i in events] + [-1] * (2 * components)
     match = [_RETURN] * size
+    nxt, prv = [-1] * size, [-1] * size
+    head = [n + 2 * c for c in range(components)]
+    last = list(head)  # each component's list so far ends here
+    rnxt, rprv = [-1] * (n + 2), [-1] * (n + 2)
+    rlast = n
     call_node: dict[int, int] = {}
-    for node, (_, kind, i) in enumerate(events, start=1):
+    for node, (_, kind, i) in enumerate(events):
+        c = comp[i]
+        nxt[last[c]], prv[node], last[c] = node, last[c], node
         if kind == 0:
             call_node[i] = node
             match[node] = _NO_RETURN
         else:  # a return always sorts after its own call
             match[call_node[i]] = node
-    return list(range(1, size + 1)), list(range(-1, size - 1)), op_of, match
+            rnxt[rlast], rprv[node], rlast = node, rlast, node
+    for c in range(components):
+        nxt[last[c]], prv[head[c] + 1] = head[c] + 1, last[c]
+    rnxt[rlast], rprv[n + 1] = n + 1, rlast
+    return _Events(nxt, prv, rnxt, rprv, op_of, match, head)
+
+
+def _components(ops: Sequence[Operation], model: Model) -> tuple[list[int], list[int], list[Hashable]]:
+    """Each operation's component (an int), its bit in that component's
+    mask, and each component's footprint. One component, with the whole
+    history's bits, unless the model gives every operation a footprint."""
+    footprints = [model.footprint(op.input) for op in ops]
+    if not ops or any(fp is None for fp in footprints):
+        return [0] * len(ops), [1 << i for i in range(len(ops))], [None]
+    index: dict[Hashable, int] = {}
+    comp, bit, sizes = [], [], []
+    for fp in footprints:
+        c = index.setdefault(fp, len(index))
+        if c == len(sizes):
+            sizes.append(0)
+        comp.append(c)
+        bit.append(1 << sizes[c])
+        sizes[c] += 1
+    return comp, bit, list(index)
 
 
 def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
@@ -277,77 +354,125 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
     """Decide whether one part is linearizable, giving up past ``deadline``.
     One function on purpose: it is the hot path, and locals are Python's
     fastest storage. Linearizing an operation unlinks its call and return
-    nodes; backtracking relinks them in reverse order (dancing links)."""
-    nxt, prv, op_of, match = _link_events(ops)
+    nodes; backtracking relinks them in reverse order (dancing links).
+
+    With footprints (see :meth:`Model.footprint`) three things change, none
+    of which splits the history: only candidates on the component of the
+    earliest pending return are tried (the others commute with everything
+    that must happen before it); a failed configuration is remembered by
+    that component's operations and state alone; and backtracking jumps
+    straight back to the last operation chosen on that component, past every
+    other one (conflict-directed backjumping). Why each is sound is in
+    docs/linearizability.md. Without footprints there is one component whose
+    mask is the set of linearized operations: the plain search."""
+    comp, bit, footprint = _components(ops, model)
+    links = _link_events(ops, comp, len(footprint))
+    nxt, prv, rnxt, rprv = links.nxt, links.prv, links.rnxt, links.rprv
+    op_of, match, head = links.op_of, links.match, links.head
+    first_return = len(rnxt) - 2  # head sentinel of the returns-only list
+    # Candidates are tried earliest return first; unknown outcomes last.
+    try_order = [r if r >= 0 else len(match) for r in match].__getitem__
     inputs = [op.input for op in ops]
     outputs = [UNKNOWN if op.ret is None else op.output for op in ops]
     read_only = [op.ret is not None and model.read_only(op.input, op.output) for op in ops]
+    projected = len(footprint) > 1
+    project = model.project
+    masks = [0] * len(footprint)
     known_left = sum(op.ret is not None for op in ops)
-    step, state, mask, steps = model.step, model.init(), 0, 0
-    seen: set[tuple[int, Hashable]] = set()
-    stack: list[tuple[int, Hashable, bool]] = []  # (call node, state before, read-only)
+    step, state, steps = model.step, model.init(), 0
+    failed: set[tuple[int, int, Hashable]] = set()  # (component, its mask, its state)
+    # (call node linearized, state before, read-only, the candidates it was one of, next one)
+    stack: list[tuple[int, Hashable, bool, list[int], int]] = []
     failure: _Outcome | None = None
-    node = nxt[0]
+    c = comp[op_of[rnxt[first_return]]] if known_left else 0
+    doomed = False
     while known_left:
-        steps += 1
-        if not steps & _CLOCK_EVERY and deadline is not None and clock() >= deadline:
-            return _Outcome(UNKNOWN_VERDICT)
-        ret_node = match[node]
-        if ret_node != _RETURN:  # a call: try to linearize it here
+        # A new configuration: its candidates are c's calls before the earliest
+        # return, tried earliest return first (an operation that runs long is
+        # placed late unless something needs it sooner).
+        candidates = []
+        node = nxt[head[c]]
+        while match[node] != _RETURN:
+            candidates.append(node)
+            node = nxt[node]
+        candidates.sort(key=try_order)
+        at = 0
+        while True:
+            steps += 1
+            if not steps & _CLOCK_EVERY and deadline is not None and clock() >= deadline:
+                return _Outcome(UNKNOWN_VERDICT)
+            if doomed or at == len(candidates):
+                if not doomed and (failure is None or len(stack) > len(failure.prefix)):
+                    failure = _dead_end(stack, state, rnxt[first_return], links, candidates,
+                                        inputs, outputs, step) or failure
+                # This configuration fails, and component c alone explains it. So
+                # does every configuration back to the last one that linearized
+                # an op on c by choice: the ops linearized since left c as it was.
+                doomed = False
+                failed.add((c, masks[c], project(state, footprint[c]) if projected else state))
+                while True:
+                    if not stack:
+                        assert failure is not None  # the first backtrack is always at a return
+                        return failure
+                    node, state, committed, candidates, at = stack.pop()
+                    i = op_of[node]
+                    masks[comp[i]] ^= bit[i]
+                    ret_node = match[node]
+                    if ret_node >= 0:
+                        rnxt[rprv[ret_node]] = rprv[rnxt[ret_node]] = ret_node
+                        nxt[prv[ret_node]] = prv[nxt[ret_node]] = ret_node
+                        known_left += 1
+                    nxt[prv[node]] = prv[nxt[node]] = node
+                    if comp[i] == c:
+                        if not committed:
+                            break
+                        failed.add((c, masks[c], project(state, footprint[c]) if projected else state))
+                continue
+            node = candidates[at]
+            at += 1
             i = op_of[node]
+            ret_node = match[node]
             legal, new_state = step(state, inputs[i], outputs[i])
             # An unknown outcome that changes nothing here may as well not happen here.
             if not legal or (ret_node == _NO_RETURN and new_state == state):
-                node = nxt[node]
                 continue
-            key = (mask | (1 << i), new_state)
-            if key not in seen:
-                seen.add(key)
-                stack.append((node, state, read_only[i]))
-                mask, state = key
-                nxt[prv[node]], prv[nxt[node]] = nxt[node], prv[node]
-                if ret_node >= 0:
-                    nxt[prv[ret_node]], prv[nxt[ret_node]] = nxt[ret_node], prv[ret_node]
-                    known_left -= 1
-                node = nxt[0]
+            new_mask = masks[c] | bit[i]
+            if (c, new_mask, project(new_state, footprint[c]) if projected else new_state) in failed:
+                # A committed read-only op leads to a failed configuration: so does this one.
+                doomed = read_only[i]
                 continue
-            if not read_only[i]:
-                node = nxt[node]
-                continue
-            # A committed read-only op leads to a failed configuration: so does this one.
-        elif failure is None or len(stack) > len(failure.prefix):
-            failure = _dead_end(stack, state, node, nxt, op_of, match)
-        while True:  # backtrack, and past every read-only commitment
-            if not stack:
-                assert failure is not None  # the first backtrack is always at a return
-                return failure
-            node, state, committed = stack.pop()
-            mask ^= 1 << op_of[node]
-            ret_node = match[node]
+            stack.append((node, state, read_only[i], candidates, at))
+            masks[c], state = new_mask, new_state
+            nxt[prv[node]], prv[nxt[node]] = nxt[node], prv[node]
             if ret_node >= 0:
-                nxt[prv[ret_node]] = prv[nxt[ret_node]] = ret_node
-                known_left += 1
-            nxt[prv[node]] = prv[nxt[node]] = node
-            if not committed:
-                break
-        node = nxt[node]
-    return _Outcome(LINEARIZABLE, prefix=[op_of[n] for n, _, _ in stack], state=state)
+                nxt[prv[ret_node]], prv[nxt[ret_node]] = nxt[ret_node], prv[ret_node]
+                rnxt[rprv[ret_node]], rprv[rnxt[ret_node]] = rnxt[ret_node], rprv[ret_node]
+                known_left -= 1
+                if projected and known_left:  # the earliest return may be another component's now
+                    block = comp[op_of[rnxt[first_return]]]
+                    if block != c:
+                        c = block
+                        doomed = (c, masks[c], project(state, footprint[c])) in failed
+            break
+    return _Outcome(LINEARIZABLE, prefix=[op_of[n] for n, *_ in stack], state=state)
 
 
-def _dead_end(stack: list[tuple[int, Hashable, bool]], state: Hashable, ret_node: int,
-              nxt: list[int], op_of: list[int], match: list[int]) -> _Outcome:
-    """Record a dead end: after ``stack`` no pending call before ``ret_node``
-    can be linearized. At the first visit of the deepest dead end every such
-    call with a known outcome is illegal in ``state`` (a legal one would have
-    gone deeper), and those are the candidates recorded."""
-    candidates = []
-    node = nxt[0]
-    while node != ret_node:
-        if match[node] >= 0:  # unknown outcomes never have to be placed
-            candidates.append(op_of[node])
-        node = nxt[node]
-    return _Outcome(NOT_LINEARIZABLE, prefix=[op_of[n] for n, _, _ in stack], state=state,
-                    blocking=op_of[ret_node], candidates=candidates)
+def _dead_end(stack: list[tuple[int, Hashable, bool, list[int], int]], state: Hashable,
+              ret_node: int, links: _Events, candidates: list[int], inputs: list[Any],
+              outputs: list[Any], step: Callable[[Hashable, Any, Any], tuple[bool, Hashable]],
+              ) -> _Outcome | None:
+    """The dead end after ``stack``, where none of ``candidates`` (call
+    nodes) could be linearized before ``ret_node``; None unless every one
+    with a known outcome is illegal in ``state``, so that the report never
+    claims more than the model says. (A legal one may have been passed over
+    because the configuration it leads to is known to fail. The first dead
+    end of a search is always of the kind reported.)"""
+    op_of, match = links.op_of, links.match
+    known = [op_of[n] for n in candidates if match[n] >= 0]  # unknown outcomes never have to be placed
+    if any(step(state, inputs[i], outputs[i])[0] for i in known):
+        return None
+    return _Outcome(NOT_LINEARIZABLE, prefix=[op_of[n] for n, *_ in stack], state=state,
+                    blocking=op_of[ret_node], candidates=known)
 
 
 # --- Checking a history ----------------------------------------------------------
