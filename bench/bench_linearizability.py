@@ -24,9 +24,8 @@ from mydns_lab.linearizability import (
     Model,
     Operation,
     check,
-    parse_jepsen_register,
-    parse_porcupine_kv,
 )
+from mydns_lab.historyformats import parse_jepsen_register, parse_porcupine_kv
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "porcupine"
 

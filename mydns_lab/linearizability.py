@@ -29,9 +29,10 @@ soon as every operation with a known outcome is linearized: the unknown ones
 left over are the ones that never happened. Its model step receives the
 :data:`UNKNOWN` output, which every model must accept.
 
-Also here: the KV and register models, parsers for the porcupine fixtures
-(porcupine's KV histories and Jepsen's etcd logs), an HTML timeline of a
-violation, and the command line ``python -m mydns_lab.linearizability``.
+Also here: the KV and register models and the command line ``python -m
+mydns_lab.linearizability``. The history file formats it reads are in
+:mod:`mydns_lab.historyformats`, the HTML timeline of a violation in
+:mod:`mydns_lab.timeline`.
 """
 
 from __future__ import annotations
@@ -39,15 +40,11 @@ from __future__ import annotations
 import argparse
 import bisect
 import enum
-import html
-import json
-import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Literal, NoReturn, Sequence
+from typing import Any, Callable, Hashable, Literal, NoReturn, Sequence
 
 LINEARIZABLE = "linearizable"
 NOT_LINEARIZABLE = "not linearizable"
@@ -511,6 +508,11 @@ class CheckResult:
             return head
         return head + "\n" + self._explain_violation(prefix_shown)
 
+    def describe_op(self, op: Operation) -> str:
+        """One line naming ``op``: its client, what it did and when."""
+        ret = "?" if op.ret is None else f"{op.ret:g}"
+        return f"client {op.client:<4} {self.model.describe(op):<40} [{op.call:g} .. {ret}]"
+
     def _explain_violation(self, prefix_shown: int) -> str:
         model = self.model
         part = self.failed_partition
@@ -519,18 +521,13 @@ class CheckResult:
                  + (f", the last {prefix_shown}:" if len(self.longest_prefix) > prefix_shown else ":")]
         start = max(0, len(self.longest_prefix) - prefix_shown)
         for n, op in enumerate(self.longest_prefix[start:], start=start + 1):
-            lines.append(f"  {n:>5}. {_op_line(model, op)}")
+            lines.append(f"  {n:>5}. {self.describe_op(op)}")
         lines.append(f"state after it: {model.describe_state(self.state)}")
         lines.append("none of these can take effect next (each is illegal in that state):")
         for op in self.unplaceable:
             mark = "   <- returns first" if op is self.blocking else ""
-            lines.append(f"         {_op_line(model, op)}{mark}")
+            lines.append(f"         {self.describe_op(op)}{mark}")
         return "\n".join(lines)
-
-
-def _op_line(model: Model, op: Operation) -> str:
-    ret = "?" if op.ret is None else f"{op.ret:g}"
-    return f"client {op.client:<4} {model.describe(op):<40} [{op.call:g} .. {ret}]"
 
 
 def check(ops: Sequence[Operation], model: Model, timeout_s: float | None = None, *,
@@ -571,255 +568,7 @@ def _result(outcome: _Outcome, model: Model, n_ops: int, n_parts: int, checked: 
         blocking=part[outcome.blocking] if outcome.blocking >= 0 else None)
 
 
-# --- Fixture formats -------------------------------------------------------------
-
-
-class HistoryFormatError(ValueError):
-    """A history file that does not parse as the format it was given as."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """One line of a Jepsen-style log: ``process`` did ``kind`` (invoke, ok,
-    fail or info) of function ``f`` on ``key`` with ``value``."""
-
-    line: int
-    process: int
-    kind: str
-    f: str
-    value: Any
-    key: Any = None
-
-
-_InputOf = Callable[[_Record], Any]
-_OutputOf = Callable[[_Record, _Record], Any]
-
-
-def _pair(records: Iterable[_Record], source: str, input_of: _InputOf,
-          output_of: _OutputOf) -> list[Operation]:
-    """Operations from records, matching each invoke with its process's next
-    completion; times are line numbers. ``:ok`` gives a known outcome,
-    ``:info`` or no completion an unknown one; ``:fail`` means it did not take
-    effect, which for a cas is exactly a cas that returned False and for
-    anything else means the operation is dropped."""
-    pending: dict[int, _Record] = {}
-    ops: list[Operation] = []
-    for rec in records:
-        if rec.kind == "invoke":
-            if rec.process in pending:
-                raise HistoryFormatError(
-                    f"{source} line {rec.line}: process {rec.process} invokes while its "
-                    f"operation from line {pending[rec.process].line} is still pending")
-            pending[rec.process] = rec
-            continue
-        inv = pending.pop(rec.process, None)
-        if inv is None or inv.f != rec.f or inv.key != rec.key:
-            raise HistoryFormatError(f"{source} line {rec.line}: :{rec.kind} :{rec.f} of process "
-                                     f"{rec.process} matches no pending :invoke")
-        if rec.kind == "ok":
-            ops.append(Operation(rec.process, inv.line, rec.line, input_of(inv), output_of(inv, rec)))
-        elif rec.kind == "info":
-            ops.append(Operation(rec.process, inv.line, None, input_of(inv), None))
-        elif rec.f == "cas":
-            ops.append(Operation(rec.process, inv.line, rec.line, input_of(inv), False))
-    ops += [Operation(inv.process, inv.line, None, input_of(inv), None) for inv in pending.values()]
-    return sorted(ops, key=lambda op: op.call)
-
-
-_EDN_ATOM = r'"(?:[^"\\]|\\.)*"|:[\w?!*+.-]+|nil|true|false|-?\d+'
-_EDN_PAIR = re.compile(rf":([\w?!*+.-]+)\s+({_EDN_ATOM})")
-_EDN_MAP = re.compile(rf"\{{\s*(?::[\w?!*+.-]+\s+(?:{_EDN_ATOM})\s*,?\s*)*\}}")
-
-
-def _edn_atom(raw: str) -> Any:
-    if raw.startswith('"'):
-        return json.loads(raw)
-    if raw.startswith(":"):
-        return raw[1:]
-    return {"nil": None, "true": True, "false": False}[raw] if raw.isalpha() else int(raw)
-
-
-def _kv_records(text: str, source: str) -> Iterable[_Record]:
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if not _EDN_MAP.fullmatch(line.strip()):
-            raise HistoryFormatError(f"{source} line {line_no}: not a flat {{:key value, ...}} map")
-        try:
-            fields = {name: _edn_atom(raw) for name, raw in _EDN_PAIR.findall(line)}
-        except ValueError as err:  # a string json cannot read, e.g. a Clojure-only escape
-            raise HistoryFormatError(f"{source} line {line_no}: unreadable value: {err}") from None
-        kind, f = fields.get("type"), fields.get("f")
-        if (not isinstance(fields.get("process"), int) or kind not in ("invoke", "ok", "fail", "info")
-                or f not in ("get", "put", "append") or not isinstance(fields.get("key"), str)):
-            raise HistoryFormatError(f"{source} line {line_no}: need :process N, :type "
-                                     ":invoke|:ok|:fail|:info, :f :get|:put|:append and :key \"K\"")
-        yield _Record(line_no, fields["process"], kind, f, fields.get("value"), fields["key"])
-
-
-def _kv_input(inv: _Record) -> Any:
-    return ("get", inv.key) if inv.f == "get" else (inv.f, inv.key, inv.value)
-
-
-def _kv_output(inv: _Record, done: _Record) -> Any:
-    return done.value if inv.f == "get" else None
-
-
-def parse_porcupine_kv(text: str, source: str = "history") -> list[Operation]:
-    """Operations of porcupine's KV format (one Clojure map per line), for
-    :class:`KvModel`. ``source`` names the file in error messages."""
-    ops = _pair(_kv_records(text, source), source, _kv_input, _kv_output)
-    if not ops:
-        raise HistoryFormatError(f"{source}: no operations found")
-    return ops
-
-
-_JEPSEN_LINE = re.compile(r"INFO\s+jepsen\.util\s+-\s+(\d+)\s+:(invoke|ok|fail|info)\s+:([\w-]+)\s+(.*?)\s*$")
-_JEPSEN_VALUE = re.compile(r"(nil)|(-?\d+)|\[\s*(-?\d+)\s+(-?\d+)\s*\]|:([\w-]+)")
-
-
-def _jepsen_records(text: str, source: str) -> Iterable[_Record]:
-    """Records of the ``jepsen.util`` lines; any other line is noise."""
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        found = _JEPSEN_LINE.search(line)
-        if not found:
-            continue
-        process, kind, f, raw = found.groups()
-        value = _JEPSEN_VALUE.fullmatch(raw)
-        if f not in ("read", "write", "cas") or value is None:
-            raise HistoryFormatError(f"{source} line {line_no}: expected :read, :write or :cas "
-                                     f"with nil, N, [A B] or :keyword, got :{f} {raw}")
-        nil, num, a, b, _keyword = value.groups()
-        parsed = None if nil else int(num) if num else (int(a), int(b)) if a else raw
-        if kind == "invoke" and (f == "cas") != isinstance(parsed, tuple):
-            raise HistoryFormatError(f"{source} line {line_no}: :{f} cannot take {raw}")
-        yield _Record(line_no, int(process), kind, f, parsed)
-
-
-def _register_input(inv: _Record) -> Any:
-    if inv.f == "read":
-        return ("read",)
-    return ("write", inv.value) if inv.f == "write" else ("cas", *inv.value)
-
-
-def _register_output(inv: _Record, done: _Record) -> Any:
-    """A read returns its value, an ok cas applied, a write says nothing.
-    (A ``:fail :read`` timed out: :func:`_pair` drops it, as it says nothing.)"""
-    if inv.f == "read":
-        return done.value
-    return True if inv.f == "cas" else None
-
-
-def parse_jepsen_register(text: str, source: str = "history") -> list[Operation]:
-    """Operations of a Jepsen etcd log (``INFO jepsen.util - P :type :f V``
-    lines), for :class:`RegisterModel`."""
-    ops = _pair(_jepsen_records(text, source), source, _register_input, _register_output)
-    if not ops:
-        raise HistoryFormatError(f"{source}: no 'INFO jepsen.util - P :invoke ...' lines found")
-    return ops
-
-
-# --- HTML timeline ---------------------------------------------------------------
-
-_PX_PER_EVENT = 18
-_TIMELINE_CSS = """
-body{font:13px system-ui,sans-serif;margin:16px;color:#222}
-.scroll{overflow-x:auto;border:1px solid #ccc}
-.lane{position:relative;height:26px;border-bottom:1px solid #eee}
-.who{position:sticky;left:0;z-index:2;background:#fff;width:70px;height:25px;line-height:25px;padding-left:4px}
-.op{position:absolute;top:3px;height:18px;line-height:18px;border-radius:3px;overflow:hidden;
-white-space:nowrap;font-size:11px;padding:0 3px;box-sizing:border-box;background:#ccc}
-.prefix{background:#9fd59f}.unplaceable{background:#f08080;font-weight:bold}
-.blocking{outline:3px solid #b00}.unknown{border-right:3px dashed #666;opacity:.8}
-.legend span{display:inline-block;padding:0 6px;margin-right:8px;border-radius:3px}
-pre{background:#f6f6f6;padding:8px;overflow-x:auto}
-"""
-
-
-def write_html_timeline(result: CheckResult, path: str | os.PathLike[str]) -> Path:
-    """Write a self-contained HTML page (no external assets) drawing the
-    failing part of a violation: one row per client (more if its operations
-    overlap), one bar per operation from call to return, in event order.
-    Bars of the longest prefix are green and numbered in linearization
-    order; the operations that cannot be placed are red, the one that returns
-    first outlined. Returns the path written. Raises ValueError unless the
-    verdict is "not linearizable"."""
-    if result.verdict != NOT_LINEARIZABLE:
-        raise ValueError(f"only a violation has a failing part to draw; the verdict was {result.verdict!r}")
-    out = Path(path)
-    out.write_text(_timeline_page(result), encoding="utf-8")
-    return out
-
-
-def _timeline_page(result: CheckResult) -> str:
-    ops = result.failed_partition
-    times = sorted({op.call for op in ops} | {op.ret for op in ops if op.ret is not None})
-    rank = {t: n for n, t in enumerate(times)}
-    end_rank = len(times)  # where unknown outcomes are drawn to: "until the end"
-    order = {id(op): n for n, op in enumerate(result.longest_prefix, start=1)}
-    bad = {id(op) for op in result.unplaceable}
-    rows = []
-    for client, lanes in _lanes(ops, rank, end_rank).items():
-        for n, lane in enumerate(lanes):
-            bars = "".join(_bar(result, op, rank, end_rank, order, bad) for op in lane)
-            label = f"client {client}" if n == 0 else ""
-            rows.append(f'<div class="lane" style="width:{(end_rank + 2) * _PX_PER_EVENT + 80}px">'
-                        f'<div class="who">{html.escape(label)}</div>{bars}</div>')
-    title = f"Linearizability violation: {result.model.describe_partition(ops)}"
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_TIMELINE_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            '<p class="legend"><span class="prefix">longest linearizable prefix (numbered)</span>'
-            '<span class="unplaceable">cannot be placed next</span>'
-            '<span class="op unknown" style="position:static">outcome unknown</span>'
-            "<span>other</span> &mdash; x axis: event order; hover a bar for details</p>"
-            f'<div class="scroll">{"".join(rows)}</div>'
-            f"<h2>Explanation</h2><pre>{html.escape(result.explain())}</pre></body></html>\n")
-
-
-def _lanes(ops: Sequence[Operation], rank: dict[float, int],
-           end_rank: int) -> dict[int, list[list[Operation]]]:
-    """Per client, rows of operations that do not overlap on screen (a client
-    whose call timed out may call again while the first is in flight)."""
-    lanes: dict[int, list[list[Operation]]] = {}
-    for op in sorted(ops, key=lambda op: (op.client, op.call)):
-        rows = lanes.setdefault(op.client, [])
-        free = next((row for row in rows if _end(row[-1], rank, end_rank) < rank[op.call]), None)
-        if free is None:
-            rows.append([op])
-        else:
-            free.append(op)
-    return dict(sorted(lanes.items()))
-
-
-def _end(op: Operation, rank: dict[float, int], end_rank: int) -> int:
-    return end_rank if op.ret is None else rank[op.ret]
-
-
-def _bar(result: CheckResult, op: Operation, rank: dict[float, int], end_rank: int,
-         order: dict[int, int], bad: set[int]) -> str:
-    left = 80 + rank[op.call] * _PX_PER_EVENT
-    width = max(_PX_PER_EVENT, (_end(op, rank, end_rank) - rank[op.call]) * _PX_PER_EVENT)
-    classes = ["op"]
-    label = result.model.describe(op)
-    if id(op) in order:
-        classes.append("prefix")
-        label = f"{order[id(op)]}. {label}"
-    if id(op) in bad:
-        classes.append("unplaceable")
-        label = "CANNOT BE PLACED: " + label
-    if op is result.blocking:
-        classes.append("blocking")
-    if op.ret is None:
-        classes.append("unknown")
-    tip = _op_line(result.model, op)
-    return (f'<div class="{" ".join(classes)}" style="left:{left}px;width:{width}px" '
-            f'title="{html.escape(tip)}">{html.escape(label)}</div>')
-
-
 # --- Command line ----------------------------------------------------------------
-
-_FORMATS = ("porcupine-kv", "jepsen")
-
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit status 2."""
@@ -828,13 +577,13 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
-def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+def _arguments(argv: Sequence[str] | None, formats: Sequence[str]) -> argparse.Namespace:
     parser = _ArgumentParser(
         prog="python -m mydns_lab.linearizability",
         description="Check a recorded history for linearizability. Exit status: "
                     "0 linearizable, 1 not linearizable, 2 unknown or error.")
     parser.add_argument("file", type=Path, help="history file")
-    parser.add_argument("--format", required=True, choices=_FORMATS,
+    parser.add_argument("--format", required=True, choices=formats,
                         help="porcupine-kv: porcupine's KV histories; jepsen: Jepsen etcd register logs")
     parser.add_argument("--no-partition", action="store_true",
                         help="check a KV history as one object instead of key by key")
@@ -849,18 +598,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_history(path: Path, fmt: str, partition: bool = True) -> tuple[list[Operation], Model]:
-    """Parse ``path`` as ``fmt`` (one of "porcupine-kv", "jepsen") and pick
-    its model. Raises OSError, UnicodeDecodeError or HistoryFormatError."""
-    text = path.read_text(encoding="utf-8")
-    if fmt == "porcupine-kv":
-        return parse_porcupine_kv(text, str(path)), KvModel(partition=partition)
-    return parse_jepsen_register(text, str(path)), REGISTER_MODEL
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    args = _arguments(argv)
+    # Imported here, not at the top: both modules build on this one.
+    from .historyformats import FORMATS, HistoryFormatError, load_history
+    from .timeline import write_html_timeline
+
+    args = _arguments(argv, FORMATS)
     try:
         ops, model = load_history(args.file, args.format, partition=not args.no_partition)
     except (OSError, UnicodeDecodeError) as err:
@@ -886,4 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, not this __main__ one, so that the
+    # models historyformats builds share UNKNOWN with the search.
+    from mydns_lab.linearizability import main as package_main
+
+    sys.exit(package_main())

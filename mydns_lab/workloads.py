@@ -38,7 +38,8 @@ import dns.rdatatype
 import dns.asyncquery
 
 from .jsonclient import AsyncJsonClient, parse_server
-from .linearizability import LINEARIZABLE, KvModel, Operation, check, write_html_timeline
+from .linearizability import LINEARIZABLE, KvModel, Operation, check
+from .timeline import write_html_timeline
 
 REQUEST_TIMEOUT_S = 1.0
 PUT_ATTEMPTS = 5

@@ -20,15 +20,13 @@ from mydns_lab.linearizability import (
     REGISTER_MODEL,
     UNKNOWN,
     UNKNOWN_VERDICT,
-    HistoryFormatError,
     KvModel,
     Model,
     Operation,
     check,
-    parse_jepsen_register,
-    parse_porcupine_kv,
-    write_html_timeline,
 )
+from mydns_lab.historyformats import HistoryFormatError, parse_jepsen_register, parse_porcupine_kv
+from mydns_lab.timeline import write_html_timeline
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "porcupine"
@@ -484,6 +482,18 @@ def test_cli_linearizable_exits_0(tmp_path: Path) -> None:
     (tmp_path / "ok.log").write_text(JEPSEN_OK)
     done = run_cli("ok.log", "--format", "jepsen", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "linearizable\n")
+
+
+def test_cli_unknown_outcome_may_have_taken_effect(tmp_path: Path) -> None:
+    """A cas whose outcome is unknown explains the read only if the model
+    accepts the search's UNKNOWN output: true of the command line too, where
+    the module runs as __main__ and must not get a second copy of UNKNOWN."""
+    log = ("INFO jepsen.util - 0\t:invoke\t:write\t0\nINFO jepsen.util - 0\t:ok\t:write\t0\n"
+           "INFO jepsen.util - 0\t:invoke\t:cas\t[0 1]\nINFO jepsen.util - 0\t:info\t:cas\t[0 1]\n"
+           "INFO jepsen.util - 1\t:invoke\t:read\tnil\nINFO jepsen.util - 1\t:ok\t:read\t1\n")
+    (tmp_path / "cas.log").write_text(log)
+    done = run_cli("cas.log", "--format", "jepsen", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "linearizable\n"), done.stdout + done.stderr
 
 
 def test_cli_violation_exits_1_and_writes_the_timeline(tmp_path: Path) -> None:
