@@ -41,18 +41,17 @@ queries, valid while ``view.serial`` stays the same, and keeps what the
 full path answers there; the bytes are the same either way (the reasons
 are in that module). ``handle_with_view`` never uses it.
 
-**Why not dnslib's parser.** dnslib builds the replies, but requests are read
-by the small parser here: dnslib follows compression pointers by recursion
-(a long chain raises RecursionError), refuses RRs with empty RDATA (which
-every RFC 2136 delete and prerequisite has), and does not say where the TSIG
-RR starts, which the MAC needs.
+**Reading and signing.** Requests are read by :mod:`mydns_lab.dnswire`
+(which says why not by dnslib); dnslib only builds the replies. TSIG keys,
+the keys file and name ownership are :mod:`mydns_lab.tsig`'s.
 
 **Updates.** Only TSIG-signed UPDATEs are accepted (HMAC-SHA256, full
 32-byte MAC, fudge checked against ``now_s``; RFC 8945). Unsigned: REFUSED.
 Unknown key or other algorithm: NOTAUTH/BADKEY; wrong MAC: NOTAUTH/BADSIG;
 time off by more than the fudge: NOTAUTH/BADTIME (signed). Zone section not
-our zone, or an RR outside it: NOTZONE. A name the key is not granted, the
-apex, or a type other than A/AAAA being added: REFUSED. Prerequisites
+our zone, or an RR outside it: NOTZONE. A name the key is not granted (see
+the keys file), owned by another key or token, the apex, or a type other
+than A/AAAA being added: REFUSED. Prerequisites
 (RFC 2136 section 2.4) are all supported, value-dependent ones for A and
 AAAA (NOTIMP for other types); they are checked against the view when the
 request arrives, not atomically with the write. Updates may add an A/AAAA
@@ -63,81 +62,47 @@ address set, so each touched name becomes one ``record_set`` (keeping its
 TXT, ``seq`` = stored seq + 1) or, when no address is left, one
 ``record_delete``. Names are changed one op at a time: if a later op fails,
 earlier names stay changed.
-
-**Ownership.** Names written through TSIG are owned by
-``token_hash("tsig:" + key name)`` (:func:`tsig_owner`): a name claimed with
-a JSON token cannot be changed through TSIG nor the reverse, and rotating a
-key's secret keeps its names. The owner is derived from the key's *name*,
-so JSON tokens are hashed under another prefix
-(:func:`mydns_lab.records.json_owner`): no JSON token maps to it.
-
-**Keys file** (:meth:`KeyRing.load`)::
-
-    # name      secret (base64, >= 16 bytes)                   granted names
-    laptop      kJz0bDqN8p3D4fmvRIS3C5QvYtGWvqkTvdv7KxjCgGE=
-    lab-admin   pO9xW2kqkR1ZkH1vJ0sV3p6yq3ZkQ8m2m8K9qJb3l2c=   gpu1.lab *.lab
-
-One key a line: its TSIG name (case-insensitive, trailing dot optional), its
-HMAC-SHA256 secret in base64 (``tsig-keygen`` or ``openssl rand -base64
-32``), then the names it may change, relative to the zone; ``*.x`` grants
-every name below ``x``. Without granted names a key may change the name
-equal to its own, with the zone suffix removed if it has one. ``#`` starts a
-comment. A bad line raises :class:`KeyFileError` naming the line.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import re
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Protocol, Union, runtime_checkable
+from typing import Callable, Protocol, Union, runtime_checkable
 
 from dnslib import AAAA, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import EDNS0, EDNSOption
 
 from .dnscache import ResponseCache
+from .dnswire import (C_ANY, C_IN, C_NONE, META_TYPES, T_A, T_AAAA, T_ANY, T_AXFR, T_HINFO,
+                      T_IXFR, T_MAILA, T_MAILB, T_NS, T_OPT, T_SOA, T_TKEY, T_TSIG, T_TXT, Edns,
+                      Labels, Question, WireError, WireMessage, WireRR, edns_and_tsig,
+                      lower_labels, parse_message)
 from .messages import Record, RecordOp
-from .records import InvalidRecord, normalize_name, split_addresses, token_hash
+from .records import InvalidRecord, normalize_name, split_addresses
+from .tsig import KeyRing, Signer, TsigKey, verify_request
 
 __all__ = ["Answer", "Drop", "UpdateNeeded", "Reply", "RecordView", "SubtreeView",
-           "DnsFrontEnd", "KeyRing", "TsigKey", "KeyFileError", "tsig_owner",
-           "UDP_PAYLOAD_MAX", "TSIG_FUDGE_S"]
+           "DnsFrontEnd", "UDP_PAYLOAD_MAX"]
 
 UDP_PAYLOAD_MAX = 1232   # the EDNS payload we accept and advertise (see the module doc)
 UDP_PLAIN_MAX = 512      # without EDNS (RFC 1035)
 TCP_MAX = 65535
-TSIG_FUDGE_S = 300       # RFC 8945 recommends 300 s
-MIN_SECRET_BYTES = 16
 SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 3600, 900, 604800
-MAX_POINTER_HOPS = 127   # more than any 255-octet name needs
 
-# opcodes, rcodes and TSIG errors
+# opcodes and rcodes (the TSIG errors are in mydns_lab.tsig)
 QUERY, UPDATE = 0, 5
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, BADVERS = 6, 7, 8, 9, 10, 16
-BADSIG, BADKEY, BADTIME = 16, 17, 18
-# types and classes
-T_A, T_NS, T_SOA, T_HINFO, T_TXT, T_AAAA, T_OPT = 1, 2, 6, 13, 16, 28, 41
-T_TKEY, T_TSIG, T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY = 249, 250, 251, 252, 253, 254, 255
-C_IN, C_NONE, C_ANY = 1, 254, 255
-META_TYPES = frozenset({T_OPT, T_TKEY, T_TSIG, T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY})
 # header bits
 F_QR, F_AA, F_TC, F_RD = 0x8000, 0x0400, 0x0200, 0x0100
 # Extended DNS Errors (RFC 8914), attached to refusals when the request had EDNS
 EDE_OTHER, EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 0, 18, 20, 21
 OPT_EDE = 15
 
-HMAC_SHA256 = (b"hmac-sha256",)
-TSIG_OWNER_PREFIX = "tsig:"
-_KEY_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _LDH_LABEL = re.compile(rb"^[A-Za-z0-9-]{1,63}$")
-
-Labels = tuple[bytes, ...]
 
 
 # --- replies ---------------------------------------------------------------------
@@ -184,333 +149,6 @@ class SubtreeView(Protocol):
         ...
 
 
-def tsig_owner(key_name: str) -> str:
-    """The owner hash of names created through the TSIG key ``key_name``."""
-    return token_hash(TSIG_OWNER_PREFIX + key_name.lower().rstrip("."))
-
-
-# --- keys -------------------------------------------------------------------------
-
-
-class KeyFileError(ValueError):
-    """A keys file that cannot be used; the message names the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class TsigKey:
-    """One HMAC-SHA256 key. ``name`` is lower-case without a trailing dot;
-    ``grants`` holds names relative to the zone (``*.x``: anything below
-    ``x``); empty means the key's own name."""
-
-    name: str
-    secret: bytes
-    grants: tuple[str, ...] = ()
-
-    @property
-    def labels(self) -> Labels:
-        return tuple(part.encode() for part in self.name.split("."))
-
-    @property
-    def owner(self) -> str:
-        return tsig_owner(self.name)
-
-
-class KeyRing:
-    """The TSIG keys a front end accepts, by name."""
-
-    def __init__(self, keys: Iterable[TsigKey] = ()) -> None:
-        self._keys: dict[str, TsigKey] = {}
-        for key in keys:
-            if key.name in self._keys:
-                raise ValueError(f"two keys are named {key.name!r}")
-            self._keys[key.name] = key
-
-    def get(self, name: str) -> TsigKey | None:
-        return self._keys.get(name.lower().rstrip("."))
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    @classmethod
-    def load(cls, path: str) -> KeyRing:
-        """Read a keys file (format in the module doc)."""
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise KeyFileError(f"cannot read keys file {path}: {exc}") from None
-        return cls.parse(text, source=str(path))
-
-    @classmethod
-    def parse(cls, text: str, source: str = "<keys>") -> KeyRing:
-        keys: list[TsigKey] = []
-        seen: set[str] = set()
-        for number, line in enumerate(text.splitlines(), start=1):
-            words = line.split("#", 1)[0].split()
-            if not words:
-                continue
-            try:
-                key = _parse_key_line(words)
-            except ValueError as exc:
-                raise KeyFileError(f"{source} line {number}: {exc}; expected "
-                                   "'name base64-secret [granted-name ...]'") from None
-            if key.name in seen:
-                raise KeyFileError(f"{source} line {number}: key {key.name!r} is defined twice")
-            seen.add(key.name)
-            keys.append(key)
-        return cls(keys)
-
-
-def _parse_key_line(words: list[str]) -> TsigKey:
-    if len(words) < 2:
-        raise ValueError("a key needs a name and a secret")
-    name = words[0].lower().rstrip(".")
-    if not name or len(name) > 253 or not all(_KEY_LABEL.match(p) for p in name.split(".")):
-        raise ValueError(f"{words[0]!r} is not a valid key name")
-    try:
-        secret = base64.b64decode(words[1], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the secret is not valid base64") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(f"the secret is {len(secret)} bytes; use at least {MIN_SECRET_BYTES} "
-                         "(for example: openssl rand -base64 32)")
-    grants = []
-    for word in words[2:]:
-        try:
-            if word.startswith("*."):
-                grants.append("*." + normalize_name(word[2:]))
-            else:
-                grants.append(normalize_name(word))
-        except InvalidRecord as exc:
-            raise ValueError(f"granted name {word!r}: {exc}") from None
-    return TsigKey(name, secret, tuple(grants))
-
-
-# --- reading requests ---------------------------------------------------------------
-
-
-class WireError(ValueError):
-    """Bytes that are not a well-formed DNS message."""
-
-
-@dataclass(frozen=True, slots=True)
-class WireRR:
-    labels: Labels
-    rtype: int
-    rclass: int
-    ttl: int
-    rdata: bytes
-    start: int        # offset of the RR in the message
-    rdata_start: int
-
-
-@dataclass(frozen=True, slots=True)
-class Question:
-    labels: Labels
-    qtype: int
-    qclass: int
-
-
-@dataclass(frozen=True, slots=True)
-class WireMessage:
-    id: int
-    flags: int
-    questions: tuple[Question, ...]
-    answers: tuple[WireRR, ...]      # UPDATE: prerequisites
-    authority: tuple[WireRR, ...]    # UPDATE: updates
-    additional: tuple[WireRR, ...]
-
-
-def read_name(data: bytes, offset: int) -> tuple[Labels, int]:
-    """The name at ``offset`` and the offset just after it. Compression
-    pointers must point before the segment that holds them, so every chain
-    ends; names over 255 octets and other label types are refused."""
-    labels: list[bytes] = []
-    octets = 1
-    pos = segment = offset
-    after: int | None = None
-    hops = 0
-    while True:
-        if pos >= len(data):
-            raise WireError("a name runs past the end of the message")
-        length = data[pos]
-        if length & 0xC0 == 0xC0:
-            if pos + 1 >= len(data):
-                raise WireError("a compression pointer is cut off")
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            if after is None:
-                after = pos + 2
-            hops += 1
-            if target >= segment or hops > MAX_POINTER_HOPS:
-                raise WireError("a compression pointer does not point backwards")
-            pos = segment = target
-            continue
-        if length & 0xC0:
-            raise WireError(f"unknown label type 0x{length & 0xC0:02x}")
-        if length == 0:
-            return tuple(labels), (pos + 1 if after is None else after)
-        octets += length + 1
-        if octets > 255:
-            raise WireError("a name is longer than 255 octets")
-        if pos + 1 + length > len(data):
-            raise WireError("a label runs past the end of the message")
-        labels.append(data[pos + 1:pos + 1 + length])
-        pos += 1 + length
-
-
-def _read_rr(data: bytes, offset: int) -> tuple[WireRR, int]:
-    labels, pos = read_name(data, offset)
-    if pos + 10 > len(data):
-        raise WireError("a resource record is cut off")
-    rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
-    end = pos + 10 + rdlength
-    if end > len(data):
-        raise WireError("RDATA runs past the end of the message")
-    return WireRR(labels, rtype, rclass, ttl, data[pos + 10:end], offset, pos + 10), end
-
-
-def parse_message(data: bytes) -> WireMessage:
-    """Parse a whole message; raises :class:`WireError` on anything malformed,
-    trailing bytes included."""
-    if len(data) < 12:
-        raise WireError("shorter than a header")
-    ident, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
-    pos = 12
-    questions = []
-    for _ in range(qdcount):
-        labels, pos = read_name(data, pos)
-        if pos + 4 > len(data):
-            raise WireError("a question is cut off")
-        qtype, qclass = struct.unpack_from("!HH", data, pos)
-        questions.append(Question(labels, qtype, qclass))
-        pos += 4
-    sections: list[tuple[WireRR, ...]] = []
-    for count in (ancount, nscount, arcount):
-        records = []
-        for _ in range(count):
-            record, pos = _read_rr(data, pos)
-            records.append(record)
-        sections.append(tuple(records))
-    if pos != len(data):
-        raise WireError(f"{len(data) - pos} bytes after the last record")
-    return WireMessage(ident, flags, tuple(questions), *sections)
-
-
-@dataclass(frozen=True, slots=True)
-class Edns:
-    payload: int
-    version: int
-    do: bool
-
-
-def _edns_and_tsig(msg: WireMessage) -> tuple[Edns | None, WireRR | None]:
-    """The request's OPT and TSIG records; at most one each, OPT only in the
-    additional section with the root name, TSIG only as its last record."""
-    for record in msg.answers + msg.authority:
-        if record.rtype in (T_OPT, T_TSIG):
-            raise WireError("OPT or TSIG outside the additional section")
-    opts = [r for r in msg.additional if r.rtype == T_OPT]
-    tsigs = [i for i, r in enumerate(msg.additional) if r.rtype == T_TSIG]
-    if len(opts) > 1 or (opts and opts[0].labels):
-        raise WireError("more than one OPT record, or one not owned by the root")
-    if tsigs and tsigs != [len(msg.additional) - 1]:
-        raise WireError("TSIG is not the last record")
-    edns = None
-    if opts:
-        opt = opts[0]
-        edns = Edns(opt.rclass, (opt.ttl >> 16) & 0xFF, bool(opt.ttl & 0x8000))
-    return edns, (msg.additional[-1] if tsigs else None)
-
-
-# --- TSIG (RFC 8945) --------------------------------------------------------------------
-
-
-def wire_name(labels: Labels) -> bytes:
-    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
-
-
-def _lower(labels: Labels) -> Labels:
-    return tuple(label.lower() for label in labels)
-
-
-@dataclass(frozen=True, slots=True)
-class TsigFields:
-    algorithm: Labels
-    time_signed: int
-    fudge: int
-    mac: bytes
-    original_id: int
-    error: int
-    other: bytes
-
-
-def parse_tsig_rdata(data: bytes, record: WireRR) -> TsigFields:
-    algorithm, pos = read_name(data, record.rdata_start)
-    end = record.rdata_start + len(record.rdata)
-    if pos + 10 > end:
-        raise WireError("TSIG RDATA is cut off")
-    high, low, fudge, mac_size = struct.unpack_from("!HIHH", data, pos)
-    pos += 10
-    mac = data[pos:pos + mac_size]
-    pos += mac_size
-    if pos + 6 > end:
-        raise WireError("TSIG RDATA is cut off")
-    original_id, error, other_len = struct.unpack_from("!HHH", data, pos)
-    pos += 6
-    other = data[pos:pos + other_len]
-    if pos + other_len != end:
-        raise WireError("TSIG RDATA has the wrong length")
-    return TsigFields(algorithm, (high << 32) | low, fudge, mac, original_id, error, other)
-
-
-def tsig_digest(secret: bytes, key_labels: Labels, message: bytes, fields: TsigFields,
-                request_mac: bytes = b"") -> bytes:
-    """HMAC-SHA256 over (request MAC), ``message`` (without its TSIG RR, with
-    its original ID and ARCOUNT) and the TSIG variables (RFC 8945 4.3)."""
-    mac = hmac.new(secret, digestmod=hashlib.sha256)
-    if request_mac:
-        mac.update(struct.pack("!H", len(request_mac)) + request_mac)
-    mac.update(message)
-    mac.update(wire_name(_lower(key_labels)) + struct.pack("!HI", C_ANY, 0))
-    mac.update(wire_name(_lower(fields.algorithm)))
-    mac.update(struct.pack("!HIHHH", fields.time_signed >> 32, fields.time_signed & 0xFFFFFFFF,
-                           fields.fudge, fields.error, len(fields.other)) + fields.other)
-    return mac.digest()
-
-
-@dataclass(frozen=True, slots=True)
-class _Signer:
-    """How to put a TSIG RR on a response. No secret: unsigned (an empty
-    MAC, for BADKEY and BADSIG)."""
-
-    key_labels: Labels
-    secret: bytes | None
-    request_mac: bytes
-    time_signed: int
-    error: int = 0
-    other: bytes = b""
-
-    def rr_size(self) -> int:
-        mac = 32 if self.secret is not None else 0
-        return (len(wire_name(self.key_labels)) + 10 + len(wire_name(HMAC_SHA256)) + 16
-                + mac + len(self.other))
-
-    def sign(self, body: bytes) -> bytes:
-        (ident,) = struct.unpack_from("!H", body)
-        (arcount,) = struct.unpack_from("!H", body, 10)
-        fields = TsigFields(HMAC_SHA256, self.time_signed, TSIG_FUDGE_S, b"", ident,
-                            self.error, self.other)
-        mac = b""
-        if self.secret is not None:
-            mac = tsig_digest(self.secret, self.key_labels, body, fields, self.request_mac)
-        rdata = (wire_name(HMAC_SHA256)
-                 + struct.pack("!HIHH", self.time_signed >> 32, self.time_signed & 0xFFFFFFFF,
-                               TSIG_FUDGE_S, len(mac)) + mac
-                 + struct.pack("!HHH", ident, self.error, len(self.other)) + self.other)
-        rr = wire_name(self.key_labels) + struct.pack("!HHIH", T_TSIG, C_ANY, 0, len(rdata)) + rdata
-        return body[:10] + struct.pack("!H", arcount + 1) + body[12:] + rr
-
-
 # --- responses --------------------------------------------------------------------------
 
 
@@ -526,7 +164,7 @@ class _Response:
     answers: list[RR] = field(default_factory=list)
     authority: list[RR] = field(default_factory=list)
     ede: tuple[int, str] | None = None
-    signer: _Signer | None = None
+    signer: Signer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,7 +330,7 @@ class DnsFrontEnd:
             return Answer(_bare(ident, flags, NOTIMP))
         try:
             msg = parse_message(packet)
-            edns, tsig_rr = _edns_and_tsig(msg)
+            edns, tsig_rr = edns_and_tsig(msg)
         except Exception:  # WireError, or a parser bug: either way we cannot read it
             return Answer(_bare(ident, flags, FORMERR))
         if len(msg.questions) != 1:
@@ -714,7 +352,7 @@ class DnsFrontEnd:
     def _relative(self, labels: Labels) -> Labels | None:
         """``labels`` without the zone suffix; None when outside the zone."""
         n = len(self.zone_labels)
-        if len(labels) < n or _lower(labels[len(labels) - n:]) != self.zone_labels:
+        if len(labels) < n or lower_labels(labels[len(labels) - n:]) != self.zone_labels:
             return None
         return labels[:len(labels) - n]
 
@@ -798,33 +436,15 @@ class DnsFrontEnd:
 
     def _check_tsig(self, packet: bytes, record: WireRR, resp: _Response,
                     now_s: int) -> _Response | None:
-        """Verify the request's TSIG (RFC 8945 5.2). Sets ``resp.signer``;
-        returns the error response to send instead, if any."""
+        """Verify the request's TSIG (:func:`mydns_lab.tsig.verify_request`).
+        Sets ``resp.signer``; returns the error response to send instead, if any."""
         try:
-            fields = parse_tsig_rdata(packet, record)
+            resp.signer = verify_request(packet, record, self.keyring, now_s)
         except (WireError, struct.error):
             return self._refusal(resp, FORMERR)
-        if record.rclass != C_ANY or record.ttl != 0:
-            return self._refusal(resp, FORMERR)
-        key_name = b".".join(record.labels).decode("ascii", "replace")
-        key = self.keyring.get(key_name) if record.labels else None
-        resp.rcode = NOTAUTH
-        if key is None or _lower(fields.algorithm) != HMAC_SHA256:
-            resp.signer = _Signer(record.labels, None, b"", now_s, BADKEY)
+        if resp.signer.error:
+            resp.rcode = NOTAUTH
             return resp
-        arcount = struct.unpack_from("!H", packet, 10)[0]
-        message = (struct.pack("!H", fields.original_id) + packet[2:10]
-                   + struct.pack("!H", arcount - 1) + packet[12:record.start])
-        expected = tsig_digest(key.secret, record.labels, message, fields)
-        if len(fields.mac) != len(expected) or not hmac.compare_digest(fields.mac, expected):
-            resp.signer = _Signer(record.labels, None, b"", now_s, BADSIG)
-            return resp
-        if abs(now_s - fields.time_signed) > fields.fudge:
-            resp.signer = _Signer(key.labels, key.secret, fields.mac, fields.time_signed, BADTIME,
-                                  struct.pack("!HI", now_s >> 32, now_s & 0xFFFFFFFF))
-            return resp
-        resp.rcode = NOERROR
-        resp.signer = _Signer(key.labels, key.secret, fields.mac, now_s)
         return None
 
     @staticmethod
@@ -901,7 +521,7 @@ class DnsFrontEnd:
                 if rr.rtype not in (T_A, T_AAAA):
                     return _Refusal(NOTIMP, (EDE_NOT_SUPPORTED,
                                              "value prerequisites only for A and AAAA"))
-                wanted.setdefault((_lower(relative), rr.rtype), set()).add(rr.rdata)
+                wanted.setdefault((lower_labels(relative), rr.rtype), set()).add(rr.rdata)
             else:
                 return _Refusal(FORMERR)
         for (relative, rtype), rdatas in wanted.items():

@@ -27,7 +27,6 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
-from .dnsfront import KeyFileError, KeyRing
 from .faults import LinkFaults
 from .labstate import LabState
 from .messages import DecodeError, decode
@@ -35,6 +34,7 @@ from .router import run_router
 from .filestorage import FileStorage
 from .server import RECOVERING_MARKER, ServerSettings, run_server, server_folder
 from .service import FrontEndSettings, run_clerk
+from .tsig import KeyFileError, KeyRing
 
 CLERK_ADDRESS_BASE = 100
 CLUSTER_FILE = "cluster.json"

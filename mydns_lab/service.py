@@ -46,11 +46,12 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from .cluster_client import ClusterClient, ClusterTimeout
-from .dnsfront import Answer, DnsFrontEnd, KeyRing, Reply, UpdateNeeded
+from .dnsfront import Answer, DnsFrontEnd, Reply, UpdateNeeded
 from .messages import ClerkStatus, Record, RecordOp, Status
 from .records import InvalidRecord, checked_op, json_owner
 from .server import die_with_parent
 from .transport import LAUNCHER
+from .tsig import KeyRing
 
 STATUS_INTERVAL_S = 0.25
 PUT_TIMEOUT_S = 3.0

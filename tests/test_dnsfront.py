@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import pytest
 from dnslib import AAAA, QTYPE, RD, RR, A, DNSHeader, DNSQuestion, DNSRecord, EDNS0
 
-from mydns_lab.dnsfront import (Answer, DnsFrontEnd, Drop, KeyFileError, KeyRing, TsigKey,
-                                UpdateNeeded, _iso_utc, parse_message, parse_tsig_rdata,
-                                tsig_digest, tsig_owner)
+from mydns_lab.dnsfront import Answer, DnsFrontEnd, Drop, UpdateNeeded, _iso_utc
+from mydns_lab.dnswire import parse_message
 from mydns_lab.messages import Record, RecordOp
 from mydns_lab.records import token_hash
+from mydns_lab.tsig import (KeyFileError, KeyRing, TsigKey, parse_tsig_rdata, tsig_digest,
+                             tsig_owner)
 
 NOW = 1_700_000_000
 SECRET = b"k" * 32

@@ -17,6 +17,7 @@ from dnslib.label import DNSLabelError
 
 import mydns_lab.dnsfront as dnsfront
 from mydns_lab.dnsfront import Answer, DnsFrontEnd, Drop, UpdateNeeded
+from mydns_lab.dnswire import parse_message
 from tests.test_dnsfront import (KEYS, LAPTOP, NOW, MemoryView, add, delete_name, delete_rr,
                                  exists, front, sign, update)
 
@@ -232,7 +233,7 @@ def check_reply(fe: DnsFrontEnd, packet: bytes, tcp: bool) -> None:
     assert tcp or len(data) <= dnsfront.UDP_PAYLOAD_MAX
     # Every reply is well formed. (Not dnslib's parser: it refuses the
     # non-UTF-8 labels a reply may echo from the question.)
-    dnsfront.parse_message(data)
+    parse_message(data)
 
 
 SEEDS = [int(os.environ["MYDNS_FUZZ_SEED"])] if "MYDNS_FUZZ_SEED" in os.environ else [1, 2, 3]
