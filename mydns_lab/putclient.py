@@ -11,8 +11,8 @@ name, the addresses, this machine's token and a sequence number:
   name for that token. The token is written to the token file *before* the
   Put leaves, so an upload whose answer was lost can be retried with the
   same token: if it had claimed the name, the retry is the owner's and
-  succeeds. Only a refusal "owned by another key" of a token that never
-  succeeded drops it from the file (it owns nothing).
+  succeeds. Only a refusal with ``Code`` ``owned`` (another key's name) of
+  a token that never succeeded drops it from the file (it owns nothing).
 * **Sequence number.** The wall clock in milliseconds, but never below the
   last one used for the name plus one (kept in the token file), so uploads
   from this machine only move forward and the store refuses a stale one.
@@ -25,10 +25,18 @@ fully qualified name to ``{"token": T, "seq": N, "confirmed": bool}``; a
 hand-written ``{"laptop.mydns.": "T"}`` is accepted too.
 
 Front ends are tried in the order given, each once per round for at most
-``--timeout`` seconds, for two rounds; an answer "try again" (the cluster
-did not answer it in time) moves on like no answer. Every upload prints
-one line: the outcome on stdout, or ``error: ...`` on stderr. Exit status:
-0 uploaded, 1 refused, 2 no front end answered or bad usage.
+``--timeout`` seconds, for two rounds; an error with ``Code``
+``unavailable`` (the cluster did not answer it in time) moves on like no
+answer. Every upload prints one line: the outcome on stdout, or
+``error: ...`` on stderr. Exit status: 0 uploaded, 1 refused, 2 no front
+end answered or bad usage.
+
+**Replies are read by their fields, never their wording**: ``Type``
+(``PutOk`` or ``Error``), an error's ``Code`` and a PutOk's ``Outcome``.
+The line says "claimed" when ``Outcome`` is ``claimed`` or the token had
+never succeeded before (a lost answer may have claimed the name), else
+"updated". An error without a ``Code`` (a front end older than the codes,
+or not MyDNS) cannot be told apart, so it is a refusal whose line says so.
 """
 
 from __future__ import annotations
@@ -67,6 +75,10 @@ TOKEN_BYTES = 24
 
 EXIT_OK, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2
 EXIT_USAGE = 2
+
+# The reply fields put.py acts on (their values: docs/service.md, mydns_lab/service.py)
+CODE_OWNED, CODE_UNAVAILABLE = "owned", "unavailable"
+OUTCOME_CLAIMED = "claimed"
 
 Server = tuple[str, int]
 JsonCall = Callable[[Server, dict[str, Any], float, int], dict[str, Any]]
@@ -266,11 +278,11 @@ class Outcome:
     line: str          # the one line to print (stdout when OK, stderr otherwise)
 
 
-def _transient(reason: str) -> bool:
+def _transient(reply: dict[str, Any]) -> bool:
     """A front end's error that another front end (or a second try) may not
-    give: the cluster did not answer it in time. The JSON protocol has only
-    reasons, no codes; the front end ends these with "try again"."""
-    return reason.rstrip(". ").endswith("try again")
+    give: the cluster did not answer it in time (the upload may or may not
+    have been applied, so re-sending the same request is safe)."""
+    return reply.get("Type") == "Error" and reply.get("Code") == CODE_UNAVAILABLE
 
 
 def _server_text(server: Server) -> str:
@@ -313,8 +325,8 @@ class Uploader:
                 if reply is None:
                     continue
                 if reply.get("Type") == "PutOk":
-                    return self._succeeded(entry, server, shown)
-                return self._refused(entry, str(reply.get("Error", reply)))
+                    return self._succeeded(entry, server, shown, reply.get("Outcome"))
+                return self._refused(entry, server, reply)
         return Outcome(EXIT_NO_ANSWER, self._no_answer_line(entry, problems))
 
     def _try(self, server: Server, request: dict[str, Any],
@@ -329,21 +341,28 @@ class Uploader:
         except OSError as exc:  # e.g. no route to that host
             problems.append(f"{_server_text(server)}: {exc.strerror or exc}")
             return None
-        if reply.get("Type") == "Error" and _transient(str(reply.get("Error", ""))):
-            problems.append(f"{_server_text(server)}: {reply['Error']}")
+        if _transient(reply):
+            problems.append(f"{_server_text(server)}: {reply.get('Error', reply)}")
             return None
         return reply
 
-    def _succeeded(self, entry: TokenEntry, server: Server, shown: str) -> Outcome:
+    def _succeeded(self, entry: TokenEntry, server: Server, shown: str,
+                   reply_outcome: object) -> Outcome:
+        """The line for a PutOk; ``reply_outcome`` is its ``Outcome`` (None
+        from a front end older than the field: the token decides alone)."""
         via = _server_text(server)
-        if entry.confirmed:
+        if entry.confirmed and reply_outcome != OUTCOME_CLAIMED:
             return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
-        self.store.save(self.fqdn, replace(entry, confirmed=True))
+        if not entry.confirmed:
+            self.store.save(self.fqdn, replace(entry, confirmed=True))
         return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved to "
                                 f"{shown_path(self.store.path)})")
 
-    def _refused(self, entry: TokenEntry, reason: str) -> Outcome:
-        if "owned by another key" in reason:
+    def _refused(self, entry: TokenEntry, server: Server, reply: dict[str, Any]) -> Outcome:
+        """The line for a refusal, decided by the reply's ``Code``."""
+        reason = str(reply.get("Error", reply))
+        code = reply.get("Code")
+        if code == CODE_OWNED:
             if not entry.confirmed:
                 # Had a lost earlier upload claimed the name with this token,
                 # the store would have taken this one: the token owns nothing.
@@ -351,6 +370,13 @@ class Uploader:
             return Outcome(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another key; "
                                          "pass --token-file with its token or choose another "
                                          "name")
+        if code is None:
+            # Without a Code the refusal cannot be told from a transient one
+            # or an ownership one, so say so rather than guess from the words.
+            return Outcome(EXIT_REFUSED, f"error: {_server_text(server)} refused the upload of "
+                                         f"{self.fqdn} without a Code, so put.py cannot tell "
+                                         f"why (an older MyDNS front end?): {reason}; update "
+                                         "the service or pass --server with a current one")
         return Outcome(EXIT_REFUSED, f"error: {self.fqdn} refused: {reason}")
 
     def _no_answer_line(self, entry: TokenEntry, problems: list[str]) -> str:

@@ -124,6 +124,28 @@ def test_another_machine_is_refused_until_given_the_token(lab: LabProcess, tmp_p
 
 
 @pytest.mark.lab
+def test_a_stale_upload_is_refused_and_the_token_kept(lab: LabProcess, tmp_path: Path,
+                                                      machine: dict[str, str]) -> None:
+    """The store's refusal with Code "stale" (another machine with the same
+    token got further ahead): exit 1, the reason as given, the token kept."""
+    ahead = tmp_path / "ahead.json"
+    ahead.write_text(json.dumps({"shared.mydns.": {"token": "shared-token", "seq": 10**14}}))
+    first = script("put.py", "shared", "--ip", "10.10.0.1", "--once", "--token-file", str(ahead),
+                   *servers(lab), env=machine)
+    assert first.returncode == 0, first.stderr
+    behind = tmp_path / "behind.json"
+    behind.write_text(json.dumps({"shared.mydns.": "shared-token"}))
+    stale = script("put.py", "shared", "--ip", "10.10.0.2", "--once", "--token-file",
+                   str(behind), *servers(lab), env=machine)
+    assert stale.returncode == 1 and stale.stdout == ""
+    assert stale.stderr.startswith("error: shared.mydns. refused: stale upload for 'shared': ")
+    assert stale.stderr.count("\n") == 1
+    assert json.loads(behind.read_text())["shared.mydns."]["token"] == "shared-token"
+    query = script("query.py", "shared", "--type", "A", *servers(lab))
+    assert query.stdout == "shared.mydns. 60 IN A 10.10.0.1\n"
+
+
+@pytest.mark.lab
 def test_both_families_and_json_output(lab: LabProcess, machine: dict[str, str]) -> None:
     put = script("put.py", "dual", "--ip", "fd00::1", "--ip", "10.9.9.9", "--once",
                  *servers(lab), env=machine)

@@ -24,9 +24,18 @@ from mydns_lab.putclient import (EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, TokenEnt
                                  relative_name, run, zone_of)
 
 Addr = namedtuple("Addr", "family address netmask broadcast ptp")
-OWNED = "name 'laptop' is owned by another key; pass the token that claimed it or choose another name"
-TRY_AGAIN = ("the cluster did not answer within 3 s; the update may or may not have been "
-             "applied, try again")
+OWNED_TEXT = ("name 'laptop' is owned by another key; pass the token that claimed it or "
+              "choose another name")
+TRY_AGAIN_TEXT = ("the cluster did not answer within 3 s; the update may or may not have been "
+                  "applied, try again")
+STALE_TEXT = "stale upload for 'laptop': sequence 4 is older than the stored 5; nothing changed"
+# Replies as service.py gives them: put.py acts on Type, Code and Outcome.
+OWNED = {"Type": "Error", "Error": OWNED_TEXT, "Code": "owned"}
+TRY_AGAIN = {"Type": "Error", "Error": TRY_AGAIN_TEXT, "Code": "unavailable"}
+CLAIMED = {"Type": "PutOk", "Outcome": "claimed"}
+UPDATED = {"Type": "PutOk", "Outcome": "updated"}
+OWNED_LINE = ('error: name "laptop" is owned by another key; pass --token-file with its token '
+              'or choose another name')
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
 
 
@@ -50,9 +59,6 @@ class FakeFrontEnds:
         if answer is None:
             raise NoAnswer(f"no answer from {server}")
         return answer
-
-
-OK = {"Type": "PutOk"}
 
 
 def uploader(tmp_path: Path, fake: FakeFrontEnds, servers=(A, B, C), clock=None) -> Uploader:
@@ -174,7 +180,7 @@ def test_sequence_numbers_follow_the_clock_but_never_go_back() -> None:
 # --- uploads ------------------------------------------------------------------------------
 
 def test_first_upload_claims_with_a_token_made_and_saved_first(tmp_path: Path) -> None:
-    fake = FakeFrontEnds({A: [OK]})
+    fake = FakeFrontEnds({A: [CLAIMED]})
     up = uploader(tmp_path, fake)
     outcome = up.upload(["10.1.2.3"])
     assert outcome.exit_code == EXIT_OK
@@ -185,7 +191,7 @@ def test_first_upload_claims_with_a_token_made_and_saved_first(tmp_path: Path) -
     assert entry == TokenEntry(request["Token"], request["Seq"], True)
     assert request == {"Type": "Put", "Key": "laptop", "Value": "10.1.2.3",
                        "Token": entry.token, "Seq": 1000}
-    fake.script[A] = [OK]
+    fake.script[A] = [UPDATED]
     outcome = up.upload(["10.1.2.3", "fd00::1"])
     assert outcome.line == "laptop.mydns. -> 10.1.2.3, fd00::1 (updated via 127.0.0.1:1)"
     assert fake.calls[1][1]["Token"] == entry.token and fake.calls[1][1]["Seq"] == 2000
@@ -193,7 +199,7 @@ def test_first_upload_claims_with_a_token_made_and_saved_first(tmp_path: Path) -
 
 
 def test_fail_over_retries_the_same_request_on_the_next_front_end(tmp_path: Path) -> None:
-    fake = FakeFrontEnds({A: [None, None], B: [{"Type": "Error", "Error": TRY_AGAIN}, OK]})
+    fake = FakeFrontEnds({A: [None, None], B: [TRY_AGAIN, CLAIMED]})
     outcome = uploader(tmp_path, fake).upload(["10.1.2.3"])
     assert outcome.exit_code == EXIT_OK and "via 127.0.0.1:2" in outcome.line
     assert [server for server, _ in fake.calls] == [A, B, C, A, B]
@@ -210,25 +216,24 @@ def test_no_answer_is_bounded_and_keeps_the_token(tmp_path: Path) -> None:
     kept = up.store.get("laptop.mydns.")
     assert kept is not None and not kept.confirmed
     # The next run: the lost upload had claimed the name, so the same token
-    # is the owner's; the line says claimed, as it is the token's first success.
-    fake.script[A] = [OK]
+    # is the owner's (the store says updated); the line says claimed, as it
+    # is the token's first success.
+    fake.script[A] = [UPDATED]
     outcome = up.upload(["10.1.2.3"])
     assert "(claimed via" in outcome.line and fake.calls[-1][1]["Token"] == kept.token
     assert fake.calls[-1][1]["Seq"] > kept.seq
 
 
 def test_refused_new_token_is_forgotten(tmp_path: Path) -> None:
-    fake = FakeFrontEnds({A: [{"Type": "Error", "Error": OWNED}]})
+    fake = FakeFrontEnds({A: [OWNED]})
     up = uploader(tmp_path, fake)
     outcome = up.upload(["10.1.2.3"])
-    assert outcome == type(outcome)(EXIT_REFUSED, 'error: name "laptop" is owned by another '
-                                    'key; pass --token-file with its token or choose another '
-                                    'name')
+    assert outcome == type(outcome)(EXIT_REFUSED, OWNED_LINE)
     assert up.store.get("laptop.mydns.") is None and len(fake.calls) == 1
 
 
 def test_refused_known_token_is_kept(tmp_path: Path) -> None:
-    fake = FakeFrontEnds({A: [{"Type": "Error", "Error": OWNED}]})
+    fake = FakeFrontEnds({A: [OWNED]})
     up = uploader(tmp_path, fake)
     up.store.save("laptop.mydns.", TokenEntry("mine", 5))
     assert up.upload(["10.1.2.3"]).exit_code == EXIT_REFUSED
@@ -236,10 +241,83 @@ def test_refused_known_token_is_kept(tmp_path: Path) -> None:
 
 
 def test_other_refusals_are_reported_as_given(tmp_path: Path) -> None:
-    stale = "stale upload for 'laptop': sequence 4 is older than the stored 5; nothing changed"
-    fake = FakeFrontEnds({A: [{"Type": "Error", "Error": stale}]})
+    fake = FakeFrontEnds({A: [{"Type": "Error", "Error": STALE_TEXT, "Code": "stale"}]})
     outcome = uploader(tmp_path, fake).upload(["10.1.2.3"])
-    assert outcome == type(outcome)(EXIT_REFUSED, f"error: laptop.mydns. refused: {stale}")
+    assert outcome == type(outcome)(EXIT_REFUSED, f"error: laptop.mydns. refused: {STALE_TEXT}")
+
+
+# put.py decides on Code and Outcome, never on the words: the service may
+# reword a reason, and these tests fail if put.py matched the text again.
+
+def test_owned_is_known_by_its_code_not_its_wording(tmp_path: Path) -> None:
+    reworded = {"Type": "Error", "Error": "that name belongs to somebody else", "Code": "owned"}
+    up = uploader(tmp_path, FakeFrontEnds({A: [reworded]}))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome == type(outcome)(EXIT_REFUSED, OWNED_LINE)
+    assert up.store.get("laptop.mydns.") is None  # the new token owned nothing
+
+
+def test_owned_wording_under_another_code_is_not_ownership(tmp_path: Path) -> None:
+    invalid = {"Type": "Error", "Error": OWNED_TEXT, "Code": "invalid"}
+    up = uploader(tmp_path, FakeFrontEnds({A: [invalid]}))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome == type(outcome)(EXIT_REFUSED, f"error: laptop.mydns. refused: {OWNED_TEXT}")
+    kept = up.store.get("laptop.mydns.")
+    assert kept is not None and not kept.confirmed
+
+
+def test_unavailable_is_known_by_its_code_not_its_wording(tmp_path: Path) -> None:
+    busy = {"Type": "Error", "Error": "the cluster is busy", "Code": "unavailable"}
+    fake = FakeFrontEnds({A: [busy], B: [CLAIMED]})
+    outcome = uploader(tmp_path, fake).upload(["10.1.2.3"])
+    assert outcome.exit_code == EXIT_OK and "via 127.0.0.1:2" in outcome.line
+    not_busy = {"Type": "Error", "Error": TRY_AGAIN_TEXT, "Code": "invalid"}
+    fake = FakeFrontEnds({A: [not_busy], B: [CLAIMED]})
+    outcome = uploader(tmp_path, fake).upload(["10.1.2.3"])
+    assert outcome == type(outcome)(EXIT_REFUSED,
+                                    f"error: laptop.mydns. refused: {TRY_AGAIN_TEXT}")
+    assert [server for server, _ in fake.calls] == [A]
+
+
+@pytest.mark.parametrize("text", [OWNED_TEXT, TRY_AGAIN_TEXT])
+def test_an_error_without_a_code_is_reported_not_guessed(tmp_path: Path, text: str) -> None:
+    """A front end older than the codes: no fail-over, no token dropped,
+    one line that says what happened and what to do."""
+    fake = FakeFrontEnds({A: [{"Type": "Error", "Error": text}], B: [CLAIMED]})
+    up = uploader(tmp_path, fake)
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome == type(outcome)(
+        EXIT_REFUSED, "error: 127.0.0.1:1 refused the upload of laptop.mydns. without a Code, "
+        f"so put.py cannot tell why (an older MyDNS front end?): {text}; update the service "
+        "or pass --server with a current one")
+    assert len(fake.calls) == 1
+    kept = up.store.get("laptop.mydns.")
+    assert kept is not None and not kept.confirmed
+
+
+def test_a_reply_that_is_neither_put_ok_nor_error_is_reported(tmp_path: Path) -> None:
+    fake = FakeFrontEnds({A: [{"Type": "Response", "Value": ""}]})
+    outcome = uploader(tmp_path, fake).upload(["10.1.2.3"])
+    assert outcome.exit_code == EXIT_REFUSED and "without a Code" in outcome.line
+    assert "'Type': 'Response'" in outcome.line and "\n" not in outcome.line
+
+
+def test_outcome_claimed_says_claimed_even_for_a_known_token(tmp_path: Path) -> None:
+    """A store started afresh: the token saved long ago claims the name anew."""
+    up = uploader(tmp_path, FakeFrontEnds({A: [CLAIMED]}))
+    up.store.save("laptop.mydns.", TokenEntry("mine", 5))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome.exit_code == EXIT_OK
+    assert outcome.line.startswith("laptop.mydns. -> 10.1.2.3 (claimed via 127.0.0.1:1; ")
+    assert up.store.get("laptop.mydns.") == TokenEntry("mine", 1000)
+
+
+def test_put_ok_without_outcome_still_succeeds(tmp_path: Path) -> None:
+    """A front end older than Outcome: PutOk alone says the upload is stored."""
+    fake = FakeFrontEnds({A: [{"Type": "PutOk"}, {"Type": "PutOk"}]})
+    up = uploader(tmp_path, fake)
+    assert "(claimed via" in up.upload(["10.1.2.3"]).line
+    assert up.upload(["10.1.2.4"]).line == "laptop.mydns. -> 10.1.2.4 (updated via 127.0.0.1:1)"
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -262,7 +340,7 @@ def test_loop_uploads_on_change_and_on_each_heartbeat(tmp_path: Path) -> None:
     # What the interfaces show at each poll; the loop polls every 5 s.
     seen = ([["10.0.0.1"]] * 3 + [["10.0.0.2"]] * 12 + [[]] * 2 + [["10.0.0.2"]]
             + [["10.0.0.3"]])
-    fake = FakeFrontEnds({A: [OK] * 4 + [{"Type": "Error", "Error": OWNED}]})
+    fake = FakeFrontEnds({A: [CLAIMED] + [UPDATED] * 3 + [OWNED]})
     fake.clock = clock
     out, err = io.StringIO(), io.StringIO()
 
@@ -287,7 +365,7 @@ def test_loop_uploads_on_change_and_on_each_heartbeat(tmp_path: Path) -> None:
 
 def test_once_uploads_one_time(tmp_path: Path) -> None:
     clock = FakeClock()
-    fake = FakeFrontEnds({A: [OK]})
+    fake = FakeFrontEnds({A: [CLAIMED]})
     code = run(uploader(tmp_path, fake), lambda: ["10.0.0.1"], once=True, interval_s=60,
                out=io.StringIO(), err=io.StringIO(), monotonic=clock.monotonic,
                sleep=clock.sleep)
