@@ -282,11 +282,12 @@ class _Events:
     Nodes ``0 .. n-1`` are the events, ordered by time with calls before
     returns at equal times. Each component's events form one list, between
     its head sentinel ``head[c]`` and its tail; every return also sits in one
-    more list, of returns only, whose head sentinel is ``n`` (``rnxt[n]`` is
-    the earliest return not yet linearized). ``match`` holds the return node
-    of a call node, ``_NO_RETURN`` for a call whose outcome is unknown (its
-    return would be at +infinity and is left out: no search ever needs to
-    reach it) and ``_RETURN`` on return nodes and on every tail sentinel.
+    more list, of returns only, whose head sentinel is ``n``. ``match`` holds
+    the return node of a call node, ``_NO_RETURN`` for a call whose outcome
+    is unknown (its return would be at +infinity and is left out: no search
+    ever needs to reach it) and ``_RETURN`` on return nodes and on every tail
+    sentinel. Linearizing an operation unlinks its call and return nodes;
+    backtracking relinks them in reverse order (dancing links).
     """
 
     nxt: list[int]
@@ -296,6 +297,46 @@ class _Events:
     op_of: list[int]
     match: list[int]
     head: list[int]
+
+    def earliest_return(self) -> int:
+        """The node of the earliest return not yet linearized."""
+        return self.rnxt[len(self.rnxt) - 2]
+
+    def calls_before_earliest_return(self, component: int) -> list[int]:
+        """The call nodes on ``component`` that precede its earliest pending
+        return, which is the earliest of all when ``component`` is the one
+        that return is on."""
+        nxt, match, found = self.nxt, self.match, []
+        node = nxt[self.head[component]]
+        while match[node] != _RETURN:
+            found.append(node)
+            node = nxt[node]
+        return found
+
+    def take(self, node: int) -> int:
+        """Unlink the events of the call at ``node``; 1 if its outcome is known."""
+        nxt, prv = self.nxt, self.prv
+        nxt[prv[node]], prv[nxt[node]] = nxt[node], prv[node]
+        ret_node = self.match[node]
+        if ret_node < 0:
+            return 0
+        rnxt, rprv = self.rnxt, self.rprv
+        nxt[prv[ret_node]], prv[nxt[ret_node]] = nxt[ret_node], prv[ret_node]
+        rnxt[rprv[ret_node]], rprv[rnxt[ret_node]] = rnxt[ret_node], rprv[ret_node]
+        return 1
+
+    def put_back(self, node: int) -> int:
+        """Undo the latest :meth:`take`, of ``node``; 1 if its outcome is known."""
+        nxt, prv = self.nxt, self.prv
+        ret_node = self.match[node]
+        known = 0
+        if ret_node >= 0:
+            rnxt, rprv = self.rnxt, self.rprv
+            rnxt[rprv[ret_node]] = rprv[rnxt[ret_node]] = ret_node
+            nxt[prv[ret_node]] = prv[nxt[ret_node]] = ret_node
+            known = 1
+        nxt[prv[node]] = prv[nxt[node]] = node
+        return known
 
 
 def _link_events(ops: Sequence[Operation], comp: Sequence[int], components: int) -> _Events:
@@ -346,12 +387,18 @@ def _components(ops: Sequence[Operation], model: Model) -> tuple[list[int], list
     return comp, bit, list(index)
 
 
+def _memo_key(model: Model, footprint: list[Hashable]) -> Callable[[int, int, Hashable], Hashable]:
+    """How a failed configuration is remembered: by a component, its mask
+    and its part of the state (the whole state when there is one component)."""
+    if len(footprint) == 1:
+        return lambda c, mask, state: (mask, state)
+    project = model.project
+    return lambda c, mask, state: (c, mask, project(state, footprint[c]))
+
+
 def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
             clock: Callable[[], float]) -> _Outcome:
     """Decide whether one part is linearizable, giving up past ``deadline``.
-    One function on purpose: it is the hot path, and locals are Python's
-    fastest storage. Linearizing an operation unlinks its call and return
-    nodes; backtracking relinks them in reverse order (dancing links).
 
     With footprints (see :meth:`Model.footprint`) three things change, none
     of which splits the history: only candidates on the component of the
@@ -361,37 +408,27 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
     straight back to the last operation chosen on that component, past every
     other one (conflict-directed backjumping). Why each is sound is in
     docs/linearizability.md. Without footprints there is one component whose
-    mask is the set of linearized operations: the plain search."""
+    mask is the set of linearized operations: the plain search. The loop is
+    one function on purpose: it is the hot path, and locals are Python's
+    fastest storage."""
     comp, bit, footprint = _components(ops, model)
-    links = _link_events(ops, comp, len(footprint))
-    nxt, prv, rnxt, rprv = links.nxt, links.prv, links.rnxt, links.rprv
-    op_of, match, head = links.op_of, links.match, links.head
-    first_return = len(rnxt) - 2  # head sentinel of the returns-only list
-    # Candidates are tried earliest return first; unknown outcomes last.
+    links, key = _link_events(ops, comp, len(footprint)), _memo_key(model, footprint)
+    match, op_of = links.match, links.op_of
+    # Candidates are tried earliest return first (unknown outcomes last): an
+    # operation that runs long is placed late unless something needs it sooner.
     try_order = [r if r >= 0 else len(match) for r in match].__getitem__
     inputs = [op.input for op in ops]
     outputs = [UNKNOWN if op.ret is None else op.output for op in ops]
     read_only = [op.ret is not None and model.read_only(op.input, op.output) for op in ops]
-    projected = len(footprint) > 1
-    project = model.project
-    masks = [0] * len(footprint)
-    known_left = sum(op.ret is not None for op in ops)
-    step, state, steps = model.step, model.init(), 0
-    failed: set[tuple[int, int, Hashable]] = set()  # (component, its mask, its state)
+    masks, known_left = [0] * len(footprint), sum(op.ret is not None for op in ops)
+    step, state, steps, doomed = model.step, model.init(), 0, False
+    failed: set[Hashable] = set()
     # (call node linearized, state before, read-only, the candidates it was one of, next one)
     stack: list[tuple[int, Hashable, bool, list[int], int]] = []
     failure: _Outcome | None = None
-    c = comp[op_of[rnxt[first_return]]] if known_left else 0
-    doomed = False
+    c = comp[op_of[links.earliest_return()]] if known_left else 0
     while known_left:
-        # A new configuration: its candidates are c's calls before the earliest
-        # return, tried earliest return first (an operation that runs long is
-        # placed late unless something needs it sooner).
-        candidates = []
-        node = nxt[head[c]]
-        while match[node] != _RETURN:
-            candidates.append(node)
-            node = nxt[node]
+        candidates = links.calls_before_earliest_return(c)  # a new configuration
         candidates.sort(key=try_order)
         at = 0
         while True:
@@ -400,13 +437,12 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
                 return _Outcome(UNKNOWN_VERDICT)
             if doomed or at == len(candidates):
                 if not doomed and (failure is None or len(stack) > len(failure.prefix)):
-                    failure = _dead_end(stack, state, rnxt[first_return], links, candidates,
-                                        inputs, outputs, step) or failure
+                    failure = _dead_end(stack, state, links, candidates, inputs, outputs, step) or failure
                 # This configuration fails, and component c alone explains it. So
                 # does every configuration back to the last one that linearized
                 # an op on c by choice: the ops linearized since left c as it was.
                 doomed = False
-                failed.add((c, masks[c], project(state, footprint[c]) if projected else state))
+                failed.add(key(c, masks[c], state))
                 while True:
                     if not stack:
                         assert failure is not None  # the first backtrack is always at a return
@@ -414,62 +450,49 @@ def _search(ops: Sequence[Operation], model: Model, deadline: float | None,
                     node, state, committed, candidates, at = stack.pop()
                     i = op_of[node]
                     masks[comp[i]] ^= bit[i]
-                    ret_node = match[node]
-                    if ret_node >= 0:
-                        rnxt[rprv[ret_node]] = rprv[rnxt[ret_node]] = ret_node
-                        nxt[prv[ret_node]] = prv[nxt[ret_node]] = ret_node
-                        known_left += 1
-                    nxt[prv[node]] = prv[nxt[node]] = node
+                    known_left += links.put_back(node)
                     if comp[i] == c:
                         if not committed:
                             break
-                        failed.add((c, masks[c], project(state, footprint[c]) if projected else state))
+                        failed.add(key(c, masks[c], state))
                 continue
             node = candidates[at]
             at += 1
             i = op_of[node]
-            ret_node = match[node]
             legal, new_state = step(state, inputs[i], outputs[i])
             # An unknown outcome that changes nothing here may as well not happen here.
-            if not legal or (ret_node == _NO_RETURN and new_state == state):
+            if not legal or (match[node] == _NO_RETURN and new_state == state):
                 continue
             new_mask = masks[c] | bit[i]
-            if (c, new_mask, project(new_state, footprint[c]) if projected else new_state) in failed:
+            if key(c, new_mask, new_state) in failed:
                 # A committed read-only op leads to a failed configuration: so does this one.
                 doomed = read_only[i]
                 continue
             stack.append((node, state, read_only[i], candidates, at))
             masks[c], state = new_mask, new_state
-            nxt[prv[node]], prv[nxt[node]] = nxt[node], prv[node]
-            if ret_node >= 0:
-                nxt[prv[ret_node]], prv[nxt[ret_node]] = nxt[ret_node], prv[ret_node]
-                rnxt[rprv[ret_node]], rprv[rnxt[ret_node]] = rnxt[ret_node], rprv[ret_node]
-                known_left -= 1
-                if projected and known_left:  # the earliest return may be another component's now
-                    block = comp[op_of[rnxt[first_return]]]
-                    if block != c:
-                        c = block
-                        doomed = (c, masks[c], project(state, footprint[c])) in failed
+            known_left -= links.take(node)
+            if known_left and comp[op_of[links.earliest_return()]] != c:
+                c = comp[op_of[links.earliest_return()]]  # a new blocking component
+                doomed = key(c, masks[c], state) in failed
             break
     return _Outcome(LINEARIZABLE, prefix=[op_of[n] for n, *_ in stack], state=state)
 
 
 def _dead_end(stack: list[tuple[int, Hashable, bool, list[int], int]], state: Hashable,
-              ret_node: int, links: _Events, candidates: list[int], inputs: list[Any],
-              outputs: list[Any], step: Callable[[Hashable, Any, Any], tuple[bool, Hashable]],
-              ) -> _Outcome | None:
+              links: _Events, candidates: list[int], inputs: list[Any], outputs: list[Any],
+              step: Callable[[Hashable, Any, Any], tuple[bool, Hashable]]) -> _Outcome | None:
     """The dead end after ``stack``, where none of ``candidates`` (call
-    nodes) could be linearized before ``ret_node``; None unless every one
-    with a known outcome is illegal in ``state``, so that the report never
-    claims more than the model says. (A legal one may have been passed over
-    because the configuration it leads to is known to fail. The first dead
-    end of a search is always of the kind reported.)"""
+    nodes) could be linearized before the earliest pending return; None
+    unless every one with a known outcome is illegal in ``state``, so that
+    the report never claims more than the model says. (A legal one may have
+    been passed over because the configuration it leads to is known to fail.
+    The first dead end of a search is always of the kind reported.)"""
     op_of, match = links.op_of, links.match
     known = [op_of[n] for n in candidates if match[n] >= 0]  # unknown outcomes never have to be placed
     if any(step(state, inputs[i], outputs[i])[0] for i in known):
         return None
     return _Outcome(NOT_LINEARIZABLE, prefix=[op_of[n] for n, *_ in stack], state=state,
-                    blocking=op_of[ret_node], candidates=known)
+                    blocking=op_of[links.earliest_return()], candidates=known)
 
 
 # --- Checking a history ----------------------------------------------------------
