@@ -12,6 +12,7 @@ no known leader).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from dataclasses import dataclass
@@ -327,7 +328,7 @@ class Event:
 # --- wire codec ----------------------------------------------------------------
 
 _WIRE_TYPES: dict[str, type] = {}
-_FIELD_DECODERS: dict[type, list[Callable[[Any], Any]]] = {}
+_CLASS_DECODERS: dict[str, Callable[[list], Any]] = {}
 
 
 def wire_type(cls: type) -> type:
@@ -423,53 +424,108 @@ def _expect_list(raw: Any) -> list:
     return raw
 
 
-def _field_decoders(cls: type) -> list[Callable[[Any], Any]]:
-    decoders = _FIELD_DECODERS.get(cls)
-    if decoders is None:
-        hints = typing.get_type_hints(cls)
-        decoders = [_decoder_for(hints[f.name]) for f in dataclasses.fields(cls)]
-        _FIELD_DECODERS[cls] = decoders
-    return decoders
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...] | None:
-    """The fields of a dataclass type, cached (None for other types): the
-    encoder asks this for every value it meets, so it must be cheap."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        if not dataclasses.is_dataclass(cls):
-            return None
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
+_Encoder = Callable[[Any], Any]
+_ENCODERS: dict[type, _Encoder] = {}
+_SCALARS = (int, str, bytes, float, bool)
 
 
 def _to_wire(value: Any) -> Any:
-    if isinstance(value, (int, str, bytes, float)) or value is None:
-        return value
-    if isinstance(value, tuple):
-        return [_to_wire(v) for v in value]
-    names = _field_names(type(value))
-    if names is None:
-        return value
-    return [type(value).__name__, *[_to_wire(getattr(value, n)) for n in names]]
+    """The msgpack form of ``value``: a dataclass becomes ``[type name,
+    *fields]``, recursively; tuples and plain values go as they are (msgpack
+    packs a tuple as an array)."""
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        if isinstance(value, tuple):
+            return [_to_wire(v) for v in value]
+        if not dataclasses.is_dataclass(value):
+            return value
+        encoder = _ENCODERS[type(value)] = _class_encoder(type(value))
+    return encoder(value)
+
+
+def _class_encoder(cls: type) -> _Encoder:
+    """The encoder of one dataclass, built once from its type hints so that
+    a field known to hold plain values is copied without looking at it (the
+    encoder runs for every entry of every append, on every process)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    tag = cls.__name__
+    convert = [(n, enc) for n, enc in enumerate((_field_encoder(hints[name]) for name in names), start=1)
+               if enc is not None]
+    if len(names) == 1:
+        only = names[0]
+        encode_only = convert[0][1] if convert else None
+        if encode_only is None:
+            return lambda value: [tag, getattr(value, only)]
+        return lambda value: [tag, encode_only(getattr(value, only))]
+    fields = operator.attrgetter(*names)
+    if not convert:
+        return lambda value: [tag, *fields(value)]
+
+    def encode(value: Any) -> list[Any]:
+        out = [tag, *fields(value)]
+        for n, encode_field in convert:
+            out[n] = encode_field(out[n])
+        return out
+    return encode
+
+
+def _field_encoder(hint: Any) -> _Encoder | None:
+    """How to encode a field of type ``hint``; None when its values go to
+    msgpack as they are."""
+    if hint in _SCALARS:
+        return None
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+            return None
+        if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+            return lambda values: [_to_wire(v) for v in values]
+    return _to_wire
 
 
 def _from_wire(raw: Any) -> Any:
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
         raise DecodeError(f"not an encoded message: {raw!r:.80}")
-    cls = _WIRE_TYPES.get(raw[0])
-    if cls is None:
-        raise DecodeError(f"unknown message type {raw[0]!r}")
-    decoders = _field_decoders(cls)
-    if len(raw) - 1 != len(decoders):
-        raise DecodeError(f"{raw[0]} needs {len(decoders)} fields, got {len(raw) - 1}")
-    try:
-        return cls(*(decode_field(value) for decode_field, value in zip(decoders, raw[1:])))
-    except (TypeError, ValueError) as exc:
-        raise DecodeError(f"bad {raw[0]}: {exc}") from exc
+    decoder = _CLASS_DECODERS.get(raw[0])
+    if decoder is None:
+        cls = _WIRE_TYPES.get(raw[0])
+        if cls is None:
+            raise DecodeError(f"unknown message type {raw[0]!r}")
+        decoder = _CLASS_DECODERS[raw[0]] = _class_decoder(cls)
+    return decoder(raw)
+
+
+def _class_decoder(cls: type) -> Callable[[list], Any]:
+    """The decoder of one registered dataclass, from ``[type name,
+    *fields]``, built once from its type hints. Each field is checked
+    against its type (DecodeError if it does not fit). A class whose fields
+    are all ints, strings, bytes or bools has a fast path: one comparison of
+    the values' exact types (which also turns a bool away from an int)."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    decoders = [_decoder_for(hints[f.name]) for f in fields]
+
+    def checked(raw: list) -> Any:
+        if len(raw) - 1 != len(decoders):
+            raise DecodeError(f"{raw[0]} needs {len(decoders)} fields, got {len(raw) - 1}")
+        try:
+            return cls(*(decode_field(value) for decode_field, value in zip(decoders, raw[1:])))
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"bad {raw[0]}: {exc}") from exc
+
+    exact = [str] + [hints[f.name] for f in fields]
+    if not all(kind in (int, str, bytes, bool) for kind in exact):
+        return checked
+
+    def fast(raw: list) -> Any:
+        if list(map(type, raw)) != exact:
+            return checked(raw)  # which names what does not fit
+        try:
+            return cls(*raw[1:])
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"bad {raw[0]}: {exc}") from exc
+    return fast
 
 
 Envelope = tuple[int, str, bytes]

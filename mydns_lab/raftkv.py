@@ -298,9 +298,14 @@ class KVServer:
         if any(req.op.seq != serial for _, req in self._watches):  # type: ignore[union-attr]
             waiting = self._watches
             self._watches = [(e, r) for e, r in waiting if r.op.seq == serial]  # type: ignore[union-attr]
+            # Front ends mostly wait at the same serial: collect those changes once.
+            answers: dict[int, Result] = {}
             for _, req in waiting:
-                if req.op.seq != serial:  # type: ignore[union-attr]
-                    self._answer(req, self.machine.query(req.op))
+                since = req.op.seq  # type: ignore[union-attr]
+                if since != serial:
+                    if since not in answers:
+                        answers[since] = self.machine.query(req.op)
+                    self._answer(req, answers[since])
 
     def _install(self, snapshot: Snapshot) -> None:
         self.machine.restore(snapshot)

@@ -91,6 +91,26 @@ def test_every_type_in_messages_round_trips(cls: type) -> None:
         assert back == example and type(back) is cls, f"seed {seed}: {example!r} -> {back!r}"
 
 
+def reference_wire(value: object) -> object:
+    """The wire layout spelled out plainly: a dataclass is [type name,
+    *fields], a tuple a list, anything else itself."""
+    if isinstance(value, tuple):
+        return [reference_wire(v) for v in value]
+    if dataclasses.is_dataclass(value):
+        return [type(value).__name__, *(reference_wire(getattr(value, f.name))
+                                        for f in dataclasses.fields(value))]
+    return value
+
+
+@pytest.mark.parametrize("cls", MESSAGE_TYPES, ids=lambda cls: cls.__name__)
+def test_encoding_keeps_the_wire_layout(cls: type) -> None:
+    """The encoder is compiled per type for speed; its bytes must stay those
+    of the plain layout, which data folders on disk are written in."""
+    for seed in range(20):
+        example = example_of(cls, random.Random(seed))
+        assert encode(example) == msgpack.packb(reference_wire(example), use_bin_type=True), example
+
+
 def test_envelopes_round_trip() -> None:
     batch = [(1, "Heartbeat", encode(RAFT_EXAMPLES[12])), (3, "AppendEntries", b"")]
     assert unpack_envelopes(pack_envelopes(batch)) == batch
@@ -108,6 +128,8 @@ def test_envelopes_round_trip() -> None:
     msgpack.packb(["NoSuchMessage", 1]),                 # unknown type
     msgpack.packb(["Entry", 1, 2]),                      # too few fields
     msgpack.packb(["Entry", 1, 2, b"", 4]),              # too many fields
+    msgpack.packb(["Entry", True, 2, b""]),              # a bool where an int belongs
+    msgpack.packb(["Entry", 1, 2, "text"]),              # a string where bytes belong
     msgpack.packb(["AppendEntries", 5, 1, 2, 0, 0, 7, 0]),            # entries not a list
     msgpack.packb(["AppendEntries", 5, 1, 2, 0, 0, [["Nope"]], 0]),   # unknown nested type
     msgpack.packb(["InstallSnapshot", 5, 1, 2, ["Snapshot", 1]]),     # short nested snapshot
