@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .messages import NO_NODE, ClientReply, ClientRequest, Operation, Record, Status
+from .records import REFUSALS
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,8 @@ class ClerkTiming:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A finished operation: ``status`` is OK or ERROR (never a retry)."""
+    """A finished operation: ``status`` is OK or one of
+    :data:`mydns_lab.records.REFUSALS` (never a retry)."""
 
     op: Operation
     status: str
@@ -82,7 +84,7 @@ class Clerk:
         """Feed an answer; returns the outcome once the operation is done."""
         if self._op is None or reply.client_id != self.client_id or reply.seq != self._seq:
             return None  # a late answer to an earlier attempt or operation
-        if reply.status in (Status.OK, Status.ERROR):
+        if reply.status == Status.OK or reply.status in REFUSALS:
             outcome = Outcome(self._op, reply.status, reply.value, self._attempts, reply.records)
             self._leader = reply.src
             self._op = None

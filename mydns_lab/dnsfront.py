@@ -9,8 +9,9 @@ only TSIG uses. The reply is one of
 * :class:`Drop` -- send nothing (too short to answer, or itself a response);
 * :class:`UpdateNeeded` -- an authorised RFC 2136 UPDATE. The caller runs
   ``ops`` through the cluster *in order*, stopping at the first failure,
-  collects one ``(status, value)`` per op run (``"ok"``/``"error"`` as the
-  store answered, ``"timeout"`` when the cluster did not answer) and sends
+  collects one ``(status, value)`` per op run (``"ok"`` or a refusal of
+  :data:`mydns_lab.records.REFUSALS` as the store answered, ``"timeout"``
+  when the cluster did not answer) and sends
   ``finish(results)``. ``finish`` never raises.
 
 ``handle`` never raises either: a packet that cannot be parsed gets FORMERR
@@ -81,7 +82,7 @@ from .dnswire import (C_ANY, C_IN, C_NONE, META_TYPES, T_A, T_AAAA, T_ANY, T_AXF
                       Labels, Question, WireError, WireMessage, WireRR, edns_and_tsig,
                       lower_labels, parse_message)
 from .messages import Record, RecordOp
-from .records import InvalidRecord, normalize_name, split_addresses
+from .records import REFUSALS, InvalidRecord, normalize_name, split_addresses
 from .tsig import KeyRing, Signer, TsigKey, verify_request
 
 __all__ = ["Answer", "Drop", "UpdateNeeded", "Reply", "RecordView", "SubtreeView",
@@ -491,7 +492,7 @@ class DnsFrontEnd:
         for status, value in results:
             if status == "ok":
                 continue
-            if status == "error":
+            if status in REFUSALS:
                 return self._refusal(resp, REFUSED, (EDE_PROHIBITED, str(value)))
             return self._refusal(resp, SERVFAIL, (EDE_OTHER, str(value)))
         if len(results) < len(ops):

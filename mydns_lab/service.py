@@ -43,12 +43,12 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 from .cluster_client import ClusterClient, ClusterTimeout
 from .dnsfront import Answer, DnsFrontEnd, Reply, UpdateNeeded
 from .messages import ClerkStatus, Record, RecordOp, Status
-from .records import InvalidRecord, checked_op, json_owner
+from .records import InvalidRecord, Refusal, checked_op, json_owner
 from .server import die_with_parent
 from .transport import LAUNCHER
 from .tsig import KeyRing
@@ -159,13 +159,8 @@ class RequestError(Exception):
         self.code = code
 
 
-def _refusal_code(reason: str) -> str:
-    """The code of a refusal the record store gave."""
-    if "is owned by another key" in reason:
-        return "owned"
-    if reason.startswith("stale upload"):
-        return "stale"
-    return "invalid"
+_REFUSAL_CODES = {Status.ERROR: "invalid", Refusal.OWNED: "owned", Refusal.STALE: "stale"}
+"""The ``Code`` of each status the record store refuses with."""
 
 
 def _error(reason: str, code: str) -> dict[str, Any]:
@@ -245,7 +240,7 @@ class JsonFrontEnd:
         outcome = await self._call(op, PUT_TIMEOUT_S, is_put=True)
         if outcome.status != Status.OK:
             self.counters.puts_failed += 1
-            raise RequestError(outcome.value, _refusal_code(outcome.value))
+            raise RequestError(outcome.value, _REFUSAL_CODES.get(outcome.status, "invalid"))
         self.counters.puts_ok += 1
         reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value,
                                  "Outcome": outcome.value}
@@ -262,7 +257,7 @@ class JsonFrontEnd:
         outcome = await self._call(op, QUERY_TIMEOUT_S, is_put=False)
         if outcome.status != Status.OK:
             self.counters.queries_failed += 1
-            raise RequestError(outcome.value, _refusal_code(outcome.value))
+            raise RequestError(outcome.value, _REFUSAL_CODES.get(outcome.status, "invalid"))
         self.counters.queries_ok += 1
         value = _addresses_value(outcome.records[0]) if outcome.records else ""
         return {"Type": "Response", "Key": request["Key"], "Value": value}

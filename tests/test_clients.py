@@ -1,5 +1,6 @@
 """put.py and query.py as a user runs them (subprocesses) against a real lab,
-the JSON protocol's ownership rules, and query.py's TCP retry on a
+the JSON protocol's ownership rules, the JSON front end's error codes
+(against a stand-in for the cluster, no lab), and query.py's TCP retry on a
 truncated answer (against a small fake server, no lab).
 
 The lab answers DNS with ``--dns-reads linearizable``, so a name that
@@ -10,6 +11,7 @@ end, with no waiting. Each test uses its own names and its own "machine"
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -26,8 +28,12 @@ import dns.message
 import dns.rrset
 import pytest
 
+from mydns_lab.clerks import Outcome
 from mydns_lab.labprocess import REPO, LabProcess, free_port_range, wait_for
+from mydns_lab.messages import RecordOp, Status
 from mydns_lab.queryclient import main as query_main
+from mydns_lab.records import REFUSALS, Refusal
+from mydns_lab.service import FrontEndCounters, JsonFrontEnd
 
 SCRIPT_TIMEOUT_S = 30
 
@@ -259,6 +265,37 @@ def test_json_ownership_and_order(lab: LabProcess) -> None:
     own = put(0, Key="chosen", Value="10.5.0.3", Seq=1, Token="my-own-token")
     assert own == {"Type": "PutOk", "Key": "chosen", "Value": "10.5.0.3", "Outcome": "claimed"}
     assert put(1, Key="chosen", Value="10.5.0.4", Seq=2, Token="my-own-token")["Type"] == "PutOk"
+
+
+# --- the JSON front end's Code, from the store's status (no lab) -------------------------
+
+class StoreAnswers:
+    """A ClusterClient stand-in: every call finishes with one status and value."""
+
+    def __init__(self, status: str, value: str) -> None:
+        self.status, self.value = status, value
+
+    async def call(self, op: RecordOp, timeout_s: float) -> Outcome:
+        return Outcome(op, self.status, self.value, 1)
+
+
+CODE_OF_REFUSAL = {Status.ERROR: "invalid", Refusal.OWNED: "owned", Refusal.STALE: "stale"}
+
+
+@pytest.mark.parametrize("status, code", sorted(CODE_OF_REFUSAL.items()))
+@pytest.mark.parametrize("value", ["that name is somebody else's",
+                                   "name 'x' is owned by another key; pass the token",
+                                   "stale upload for 'x': sequence 1 is older"])
+@pytest.mark.parametrize("kind", ["Put", "Query"])
+def test_code_comes_from_the_store_status_not_its_words(status: str, code: str, value: str,
+                                                        kind: str) -> None:
+    """Whatever the reason's words, the reply's Code is the one of the
+    status the store refused with, and the words reach the client as given."""
+    assert set(CODE_OF_REFUSAL) == REFUSALS, "a refusal without a Code: update this test"
+    front = JsonFrontEnd(StoreAnswers(status, value), FrontEndCounters())  # type: ignore[arg-type]
+    request = {"Type": kind, "Key": "x", "Value": "10.0.0.1", "Token": "t", "Seq": 1}
+    reply = json.loads(asyncio.run(front.handle(json.dumps(request).encode())))
+    assert reply == {"Type": "Error", "Error": value, "Code": code}
 
 
 # --- query.py over TCP after a truncated UDP answer (no lab) ------------------------------
