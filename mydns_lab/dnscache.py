@@ -44,15 +44,14 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
+from .dnswire import C_IN, META_TYPES, T_A, T_AAAA, T_OPT, T_TXT
+
 __all__ = ["ResponseCache", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 8192       # per transport; a response is at most ~1.2 kB over UDP
 HEADER_SIZE = 12
 MAX_NAME_OCTETS = 255
-T_A, T_TXT, T_AAAA, T_OPT = 1, 16, 28, 41
-META_TYPES = frozenset({41, 249, 250, 251, 252, 253, 254, 255})
 F_QR_OPCODE, F_TC = 0xF800, 0x0200
-C_IN = 1
 POINTER_TO_QUESTION = b"\xc0\x0c"
 OPT_RR_SIZE = 11         # root name, type, class, TTL, RDLENGTH 0
 
