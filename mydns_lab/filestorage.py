@@ -4,7 +4,9 @@ Who calls what: the host builds a :class:`FileStorage` on the server's data
 folder at start-up (this reads the folder and repairs a torn tail), builds
 its node from :meth:`FileStorage.load`, then calls :meth:`FileStorage.save`
 once per Ready batch before sending that batch's messages, and ``close`` at
-shut-down. One process owns a folder at a time.
+shut-down. One process owns a folder at a time. Before any server starts,
+the launcher asks :func:`holds_saved_state` of each folder, which mostly
+decides without opening it.
 
 Files in the folder (``G`` is the generation, bumped by every snapshot)::
 
@@ -196,6 +198,49 @@ def _io_error(action: str, path: Path, exc: OSError) -> StorageError:
         "check free space and permissions of the data folder, then restart it")
 
 
+def _log_path(directory: Path, generation: int) -> Path:
+    return directory / f"log-{generation:08d}"
+
+
+def _snapshot_path(directory: Path, generation: int) -> Path:
+    return directory / f"snapshot-{generation:08d}"
+
+
+def _generations(directory: Path) -> tuple[set[int], set[int]]:
+    """Generations that have a log file, and those that have a snapshot."""
+    logs: set[int] = set()
+    snapshots: set[int] = set()
+    for path in directory.iterdir():
+        match = _GENERATION_NAME.match(path.name)
+        if match:
+            (logs if match[1] == "log" else snapshots).add(int(match[2]))
+    return logs, snapshots
+
+
+def _current_generation(directory: Path) -> int | None:
+    """The newest generation with both its files, or None for a new folder."""
+    logs, snapshots = _generations(directory)
+    complete = {g for g in logs if g == 0 or g in snapshots}
+    if complete:
+        return max(complete)
+    if logs or snapshots:
+        raise CorruptStorageError(
+            f"{directory} holds log or snapshot files but no complete pair "
+            f"(logs {sorted(logs)}, snapshots {sorted(snapshots)}); restore the folder "
+            "from a backup or wipe it so the node rejoins the cluster")
+    return None
+
+
+def _generation_log(generation: int, snapshot: Snapshot, entries: Sequence[Entry],
+                    commit: int) -> bytes:
+    """The whole content of log-``generation`` as a generation starts it."""
+    return b"".join((
+        _HEADER.pack(_LOG_MAGIC, FORMAT_VERSION),
+        _frame(FileLogStart(generation, snapshot.index, snapshot.term)),
+        _frame(FileLogBatch(tuple(entries), commit)),
+    ))
+
+
 def _entries_size(entries: Sequence[Entry]) -> int:
     """Bytes counted for ``entries``, the same way MemoryStorage counts them."""
     return sum(len(e.data) + ENTRY_OVERHEAD_BYTES for e in entries)
@@ -222,7 +267,7 @@ class FileStorage:
         self._bytes = 0
         self._generation = 0
         self._log_fd: int | None = None
-        self._log_file = self._log_path(0)
+        self._log_file = _log_path(self.directory, 0)
         self._failure: str | None = None
         self._open_folder()
 
@@ -334,17 +379,14 @@ class FileStorage:
         """
         snapshot = self._state.snapshot
         if generation > 0:
-            self._replace_file(self._snapshot_path(generation),
+            self._replace_file(_snapshot_path(self.directory, generation),
                                _HEADER.pack(_SNAPSHOT_MAGIC, FORMAT_VERSION) + _frame(snapshot),
                                sync_folder=False)
-        log = b"".join((
-            _HEADER.pack(_LOG_MAGIC, FORMAT_VERSION),
-            _frame(FileLogStart(generation, snapshot.index, snapshot.term)),
-            _frame(FileLogBatch(tuple(self._state.entries), self._state.hard_state.commit)),
-        ))
+        log = _generation_log(generation, snapshot, self._state.entries,
+                              self._state.hard_state.commit)
         # One folder fsync covers both renames; start-up ignores a
         # generation that lacks either file.
-        self._replace_file(self._log_path(generation), log, sync_folder=True)
+        self._replace_file(_log_path(self.directory, generation), log, sync_folder=True)
         self._open_log(generation)
         self._remove_generations(keep=generation)
 
@@ -404,31 +446,15 @@ class FileStorage:
 
     # --- files and generations --------------------------------------------------
 
-    def _log_path(self, generation: int) -> Path:
-        return self.directory / f"log-{generation:08d}"
-
-    def _snapshot_path(self, generation: int) -> Path:
-        return self.directory / f"snapshot-{generation:08d}"
-
-    def _generations(self) -> tuple[set[int], set[int]]:
-        """Generations that have a log file, and those that have a snapshot."""
-        logs: set[int] = set()
-        snapshots: set[int] = set()
-        for path in self.directory.iterdir():
-            match = _GENERATION_NAME.match(path.name)
-            if match:
-                (logs if match[1] == "log" else snapshots).add(int(match[2]))
-        return logs, snapshots
-
     def _remove_generations(self, keep: int) -> None:
         """Delete every generation's files but ``keep``'s.
 
         No folder fsync: a deleted file that comes back after a crash is an
         older generation, which start-up ignores and deletes again.
         """
-        logs, snapshots = self._generations()
-        stale = [self._log_path(g) for g in logs - {keep}]
-        stale += [self._snapshot_path(g) for g in snapshots - {keep}]
+        logs, snapshots = _generations(self.directory)
+        stale = [_log_path(self.directory, g) for g in logs - {keep}]
+        stale += [_snapshot_path(self.directory, g) for g in snapshots - {keep}]
         for path in stale:
             try:
                 os.unlink(path)
@@ -439,7 +465,7 @@ class FileStorage:
 
     def _open_log(self, generation: int) -> None:
         """Make log-``generation`` the file that saves append to."""
-        path = self._log_path(generation)
+        path = _log_path(self.directory, generation)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
@@ -455,7 +481,7 @@ class FileStorage:
     def _open_folder(self) -> None:
         """Read the folder into the mirror, repairing a torn tail on the way."""
         self._prepare_folder()
-        generation = self._current_generation()
+        generation = _current_generation(self.directory)
         if generation is None:
             self._start_generation(0)
         else:
@@ -479,19 +505,6 @@ class FileStorage:
                 f"data folder {self.directory} is not usable ({exc.strerror or exc}); "
                 "make it a writable directory or choose another folder") from exc
 
-    def _current_generation(self) -> int | None:
-        """The newest generation with both its files, or None for a new folder."""
-        logs, snapshots = self._generations()
-        complete = {g for g in logs if g == 0 or g in snapshots}
-        if complete:
-            return max(complete)
-        if logs or snapshots:
-            raise CorruptStorageError(
-                f"{self.directory} holds log or snapshot files but no complete pair "
-                f"(logs {sorted(logs)}, snapshots {sorted(snapshots)}); restore the folder "
-                "from a backup or wipe it so the node rejoins the cluster")
-        return None
-
     def _read_hard_state(self, commit: int) -> HardState:
         """Term and vote from the hardstate file, with the log's ``commit``."""
         path = self.directory / _HARD_STATE_NAME
@@ -504,9 +517,9 @@ class FileStorage:
         """Snapshot and log of ``generation`` replayed; hard state not included."""
         snapshot = Snapshot()
         if generation > 0:
-            snapshot = _read_single_record(self._snapshot_path(generation), _SNAPSHOT_MAGIC,
-                                           Snapshot)
-        path = self._log_path(generation)
+            snapshot = _read_single_record(_snapshot_path(self.directory, generation),
+                                           _SNAPSHOT_MAGIC, Snapshot)
+        path = _log_path(self.directory, generation)
         data = path.read_bytes()
         offset = _check_header(path, data, _LOG_MAGIC)
         end = _frame_end(data, offset)
@@ -561,3 +574,44 @@ class FileStorage:
                 os.close(fd)
         except OSError as exc:
             raise _io_error("truncate", path, exc) from exc
+
+
+def holds_saved_state(directory: Path) -> bool:
+    """Whether ``directory`` holds anything a save made durable: what
+    ``not FileStorage(directory).is_empty()`` answers, mostly without
+    replaying the log.
+
+    The launcher asks it of every server folder at start-up, to find the
+    folders that were lost, before each server opens (and replays) its own.
+    The usual cases are decided from file names and the few bytes of the
+    hard state, and change nothing on disk: no folder, or no log, snapshot
+    or hard state in it (never used, or wiped): False; a hard state with a
+    term or vote (a server writes one once it learns of term 1): True; only
+    the log a new folder is given, byte for byte: False. Anything else
+    (entries saved without a hard state, the torn tail of a first save) is
+    opened with :class:`FileStorage`, which repairs a torn tail as every
+    open does.
+
+    Raises what opening raises for the files it reads, and the
+    :class:`CorruptStorageError` of log or snapshot files without a complete
+    pair. Damage in a log it does not read surfaces when the server opens
+    the folder.
+    """
+    if not directory.exists():
+        return False
+    if directory.is_dir():  # else opening says why the folder is unusable
+        generation = _current_generation(directory)
+        hard_state_path = directory / _HARD_STATE_NAME
+        if hard_state_path.exists():
+            stored = _read_single_record(hard_state_path, _HARD_STATE_MAGIC, HardState)
+            if (stored.term, stored.vote) != (0, 0):
+                return True
+        if generation is None:
+            return False
+        fresh = _generation_log(0, Snapshot(), (), 0)
+        log = _log_path(directory, 0)
+        if (generation == 0 and log.stat().st_size == len(fresh)
+                and log.read_bytes() == fresh):
+            return False
+    with FileStorage(directory, fsync=False) as storage:
+        return not storage.is_empty()

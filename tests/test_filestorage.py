@@ -564,3 +564,136 @@ def test_entries_that_do_not_attach_are_refused_before_writing(tmp_path: Path) -
         storage.save(None, [Entry(1, 5, b"gap")], None)
     assert log_file(tmp_path).stat().st_size == size
     assert FileStorage.open(tmp_path, fsync=False).load() == PersistedState()
+
+
+# --- telling a lost folder without replaying it ------------------------------------------------
+
+
+def files_of(folder: Path) -> dict[str, bytes] | None:
+    """Every file in ``folder`` and its bytes (None: no folder)."""
+    if not folder.exists():
+        return None
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def saved(folder: Path, *calls: Save) -> Path:
+    storage = FileStorage(folder, fsync=False)
+    for call in calls:
+        storage.save(*call)
+    storage.close()
+    return folder
+
+
+def cut_log(folder: Path, keep: int) -> None:
+    """Keep the log's first ``keep`` bytes past those a new folder's log has."""
+    fresh = len(files_of(saved(folder.with_name(folder.name + "-fresh")))["log-00000000"])
+    path = log_file(folder)
+    path.write_bytes(path.read_bytes()[:fresh + keep])
+
+
+def remove(folder: Path, pattern: str) -> None:
+    for path in folder.glob(pattern):
+        path.unlink()
+
+
+WITH_DATA = (HardState(2, 1, 0), [Entry(2, i, b"e%d" % i) for i in range(1, 40)], None)
+
+# How launches find server folders, by what the launcher must decide.
+FOLDERS: dict[str, Callable[[Path], object]] = {
+    # Decided from names and the hard state alone (no replay, no change):
+    "no folder": lambda f: None,
+    "wiped: an empty folder": lambda f: f.mkdir(),
+    "wiped, marked recovering": lambda f: (f.mkdir(), (f / "RECOVERING").touch()),
+    "wiped, temp files left": lambda f: (f.mkdir(), (f / "hardstate.tmp").write_bytes(b"half"),
+                                         (f / "log-00000001.tmp").write_bytes(b"half")),
+    "opened, never saved": lambda f: saved(f),
+    "existing data": lambda f: saved(f, WITH_DATA),
+    "existing data and a snapshot": lambda f: saved(f, WITH_DATA, (None, [], Snapshot(9, 2, b"s"))),
+    "a term but no entries yet": lambda f: saved(f, (HardState(1, 0, 0), [], None)),
+    "hard state left, logs deleted": lambda f: remove(saved(f, WITH_DATA), "log-*"),
+    "torn first save after a term": lambda f: cut_log(
+        saved(f, (HardState(1, 0, 0), [], None), (None, [Entry(1, 1, b"first")], None)), 5),
+    # Left to FileStorage (it reads these as before):
+    "log left, hard state deleted": lambda f: remove(saved(f, WITH_DATA), "hardstate"),
+    "entries saved without a hard state": lambda f: saved(f, (None, [Entry(1, 1, b"a")], None)),
+    "torn first save, no hard state": lambda f: cut_log(
+        saved(f, (None, [Entry(1, 1, b"first")], None)), 5),
+    "snapshot without a hard state": lambda f: saved(f, (None, [], Snapshot(3, 1, b"s"))),
+    "an empty snapshot, nothing else": lambda f: saved(f, (None, [], Snapshot())),
+    "term and vote back at 0": lambda f: saved(f, (HardState(1, 1, 0), [], None),
+                                               (HardState(0, 0, 0), [], None)),
+}
+WITHOUT_OPENING = list(FOLDERS)[:10]
+
+
+def opened_holds_state(folder: Path) -> bool:
+    """What the launcher decided before: open the folder, replay, look."""
+    if not folder.exists():
+        return False
+    with FileStorage(folder, fsync=False) as storage:
+        return not storage.is_empty()
+
+
+@pytest.mark.parametrize("case", FOLDERS)
+def test_holds_saved_state_decides_as_opening_the_folder(tmp_path: Path, case: str) -> None:
+    folder = tmp_path / "server-1"
+    FOLDERS[case](folder)
+    copy = tmp_path / "copy"
+    if folder.exists():
+        shutil.copytree(folder, copy)
+    assert filestorage.holds_saved_state(folder) == opened_holds_state(copy), case
+
+
+@pytest.mark.parametrize("case", WITHOUT_OPENING)
+def test_holds_saved_state_reads_no_log_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """The usual folders are told apart cheaply: FileStorage (which replays
+    the whole log) is never opened, and not one file is made or changed."""
+    folder = tmp_path / "server-1"
+    FOLDERS[case](folder)
+    before = files_of(folder)
+
+    def no_opening(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{case}: opened FileStorage, replaying the log")
+    monkeypatch.setattr(FileStorage, "__init__", no_opening)
+    filestorage.holds_saved_state(folder)
+    assert files_of(folder) == before, case
+
+
+def test_holds_saved_state_agrees_after_random_saves_and_torn_tails(tmp_path: Path) -> None:
+    """Random saves, then perhaps a torn tail and a lost hard state: the
+    answer is always what opening the folder finds."""
+    def check(seed: int) -> None:
+        rng = random.Random(seed)
+        folder = tmp_path / f"seed-{seed}"
+        memory = MemoryStorage()
+        storage = FileStorage(folder, fsync=False)
+        for _ in range(rng.randint(0, 4)):
+            call = random_save(rng, memory.load())
+            storage.save(*call)
+            memory.save(*call)
+        storage.close()
+        if rng.random() < 0.5:
+            cut_log(folder, rng.randint(0, 60))
+        if rng.random() < 0.5:
+            remove(folder, "hardstate")
+        copy = tmp_path / f"seed-{seed}-copy"
+        shutil.copytree(folder, copy)
+        assert filestorage.holds_saved_state(folder) == opened_holds_state(copy)
+
+    for_each_seed("holds_saved_state_agrees", 60, check)
+
+
+def test_holds_saved_state_refuses_what_opening_refuses(tmp_path: Path) -> None:
+    orphan = saved(tmp_path / "orphan", WITH_DATA, (None, [], Snapshot(9, 2, b"s")))
+    remove(orphan, "log-*")
+    with pytest.raises(CorruptStorageError, match="no complete pair"):
+        filestorage.holds_saved_state(orphan)
+    damaged = saved(tmp_path / "damaged", WITH_DATA)
+    (damaged / "hardstate").write_bytes(b"#!/bin/sh\necho hello\n")
+    with pytest.raises(StorageError, match="hardstate is not a mydns_lab"):
+        filestorage.holds_saved_state(damaged)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    with pytest.raises(StorageError, match="is not usable"):
+        filestorage.holds_saved_state(a_file)
