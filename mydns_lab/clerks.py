@@ -17,8 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from .messages import NO_NODE, ClientReply, ClientRequest, Operation, Record, Status
-from .records import REFUSALS
+from .messages import NO_NODE, REFUSALS, ClientReply, ClientRequest, Operation, Record, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +32,7 @@ class ClerkTiming:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A finished operation: ``status`` is OK or one of
-    :data:`mydns_lab.records.REFUSALS` (never a retry)."""
+    :data:`mydns_lab.messages.REFUSALS` (never a retry)."""
 
     op: Operation
     status: str

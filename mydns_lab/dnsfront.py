@@ -10,7 +10,7 @@ only TSIG uses. The reply is one of
 * :class:`UpdateNeeded` -- an authorised RFC 2136 UPDATE. The caller runs
   ``ops`` through the cluster *in order*, stopping at the first failure,
   collects one ``(status, value)`` per op run (``"ok"`` or a refusal of
-  :data:`mydns_lab.records.REFUSALS` as the store answered, ``"timeout"``
+  :data:`mydns_lab.messages.REFUSALS` as the store answered, ``"timeout"``
   when the cluster did not answer) and sends
   ``finish(results)``. ``finish`` never raises.
 
@@ -81,8 +81,8 @@ from .dnswire import (C_ANY, C_IN, C_NONE, META_TYPES, T_A, T_AAAA, T_ANY, T_AXF
                       T_IXFR, T_MAILA, T_MAILB, T_NS, T_OPT, T_SOA, T_TKEY, T_TSIG, T_TXT, Edns,
                       Labels, Question, WireError, WireMessage, WireRR, edns_and_tsig,
                       lower_labels, parse_message)
-from .messages import Record, RecordOp
-from .records import REFUSALS, InvalidRecord, normalize_name, split_addresses
+from .messages import REFUSALS, Record, RecordOp
+from .records import InvalidRecord, normalize_name, split_addresses
 from .tsig import KeyRing, Signer, TsigKey, verify_request
 
 __all__ = ["Answer", "Drop", "UpdateNeeded", "Reply", "RecordView", "SubtreeView",

@@ -253,12 +253,22 @@ class ClientRequest:
 
 
 class Status:
-    """Outcomes a :class:`ClientReply` can carry."""
+    """Outcomes a :class:`ClientReply` can carry. A front end picks its
+    reply by status and never reads the words of ``value`` (which are for
+    people and may change). The refusals are kept in the record store's
+    session table and its snapshots too, so a retried upload is refused for
+    the same reason."""
 
     OK = "ok"
     NOT_LEADER = "not_leader"   # try ``leader_hint`` (0: unknown)
     RETRY = "retry"             # leadership was lost before an answer; try again
     ERROR = "error"             # the operation is invalid; ``value`` says why
+    OWNED = "owned"             # the name was claimed by another owner
+    STALE = "stale"             # the upload's seq is older than the stored record's
+
+
+REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE})
+"""Every status of an operation the store refused: final, not to retry."""
 
 
 @dataclass(frozen=True, slots=True)

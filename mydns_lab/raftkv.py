@@ -22,7 +22,7 @@ from .messages import (ClientReply, ClientRequest, Command, DecodeError, Entry, 
                        KvSnapshot, Operation, Record, RecordOp, Snapshot, Status, decode,
                        encode)
 from .raft import NotLeader, RaftNode, Ready, Role
-from .records import InvalidRecord, Refusal, checked_op
+from .records import InvalidRecord, checked_op
 
 WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record_delete"})
 READ_KINDS = frozenset({"get", "record_get", "record_list"})
@@ -35,9 +35,9 @@ inside a clerk's request timeout, so the clerk does not go elsewhere."""
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What an operation gave: ``status`` is a :class:`Status` or, for a
-    record change the stored record forbids, a :class:`Refusal`; ``value``
-    is the answer or, when refused, the reason in words for people."""
+    """What an operation gave: ``status`` is a :class:`Status` (one of
+    :data:`~mydns_lab.messages.REFUSALS` when refused); ``value`` is the
+    answer or, when refused, the reason in words for people."""
 
     status: str
     value: str = ""
@@ -175,7 +175,7 @@ class KVStateMachine:
             self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
             return Result(Status.OK, "claimed")
         if current.owner != op.owner:
-            return Result(Refusal.OWNED, f"name {op.name!r} is owned by another key; pass the "
+            return Result(Status.OWNED, f"name {op.name!r} is owned by another key; pass the "
                                          "token that claimed it or choose another name")
         if op.kind == "record_delete":
             del self.records[op.name]
@@ -183,7 +183,7 @@ class KVStateMachine:
             self.changes.append((self.serial, op.name))
             return Result(Status.OK, "deleted")
         if op.seq < current.seq:
-            return Result(Refusal.STALE, f"stale upload for {op.name!r}: sequence {op.seq} is "
+            return Result(Status.STALE, f"stale upload for {op.name!r}: sequence {op.seq} is "
                                          f"older than the stored {current.seq}; nothing changed")
         self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
         return Result(Status.OK, "updated")

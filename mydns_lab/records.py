@@ -12,9 +12,9 @@ import ipaddress
 import re
 from dataclasses import replace
 
-from .messages import Record, RecordOp, Status
+from .messages import Record, RecordOp
 
-__all__ = ["Record", "InvalidRecord", "Refusal", "REFUSALS", "normalize_name",
+__all__ = ["Record", "InvalidRecord", "normalize_name",
            "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner"]
 
 MAX_NAME_OCTETS = 253
@@ -25,25 +25,6 @@ _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 class InvalidRecord(ValueError):
     """A name, address or text that may not be stored; the message says why."""
-
-
-class Refusal:
-    """Statuses the record store answers a well-formed change with when the
-    stored record forbids it; a malformed change gets ``Status.ERROR``.
-
-    They travel in ``ClientReply.status`` like :class:`Status` values, so a
-    front end picks its reply by status and never reads the words of
-    ``value`` (which are for people and may change). Being statuses, they
-    are also kept in the session table and its snapshots, so a retried
-    upload is refused for the same reason.
-    """
-
-    OWNED = "owned"   # the name was claimed by another owner
-    STALE = "stale"   # the upload's seq is older than the stored record's
-
-
-REFUSALS = frozenset({Status.ERROR, Refusal.OWNED, Refusal.STALE})
-"""Every status of an operation the store refused: final, not to retry."""
 
 
 def normalize_name(name: object) -> str:

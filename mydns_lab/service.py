@@ -48,7 +48,7 @@ from typing import Any
 from .cluster_client import ClusterClient, ClusterTimeout
 from .dnsfront import Answer, DnsFrontEnd, Reply, UpdateNeeded
 from .messages import ClerkStatus, Record, RecordOp, Status
-from .records import InvalidRecord, Refusal, checked_op, json_owner
+from .records import InvalidRecord, checked_op, json_owner
 from .server import die_with_parent
 from .transport import LAUNCHER
 from .tsig import KeyRing
@@ -159,7 +159,7 @@ class RequestError(Exception):
         self.code = code
 
 
-_REFUSAL_CODES = {Status.ERROR: "invalid", Refusal.OWNED: "owned", Refusal.STALE: "stale"}
+_REFUSAL_CODES = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale"}
 """The ``Code`` of each status the record store refuses with."""
 
 

@@ -30,9 +30,8 @@ import pytest
 
 from mydns_lab.clerks import Outcome
 from mydns_lab.labprocess import REPO, LabProcess, free_port_range, wait_for
-from mydns_lab.messages import RecordOp, Status
+from mydns_lab.messages import REFUSALS, RecordOp, Status
 from mydns_lab.queryclient import main as query_main
-from mydns_lab.records import REFUSALS, Refusal
 from mydns_lab.service import FrontEndCounters, JsonFrontEnd
 
 SCRIPT_TIMEOUT_S = 30
@@ -279,7 +278,7 @@ class StoreAnswers:
         return Outcome(op, self.status, self.value, 1)
 
 
-CODE_OF_REFUSAL = {Status.ERROR: "invalid", Refusal.OWNED: "owned", Refusal.STALE: "stale"}
+CODE_OF_REFUSAL = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale"}
 
 
 @pytest.mark.parametrize("status, code", sorted(CODE_OF_REFUSAL.items()))

@@ -20,7 +20,7 @@ from dnslib import AAAA, QTYPE, RD, RR, A, DNSHeader, DNSQuestion, DNSRecord, ED
 from mydns_lab.dnsfront import Answer, DnsFrontEnd, Drop, UpdateNeeded, _iso_utc
 from mydns_lab.dnswire import parse_message
 from mydns_lab.messages import Record, RecordOp, Status
-from mydns_lab.records import Refusal, token_hash
+from mydns_lab.records import token_hash
 from mydns_lab.tsig import (KeyFileError, KeyRing, TsigKey, parse_tsig_rdata, tsig_digest,
                              tsig_owner)
 
@@ -594,8 +594,8 @@ def test_value_dependent_prerequisite() -> None:
 @pytest.mark.parametrize("results, rcode", [
     ([("ok", "updated")], NOERROR),
     ([(Status.ERROR, "the name is empty")], REFUSED),
-    ([(Refusal.OWNED, "name 'laptop' is owned by another key; pass the token")], REFUSED),
-    ([(Refusal.STALE, "stale upload")], REFUSED),
+    ([(Status.OWNED, "name 'laptop' is owned by another key; pass the token")], REFUSED),
+    ([(Status.STALE, "stale upload")], REFUSED),
     ([("timeout", "no leader answered")], SERVFAIL),
     ([], SERVFAIL),
 ])

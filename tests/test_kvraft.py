@@ -30,7 +30,7 @@ import pytest
 from mydns_lab.messages import ClientRequest, Command, KvOp, Record, RecordOp, Snapshot, Status
 from mydns_lab.raft import Role
 from mydns_lab.raftkv import KVStateMachine, Result
-from mydns_lab.records import Refusal, json_owner
+from mydns_lab.records import json_owner
 from mydns_lab.sim import TICK_MS, HistoryRecord, SimClient
 from tests.kvlab import (DO_LIMIT_MS, ELECTION_TIMEOUT_MS, Body, KvLab, append_value,
                          check_client_appends, check_concurrent_appends,
@@ -550,9 +550,9 @@ def test_first_set_claims_the_name_for_its_owner() -> None:
     before = apply.state()
     # Another owner can neither change nor delete it, and nothing changes.
     refused = apply(set_op("alice-pc", "192.0.2.66", owner=OWNER_B, seq=9))
-    assert refused.status == Refusal.OWNED and "owned by another key" in refused.value
+    assert refused.status == Status.OWNED and "owned by another key" in refused.value
     refused = apply(RecordOp("record_delete", "alice-pc", owner=OWNER_B))
-    assert refused.status == Refusal.OWNED and "owned by another key" in refused.value
+    assert refused.status == Status.OWNED and "owned by another key" in refused.value
     refused = apply(RecordOp("record_set", "alice-pc", ipv4=("192.0.2.66",), seq=9))
     assert refused.status == Status.ERROR and "owner's token" in refused.value
     assert apply.state() == before
@@ -572,7 +572,7 @@ def test_older_upload_never_overwrites_a_newer_one() -> None:
     apply(set_op("host", "192.0.2.5", seq=5))
     before = apply.state()
     stale = apply(set_op("host", "192.0.2.4", seq=4))
-    assert stale.status == Refusal.STALE
+    assert stale.status == Status.STALE
     assert "sequence 4 is older than the stored 5" in stale.value, stale.value
     assert apply.state() == before
     # An equal sequence number is accepted (a repeated upload).
@@ -688,7 +688,7 @@ def test_snapshot_restore_round_trip() -> None:
     # with its reason as a status (front ends reply by it, not the words).
     retry = Command(4, 1, set_op("host", "192.0.2.2", owner=OWNER_B))
     result, effective = copy.apply(apply.index + 1, retry)
-    assert not effective and result.status == Refusal.OWNED
+    assert not effective and result.status == Status.OWNED
     assert "owned by another key" in result.value
     # Restoring the empty snapshot empties the machine.
     copy.restore(Snapshot())
@@ -749,9 +749,9 @@ def test_records_through_the_cluster(make_kvlab: MakeKvLab, seed: int) -> None:
 
     assert do(alice, set_op("Alice-PC", "192.0.2.1", seq=3)) == (Status.OK, "claimed")
     status, why = do(bob, set_op("alice-pc", "192.0.2.66", owner=OWNER_B, seq=9))
-    assert status == Refusal.OWNED and "owned by another key" in why, why
+    assert status == Status.OWNED and "owned by another key" in why, why
     status, why = do(alice, set_op("alice-pc", "192.0.2.2", seq=2))
-    assert status == Refusal.STALE and "older than the stored 3" in why, why
+    assert status == Status.STALE and "older than the stored 3" in why, why
     status, why = do(alice, set_op("alice_pc", "192.0.2.2", seq=4))
     assert status == Status.ERROR and "'alice_pc'" in why, why
     # A watch at the current serial is held until the next change.
