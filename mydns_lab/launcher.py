@@ -31,7 +31,7 @@ from .faults import LinkFaults
 from .labstate import LabState
 from .messages import DecodeError, decode
 from .router import run_router
-from .filestorage import holds_saved_state
+from .filestorage import CorruptStorageError, holds_saved_state
 from .server import RECOVERING_MARKER, ServerSettings, run_server, server_folder
 from .service import FrontEndSettings, run_clerk
 from .tsig import KeyFileError, KeyRing
@@ -290,8 +290,7 @@ class Lab:
         if recorded != opts.nservers:
             raise LabFailure(f"{opts.data_dir} holds a cluster of {recorded} servers; run with "
                              f"--nservers {recorded}, or start empty with --fresh")
-        lost = [n for n in self._servers
-                if not holds_saved_state(server_folder(opts.data_dir, n))]
+        lost = [n for n in self._servers if not _holds_data(server_folder(opts.data_dir, n))]
         intact = opts.nservers - len(lost)
         if intact < opts.nservers // 2 + 1:
             raise LabFailure(f"only {intact} of {opts.nservers} server folders in "
@@ -389,6 +388,19 @@ class Lab:
         victim = self._rng.choice(up)
         self.kill_server(victim)
         self._timers.restarts[victim] = now + self._rng.uniform(*opts.restart_delay_s)
+
+
+def _holds_data(folder: Path) -> bool:
+    """:func:`holds_saved_state`, with a damaged or unreadable folder
+    turned into a LabFailure (its message says what to do) instead of a
+    traceback."""
+    try:
+        return holds_saved_state(folder)
+    except CorruptStorageError as exc:
+        raise LabFailure(str(exc)) from None
+    except OSError as exc:
+        raise LabFailure(f"cannot read server folder {folder}: {exc}; check its permissions, "
+                         "or start empty with --fresh") from None
 
 
 def _signal(process: Any, signum: int) -> None:

@@ -200,6 +200,19 @@ def test_too_many_lost_folders_is_refused(tmp_path: Path) -> None:
     assert "a majority is needed" in proc.stderr
 
 
+def test_damaged_server_folder_is_refused_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with LabProcess(data, seed=16):
+        pass
+    (data / "server-1" / "hardstate").write_bytes(b"garbage")
+    proc = subprocess.run([sys.executable, "-m", "mydns_lab", "--no-dashboard", "--nservers", "3",
+                           "--data-dir", str(data), "--dnsDuration", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "server-1/hardstate" in proc.stderr and "restore the folder" in proc.stderr, proc.stderr
+
+
 def test_cluster_size_mismatch_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with LabProcess(data, seed=15):
