@@ -252,7 +252,6 @@ class RegisterModel(Model):
 
 
 KV_MODEL = KvModel()
-KV_MODEL_NO_PARTITION = KvModel(partition=False)
 REGISTER_MODEL = RegisterModel()
 
 

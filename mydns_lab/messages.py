@@ -462,13 +462,11 @@ def _class_encoder(cls: type) -> _Encoder:
     tag = cls.__name__
     convert = [(n, enc) for n, enc in enumerate((_field_encoder(hints[name]) for name in names), start=1)
                if enc is not None]
-    if len(names) == 1:
-        only = names[0]
-        encode_only = convert[0][1] if convert else None
-        if encode_only is None:
-            return lambda value: [tag, getattr(value, only)]
-        return lambda value: [tag, encode_only(getattr(value, only))]
-    fields = operator.attrgetter(*names)
+    if len(names) == 1:  # attrgetter of one name gives the value, not a 1-tuple
+        only = operator.attrgetter(names[0])
+        fields: Callable[[Any], tuple] = lambda value: (only(value),)  # noqa: E731
+    else:
+        fields = operator.attrgetter(*names)
     if not convert:
         return lambda value: [tag, *fields(value)]
 
@@ -485,12 +483,9 @@ def _field_encoder(hint: Any) -> _Encoder | None:
     msgpack as they are."""
     if hint in _SCALARS:
         return None
-    if typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
-            return None
-        if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
-            return lambda values: [_to_wire(v) for v in values]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+        return None
     return _to_wire
 
 

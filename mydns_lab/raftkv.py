@@ -179,8 +179,7 @@ class KVStateMachine:
                                          "token that claimed it or choose another name")
         if op.kind == "record_delete":
             del self.records[op.name]
-            self.serial += 1
-            self.changes.append((self.serial, op.name))
+            self._changed(op.name)
             return Result(Status.OK, "deleted")
         if op.seq < current.seq:
             return Result(Status.STALE, f"stale upload for {op.name!r}: sequence {op.seq} is "
@@ -190,8 +189,12 @@ class KVStateMachine:
 
     def _store(self, record: Record) -> None:
         self.records[record.name] = record
+        self._changed(record.name)
+
+    def _changed(self, name: str) -> None:
+        """Every record change bumps the serial and is logged for watches."""
         self.serial += 1
-        self.changes.append((self.serial, record.name))
+        self.changes.append((self.serial, name))
 
 
 ApplyObserver = Callable[[Entry, Command | None, Result | None, bool], None]

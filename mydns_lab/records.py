@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from .messages import Record, RecordOp
 
-__all__ = ["Record", "InvalidRecord", "normalize_name",
+__all__ = ["InvalidRecord", "normalize_name",
            "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner"]
 
 MAX_NAME_OCTETS = 253

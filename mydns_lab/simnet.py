@@ -16,13 +16,6 @@ from typing import Any
 from .faults import REPLY_TYPES, LinkFaults, message_fate
 from .messages import encode
 
-__all__ = ["LinkFaults", "NetStats", "SimNetwork", "is_reply"]
-
-
-
-def is_reply(msg: Any) -> bool:
-    return type(msg).__name__ in REPLY_TYPES
-
 
 @dataclass(slots=True)
 class NetStats:
@@ -55,7 +48,7 @@ class SimNetwork:
         if (msg.src, msg.dst) in self.cut:
             stats.dropped += 1
             return
-        delays = message_fate(self._rng, self.faults, is_reply(msg))
+        delays = message_fate(self._rng, self.faults, name in REPLY_TYPES)
         if not delays:
             stats.dropped += 1
         stats.duplicated += len(delays) > 1
