@@ -30,6 +30,7 @@ from typing import Any, Callable
 from .faults import LinkFaults
 from .labstate import LabState
 from .messages import DecodeError, decode
+from .quorum import majority
 from .router import run_router
 from .filestorage import CorruptStorageError, holds_saved_state
 from .server import RECOVERING_MARKER, ServerSettings, run_server, server_folder
@@ -292,7 +293,7 @@ class Lab:
                              f"--nservers {recorded}, or start empty with --fresh")
         lost = [n for n in self._servers if not _holds_data(server_folder(opts.data_dir, n))]
         intact = opts.nservers - len(lost)
-        if intact < opts.nservers // 2 + 1:
+        if intact < majority(opts.nservers):
             raise LabFailure(f"only {intact} of {opts.nservers} server folders in "
                              f"{opts.data_dir} hold data; a majority is needed to recover the "
                              "rest: restore them, or start empty with --fresh")
@@ -383,7 +384,7 @@ class Lab:
         self._timers.next_crash = now + self._rng.uniform(*opts.crash_interval_s)
         up = [n for n in self._servers if self.state.servers[n].up]
         # Never leave fewer than a majority alive.
-        if len(up) - 1 < opts.nservers // 2 + 1:
+        if len(up) - 1 < majority(opts.nservers):
             return
         victim = self._rng.choice(up)
         self.kill_server(victim)
