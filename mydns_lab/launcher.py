@@ -230,18 +230,16 @@ class Lab:
             return
         try:
             self._control.send(("report",))
-            while not self.state.router_final and self._control.poll(
-                    max(0.0, until - time.monotonic())):
-                self._drain_control()
-        except (EOFError, OSError):
-            pass
+        except OSError:
+            return
+        self._drain_control_until(until, done=lambda: self.state.router_final)
 
-    def _drain_control_until(self, until: float) -> None:
-        """Take in what the router still forwards, until ``until``."""
+    def _drain_control_until(self, until: float, done: Callable[[], bool] = lambda: False) -> None:
+        """Take in what the router still forwards, until ``until`` or ``done()``."""
         if self._control is None:
             return
         try:
-            while self._control.poll(max(0.0, until - time.monotonic())):
+            while not done() and self._control.poll(max(0.0, until - time.monotonic())):
                 self._drain_control()
         except (EOFError, OSError):
             pass
