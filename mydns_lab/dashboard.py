@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .labstate import RAFT_RPC_TYPES, LabState, ServerView
+from .labstate import RAFT_RPC_TYPES, LabState, ServerView, loss_rate
 from .messages import NO_NODE, ClerkStatus
 from .raft import Role
 
@@ -80,12 +80,6 @@ def current_leader(state: LabState) -> int:
     if status.role == Role.LEADER.value and status.term == state.leader_term:
         return state.leader
     return NO_NODE
-
-
-def network_loss_rate(state: LabState) -> float:
-    """Packets the router dropped over packets offered to it (0 when none)."""
-    packets = state.packets()
-    return packets["dropped"] / packets["sent"] if packets["sent"] else 0.0
 
 
 def _title(state: LabState) -> Text:
@@ -180,9 +174,8 @@ def _links_table(state: LabState) -> Table:
 
 
 def _counter_cells(counters: dict[str, int]) -> list[str]:
-    sent, dropped = counters.get("sent", 0), counters.get("dropped", 0)
     return [*(str(counters.get(name, 0)) for name in LINK_COUNTERS),
-            _percent(dropped / sent if sent else 0.0)]
+            _percent(loss_rate(counters))]
 
 
 def _messages_table(state: LabState) -> Table:
@@ -238,7 +231,7 @@ def _client_summary(state: LabState) -> Table:
     table.add_row("latency p50", f"{p50_ms:.1f} ms")
     table.add_row("latency p99", f"{p99_ms:.1f} ms")
     table.add_row("client loss", _percent(state.client_loss_rate()))
-    table.add_row("network loss", _percent(network_loss_rate(state)))
+    table.add_row("network loss", _percent(loss_rate(state.packets())))
     return table
 
 

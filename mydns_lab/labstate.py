@@ -11,11 +11,17 @@ import collections
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from .messages import ClerkStatus, Event, ServerStatus
 
 RAFT_RPC_TYPES = ("RequestVote", "AppendEntries", "Heartbeat", "InstallSnapshot")
+
+
+def loss_rate(counters: Mapping[str, int]) -> float:
+    """Dropped over sent in one set of router counters (0 when none sent)."""
+    sent = counters.get("sent", 0)
+    return counters.get("dropped", 0) / sent if sent else 0.0
 
 
 @dataclass(slots=True)
@@ -127,8 +133,7 @@ class LabState:
             "client_retries": sum(c.retries for c in self.clerks.values()),
             "rpcs": sum(by_type.get(t, 0) for t in RAFT_RPC_TYPES),
             "rpcs_by_type": by_type,
-            "network_loss_rate": round(packets["dropped"] / packets["sent"], 4)
-            if packets["sent"] else 0.0,
+            "network_loss_rate": round(loss_rate(packets), 4),
             "client_loss_rate": round(self.client_loss_rate(), 4),
             "latency_ms_p50": round(p50, 2),
             "latency_ms_p99": round(p99, 2),
