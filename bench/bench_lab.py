@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mydns_lab.jsonclient import AsyncJsonClient  # noqa: E402
 from mydns_lab.labprocess import LabProcess, wait_for  # noqa: E402
+from mydns_lab.labstate import p50_p99  # noqa: E402
 
 
 class Uploader:
@@ -158,9 +159,8 @@ async def failover(lab: LabProcess, trials: int) -> dict:
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {"p50_ms": None, "p99_ms": None}
-    ordered = sorted(values)
-    return {"p50_ms": round(statistics.median(ordered), 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2)}
+    p50, p99 = p50_p99(values)
+    return {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
 
 
 def main() -> None:

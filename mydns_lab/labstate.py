@@ -11,11 +11,20 @@ import collections
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .messages import ClerkStatus, Event, ServerStatus
 
 RAFT_RPC_TYPES = ("RequestVote", "AppendEntries", "Heartbeat", "InstallSnapshot")
+
+
+def p50_p99(samples: Iterable[float]) -> tuple[float, float]:
+    """Median and 99th percentile (nearest rank below) of ``samples``;
+    zeros when there are none."""
+    ordered = sorted(samples)
+    if not ordered:
+        return 0.0, 0.0
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def loss_rate(counters: Mapping[str, int]) -> float:
@@ -98,11 +107,7 @@ class LabState:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
     def latency_percentiles(self) -> tuple[float, float]:
-        samples = sorted(x for c in self.clerks.values() for x in c.latencies_ms)
-        if not samples:
-            return 0.0, 0.0
-        return (statistics.median(samples), samples[min(len(samples) - 1,
-                                                        int(len(samples) * 0.99))])
+        return p50_p99(x for c in self.clerks.values() for x in c.latencies_ms)
 
     def packets(self) -> dict[str, int]:
         totals = {"sent": 0, "delivered": 0, "dropped": 0, "delayed": 0}

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import random
 import secrets
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import dns.rdatatype
 import dns.asyncquery
 
 from .jsonclient import AsyncJsonClient, parse_server
+from .labstate import p50_p99
 from .linearizability import LINEARIZABLE, KvModel, Operation, check
 from .timeline import write_html_timeline
 
@@ -77,8 +77,7 @@ class Report:
         return max(0, self.client_sent - self.client_received)
 
     def summary(self) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        p50, p99 = p50_p99(self.latencies_ms)
         sent = self.client_sent
         return {
             "workload": self.workload, "ok": self.ok, "operations": self.operations,
@@ -89,7 +88,7 @@ class Report:
             "server_received": self.server_received, "server_replied": self.server_replied,
             "server_loss_rate": round(max(0, sent - self.server_received) / sent, 4)
             if sent else 0.0,
-            "latency_ms_p50": round(statistics.median(lat), 2) if lat else 0.0,
+            "latency_ms_p50": round(p50, 2),
             "latency_ms_p99": round(p99, 2),
             "linearizability": self.linearizability, "timeline": self.timeline,
             "problems": self.problems,
