@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import psutil
 
@@ -52,6 +52,16 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)  # the polling interval, not a wait for an outcome
+
+
+def front_ends_answer(servers: Iterable[tuple[str, int]]) -> bool:
+    """Whether every front end answers a JSON query now (one try of 1 s
+    each): the cluster has elected a leader and serves reads."""
+    try:
+        return all(json_call(server, {"Type": "Query", "Key": "readiness-probe"}, 1.0)
+                   .get("Type") == "Response" for server in servers)
+    except NoAnswer:
+        return False
 
 
 class LabProcess:
@@ -131,14 +141,7 @@ class LabProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"launcher exited early:\n{self.output()[-3000:]}")
-        try:
-            for i in range(self.nclerks):
-                reply = self.call(i, {"Type": "Query", "Key": "readiness-probe"}, 1.0, 1)
-                if reply.get("Type") != "Response":
-                    return False
-        except NoAnswer:
-            return False
-        return True
+        return front_ends_answer(self.servers())
 
     def __enter__(self) -> LabProcess:
         return self.start()

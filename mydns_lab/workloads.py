@@ -37,6 +37,7 @@ import dns.rdatatype
 import dns.asyncquery
 
 from .jsonclient import AsyncJsonClient, parse_server
+from .labprocess import front_ends_answer
 from .labstate import p50_p99
 from .linearizability import LINEARIZABLE, KvModel, Operation, check
 from .timeline import write_html_timeline
@@ -365,18 +366,10 @@ def main(argv: list[str] | None = None) -> int:
 def wait_until_serving(servers: list[tuple[str, int]], timeout_s: float = 30.0) -> bool:
     """Whether every front end answered a JSON query before the deadline
     (the cluster has elected a leader and serves reads)."""
-    from .jsonclient import NoAnswer, json_call
     deadline = time.monotonic() + timeout_s
-    for server in servers:
-        while True:
-            try:
-                if json_call(server, {"Type": "Query", "Key": "ready"}, 1.0).get("Type") \
-                        == "Response":
-                    break
-            except NoAnswer:
-                pass
-            if time.monotonic() > deadline:
-                return False
+    while not front_ends_answer(servers):
+        if time.monotonic() > deadline:
+            return False
     return True
 
 
