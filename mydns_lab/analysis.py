@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .__main__ import parse_bool
-from .labprocess import LabProcess
+from .labprocess import LabProcess, fault_flags
 from .linearizability import LINEARIZABLE
 from .workloads import flood
 
@@ -167,9 +167,8 @@ def run_cell(options: Options, servers: int, clerks: int, workdir: Path) -> Cell
     seed = cell_seed(options.seed, servers, clerks)
     base = CellResult(servers, clerks, options.crash, options.unreliable, options.clients,
                       options.duration_s, seed)
-    flags = (f"--crash={str(options.crash).lower()}",
-             f"--unreliable={str(options.unreliable).lower()}")
-    lab = LabProcess(workdir / "data", *flags, nservers=servers, nclerks=clerks, seed=seed)
+    lab = LabProcess(workdir / "data", *fault_flags(options.crash, options.unreliable),
+                     nservers=servers, nclerks=clerks, seed=seed)
     try:
         lab.start()
         report = asyncio.run(flood(lab.servers(), clients=options.clients,
@@ -254,8 +253,8 @@ def _failed_cell(options: Options, servers: int, clerks: int, exc: Exception,
     message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     replay = (f"replay: python -m mydns_lab.analysis --servers {servers} --clerks {clerks} "
               f"--duration {options.duration_s:g} --clients {options.clients} "
-              f"--crash={str(options.crash).lower()} "
-              f"--unreliable={str(options.unreliable).lower()} --seed {options.seed}")
+              f"{' '.join(fault_flags(options.crash, options.unreliable))} "
+              f"--seed {options.seed}")
     where = f"; launcher log {kept}" if log.exists() else ""
     return CellResult(servers, clerks, options.crash, options.unreliable, options.clients,
                       options.duration_s, cell_seed(options.seed, servers, clerks),

@@ -54,6 +54,12 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str,
         time.sleep(interval_s)  # the polling interval, not a wait for an outcome
 
 
+def fault_flags(crash: bool, unreliable: bool) -> list[str]:
+    """The launcher's fault flags spelt out (``--crash=false``), so a replay
+    command says which faults were off as well as which were on."""
+    return [f"--crash={str(crash).lower()}", f"--unreliable={str(unreliable).lower()}"]
+
+
 def front_ends_answer(servers: Iterable[tuple[str, int]]) -> bool:
     """Whether every front end answers a JSON query now (one try of 1 s
     each): the cluster has elected a leader and serves reads."""

@@ -17,7 +17,7 @@ import pytest
 
 from mydns_lab.__main__ import options_from
 from mydns_lab.jsonclient import NoAnswer
-from mydns_lab.labprocess import REPO, LabProcess, free_port_range, wait_for
+from mydns_lab.labprocess import REPO, LabProcess, fault_flags, free_port_range, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -107,9 +107,9 @@ def _read_all(lab: LabProcess, names: dict[str, str], rng: random.Random) -> Non
 def test_cell_puts_and_reads_through_json(tmp_path: Path, crash: bool, unreliable: bool) -> None:
     """Rounds of acknowledged updates, each read back through a random front
     end, for long enough that the crash controller kills servers."""
-    flags = [f"--crash={str(crash).lower()}", f"--unreliable={str(unreliable).lower()}"]
     rng = random.Random(7)
-    with LabProcess(tmp_path / "data", *flags, nservers=5, nclerks=3, seed=7) as lab:
+    with LabProcess(tmp_path / "data", *fault_flags(crash, unreliable), nservers=5, nclerks=3,
+                    seed=7) as lab:
         tokens: dict[str, str] = {}
         started = time.monotonic()
         rounds = 0

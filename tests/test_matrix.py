@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from mydns_lab.jsonclient import NoAnswer
-from mydns_lab.labprocess import LabProcess, free_port_range, wait_for
+from mydns_lab.labprocess import LabProcess, fault_flags, free_port_range, wait_for
 from mydns_lab.workloads import Report, correctness, flood
 
 pytestmark = [pytest.mark.matrix, pytest.mark.lab]
@@ -87,8 +87,7 @@ def _read(lab: LabProcess, name: str) -> str:
 def test_matrix_cell(tmp_path: Path, crash: bool, unreliable: bool, nservers: int) -> None:
     seed = 100 + 10 * nservers + 2 * crash + unreliable
     data = tmp_path / "data"
-    flags = [f"--crash={str(crash).lower()}", f"--unreliable={str(unreliable).lower()}"]
-    lab = LabProcess(data, *flags, nservers=nservers, nclerks=3, seed=seed)
+    lab = LabProcess(data, *fault_flags(crash, unreliable), nservers=nservers, nclerks=3, seed=seed)
     where = f"cell crash={crash} unreliable={unreliable} nservers={nservers} ({lab.replay})"
     with lab:
         first, second, ops = _run_cell(lab, seed)
