@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -164,34 +164,36 @@ def cell_seed(base: int, servers: int, clerks: int) -> int:
 def run_cell(options: Options, servers: int, clerks: int, workdir: Path) -> CellResult:
     """Start the lab, flood it, stop it; the lab is stopped on every path
     (LabProcess's own context manager does not cover a failed start)."""
-    seed = cell_seed(options.seed, servers, clerks)
-    base = CellResult(servers, clerks, options.crash, options.unreliable, options.clients,
-                      options.duration_s, seed)
+    base = _unmeasured_cell(options, servers, clerks)
     lab = LabProcess(workdir / "data", *fault_flags(options.crash, options.unreliable),
-                     nservers=servers, nclerks=clerks, seed=seed)
+                     nservers=servers, nclerks=clerks, seed=base.seed)
+    interrupted = False
     try:
         lab.start()
         report = asyncio.run(flood(lab.servers(), clients=options.clients,
-                                   duration_s=options.duration_s, seed=seed))
+                                   duration_s=options.duration_s, seed=base.seed))
         stats = lab.stop()
     except KeyboardInterrupt:
-        _stop_for_sure(lab, interrupted=True)
+        interrupted = True
         raise
     finally:
-        _stop_for_sure(lab)
+        _stop_for_sure(lab, interrupted)
     summary = report.summary()
     verdict = report.linearizability.partition(" (")[0]
-    return CellResult(
-        **{**asdict(base),
-           "operations": summary["operations"], "ops_per_s": summary["ops_per_s"],
-           "client_loss_rate": summary["client_loss_rate"],
-           "server_loss_rate": summary["server_loss_rate"],
-           "network_loss_rate": stats["network_loss_rate"],
-           "latency_ms_p50": summary["latency_ms_p50"],
-           "latency_ms_p99": summary["latency_ms_p99"],
-           "total_packets": stats["total_packets"], "rpcs": stats["rpcs"],
-           "linearizability": verdict,
-           "error": "; ".join(p.splitlines()[0] for p in report.problems if p)[:300]})
+    return replace(
+        base, operations=summary["operations"], ops_per_s=summary["ops_per_s"],
+        client_loss_rate=summary["client_loss_rate"],
+        server_loss_rate=summary["server_loss_rate"],
+        network_loss_rate=stats["network_loss_rate"],
+        latency_ms_p50=summary["latency_ms_p50"], latency_ms_p99=summary["latency_ms_p99"],
+        total_packets=stats["total_packets"], rpcs=stats["rpcs"], linearizability=verdict,
+        error="; ".join(p.splitlines()[0] for p in report.problems if p)[:300])
+
+
+def _unmeasured_cell(options: Options, servers: int, clerks: int) -> CellResult:
+    """A cell's settings, with every figure still zero."""
+    return CellResult(servers, clerks, options.crash, options.unreliable, options.clients,
+                      options.duration_s, cell_seed(options.seed, servers, clerks))
 
 
 def _stop_for_sure(lab: LabProcess, interrupted: bool = False) -> None:
@@ -256,9 +258,8 @@ def _failed_cell(options: Options, servers: int, clerks: int, exc: Exception,
               f"{' '.join(fault_flags(options.crash, options.unreliable))} "
               f"--seed {options.seed}")
     where = f"; launcher log {kept}" if log.exists() else ""
-    return CellResult(servers, clerks, options.crash, options.unreliable, options.clients,
-                      options.duration_s, cell_seed(options.seed, servers, clerks),
-                      error=f"{message[:200]}{where}; {replay}")
+    return replace(_unmeasured_cell(options, servers, clerks),
+                   error=f"{message[:200]}{where}; {replay}")
 
 
 # --- output --------------------------------------------------------------------------
