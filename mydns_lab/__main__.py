@@ -32,6 +32,13 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def add_boolean_flag(parser: argparse.ArgumentParser, *names: str, help: str) -> None:
+    """A flag that is off unless given as ``--x``, ``--x true`` or ``--x=true``
+    (``false``, ``no``, ``0``... turn it off again); see :func:`parse_bool`."""
+    parser.add_argument(*names, nargs="?", const=True, default=False, type=parse_bool,
+                        metavar="true|false", help=help)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -71,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag = p.add_argument
 
     def boolean(name: str, help_text: str) -> None:
-        flag(f"--{name}", f"-{name}", nargs="?", const=True, default=False, type=parse_bool,
-             metavar="true|false", help=help_text)
+        add_boolean_flag(p, f"--{name}", f"-{name}", help=help_text)
 
     flag("--nservers", "-nservers", type=_positive_int, default=5, help="Raft servers (5)")
     flag("--nclerks", "-nclerks", type=_positive_int, default=5, help="clerks / front ends (5)")

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from .__main__ import parse_bool
+from .__main__ import add_boolean_flag
 from .labprocess import LabProcess, fault_flags
 from .linearizability import LINEARIZABLE
 from .workloads import flood
@@ -137,10 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flood time per cell (10)")
     p.add_argument("--clients", type=_positive_int, default=10, metavar="N",
                    help="flood clients per cell, spread over the front ends (10)")
-    for name, text in (("crash", "kill servers at random moments and restart them"),
-                       ("unreliable", "drop, delay and reorder messages")):
-        p.add_argument(f"--{name}", nargs="?", const=True, default=False, type=parse_bool,
-                       metavar="true|false", help=text)
+    add_boolean_flag(p, "--crash", help="kill servers at random moments and restart them")
+    add_boolean_flag(p, "--unreliable", help="drop, delay and reorder messages")
     p.add_argument("--seed", type=int, default=1, help="base seed of every cell (1)")
     p.add_argument("--out", type=Path, default=Path("analysis-out"), metavar="DIR",
                    help="where analysis.csv and analysis.png go (./analysis-out)")
