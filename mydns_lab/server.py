@@ -106,23 +106,20 @@ def _serve(node_id: int, settings: ServerSettings, storage: FileStorage, outbox:
     def trace(line: str) -> None:
         outbox.send(LAUNCHER, Event(f"s{node_id}", line))
 
-    rng = random.Random(f"{settings.seed}/{node_id}/{incarnation}")
-    folder = server_folder(settings.data_dir, node_id)
-    recovering = (folder / RECOVERING_MARKER).exists()
-    node = RaftNode(config, state, rng, trace=trace, recovering=recovering)
-    kv = KVServer(node, state.snapshot, lambda reply: outbox.send(reply.dst, reply),
-                  settings.max_raft_state)
-
-    def apply(rd: Ready) -> None:
-        kv.apply(rd)
-        if rd.soft_state is not None and not rd.soft_state.recovering and recovering_left[0]:
-            _end_recovery(folder)
-            recovering_left[0] = False
-
-    recovering_left = [recovering]
-
     def send(msg: object) -> None:
         outbox.send(msg.dst, msg)  # type: ignore[attr-defined]
+
+    rng = random.Random(f"{settings.seed}/{node_id}/{incarnation}")
+    recovering = (storage.directory / RECOVERING_MARKER).exists()
+    node = RaftNode(config, state, rng, trace=trace, recovering=recovering)
+    kv = KVServer(node, state.snapshot, send, settings.max_raft_state)
+
+    def apply(rd: Ready) -> None:
+        nonlocal recovering
+        kv.apply(rd)
+        if recovering and rd.soft_state is not None and not rd.soft_state.recovering:
+            _end_recovery(storage.directory)
+            recovering = False
 
     tick_s = settings.tick_interval_s
     next_tick = time.monotonic() + tick_s
