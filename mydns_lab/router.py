@@ -20,6 +20,7 @@ import dataclasses
 import heapq
 import random
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ def run_router(pipes: dict[int, Connection], control: Connection, seed: int,
     """Process entry point."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         Router(pipes, control, seed, server_ids).run()
     except Exception:
