@@ -22,6 +22,18 @@ from mydns_lab.labprocess import REPO, LabProcess, fault_flags, free_port_range,
 pytestmark = pytest.mark.lab
 
 
+def _launch(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m mydns_lab`` with ``argv``, run to its end."""
+    return subprocess.run([sys.executable, "-m", "mydns_lab", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _start_on(data: Path, nservers: int) -> subprocess.CompletedProcess[str]:
+    """The lab started for a second on an existing data folder."""
+    return _launch("--no-dashboard", "--nservers", str(nservers), "--data-dir", str(data),
+                   "--dnsDuration", "1")
+
+
 # --- flags -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, crash, unreliable", [
@@ -53,8 +65,7 @@ def test_original_flags() -> None:
     (["--port", "70000"], "not a port"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "mydns_lab", *argv], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = _launch(*argv)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
@@ -193,9 +204,7 @@ def test_too_many_lost_folders_is_refused(tmp_path: Path) -> None:
         _put_all(lab, {"x": "192.0.2.1"}, random.Random(14))
     shutil.rmtree(data / "server-1")
     shutil.rmtree(data / "server-2")
-    proc = subprocess.run([sys.executable, "-m", "mydns_lab", "--no-dashboard", "--nservers", "3",
-                           "--data-dir", str(data), "--dnsDuration", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = _start_on(data, nservers=3)
     assert proc.returncode == 2
     assert "a majority is needed" in proc.stderr
 
@@ -205,9 +214,7 @@ def test_damaged_server_folder_is_refused_in_one_line(tmp_path: Path) -> None:
     with LabProcess(data, seed=16):
         pass
     (data / "server-1" / "hardstate").write_bytes(b"garbage")
-    proc = subprocess.run([sys.executable, "-m", "mydns_lab", "--no-dashboard", "--nservers", "3",
-                           "--data-dir", str(data), "--dnsDuration", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = _start_on(data, nservers=3)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "server-1/hardstate" in proc.stderr and "restore the folder" in proc.stderr, proc.stderr
@@ -217,8 +224,6 @@ def test_cluster_size_mismatch_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with LabProcess(data, seed=15):
         pass
-    proc = subprocess.run([sys.executable, "-m", "mydns_lab", "--no-dashboard", "--nservers", "5",
-                           "--data-dir", str(data), "--dnsDuration", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = _start_on(data, nservers=5)
     assert proc.returncode == 2
     assert "--nservers 3" in proc.stderr
