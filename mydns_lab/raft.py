@@ -143,7 +143,6 @@ class RaftNode:
         self.role = Role.FOLLOWER
         self.leader = NO_NODE
         self._saved_hard_state = state.hard_state
-        self._saved_soft_state = SoftState(Role.FOLLOWER, NO_NODE, self.term)
         self._messages: list[RaftMessage] = []
         self._read_states: list[ReadState] = []
         self._install_pending = False
