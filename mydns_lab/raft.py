@@ -474,11 +474,7 @@ class RaftNode:
                                              recovering=self.recovering))
             return
         if self.log.matches(msg.prev_index, msg.prev_term):
-            last_new = self.log.append_after(msg.prev_index, msg.entries)
-            self.log.commit_to(min(msg.commit, last_new))
-            self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
-                                             match_index=last_new, recovering=self.recovering))
-            self._append_held(last_new)
+            self._append_held(self._append_matching(msg))
             return
         if msg.prev_index > self.log.last_index:
             if self._hold(msg):
@@ -503,6 +499,15 @@ class RaftNode:
         self._held_appends[msg.prev_index] = msg
         return True
 
+    def _append_matching(self, msg: AppendEntries) -> int:
+        """Append ``msg``, whose previous entry matches ours, commit what it
+        vouches for and acknowledge it; return the last index it vouches for."""
+        last = self.log.append_after(msg.prev_index, msg.entries)
+        self.log.commit_to(min(msg.commit, last))
+        self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
+                                         match_index=last, recovering=self.recovering))
+        return last
+
     def _append_held(self, last: int) -> None:
         """Apply held appends that now attach at ``last``, in order."""
         while self._held_appends:
@@ -511,10 +516,7 @@ class RaftNode:
                 del self._held_appends[stale]
             if msg is None or not self.log.matches(msg.prev_index, msg.prev_term):
                 return
-            last = self.log.append_after(msg.prev_index, msg.entries)
-            self.log.commit_to(min(msg.commit, last))
-            self._send(AppendEntriesResponse(self.term, self.id, msg.src, True,
-                                             match_index=last, recovering=self.recovering))
+            last = self._append_matching(msg)
 
     def _handle_snapshot(self, msg: InstallSnapshot) -> None:
         snap = msg.snapshot
