@@ -231,6 +231,15 @@ def _current_generation(directory: Path) -> int | None:
     return None
 
 
+def _stored_hard_state(directory: Path) -> HardState:
+    """Term and vote from ``directory``'s hardstate file (zeros without one);
+    its commit is 0, as written: the commit index lives in the log."""
+    path = directory / _HARD_STATE_NAME
+    if not path.exists():
+        return HardState()
+    return _read_single_record(path, _HARD_STATE_MAGIC, HardState)
+
+
 def _generation_log(generation: int, snapshot: Snapshot, entries: Sequence[Entry],
                     commit: int) -> bytes:
     """The whole content of log-``generation`` as a generation starts it."""
@@ -507,10 +516,7 @@ class FileStorage:
 
     def _read_hard_state(self, commit: int) -> HardState:
         """Term and vote from the hardstate file, with the log's ``commit``."""
-        path = self.directory / _HARD_STATE_NAME
-        if not path.exists():
-            return HardState(commit=commit)
-        stored = _read_single_record(path, _HARD_STATE_MAGIC, HardState)
+        stored = _stored_hard_state(self.directory)
         return HardState(stored.term, stored.vote, commit)
 
     def _read_generation(self, generation: int) -> PersistedState:
@@ -601,11 +607,9 @@ def holds_saved_state(directory: Path) -> bool:
         return False
     if directory.is_dir():  # else opening says why the folder is unusable
         generation = _current_generation(directory)
-        hard_state_path = directory / _HARD_STATE_NAME
-        if hard_state_path.exists():
-            stored = _read_single_record(hard_state_path, _HARD_STATE_MAGIC, HardState)
-            if (stored.term, stored.vote) != (0, 0):
-                return True
+        stored = _stored_hard_state(directory)
+        if (stored.term, stored.vote) != (0, 0):
+            return True
         if generation is None:
             return False
         fresh = _generation_log(0, Snapshot(), (), 0)
