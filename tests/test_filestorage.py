@@ -121,11 +121,7 @@ def assert_lazy_commit_equal(loaded: PersistedState, want: PersistedState, where
 def assert_same(storage: FileStorage, memory: MemoryStorage) -> None:
     """Same state, except that the commit index is persisted lazily: after
     a reopen it may be older than the last one saved, never newer."""
-    ours, theirs = storage.load(), memory.load()
-    assert (ours.snapshot, ours.entries) == (theirs.snapshot, theirs.entries)
-    assert (ours.hard_state.term, ours.hard_state.vote) == (theirs.hard_state.term,
-                                                            theirs.hard_state.vote)
-    assert ours.hard_state.commit <= theirs.hard_state.commit
+    assert_lazy_commit_equal(storage.load(), memory.load(), "FileStorage vs MemoryStorage")
     assert storage.size_bytes() == memory.size_bytes()
 
 
