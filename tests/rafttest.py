@@ -89,10 +89,12 @@ def new_member(node_id: int = 1, peers: tuple[int, ...] = PEERS3, *, seed: int =
     return Member(node, storage, config)
 
 
-def restart(member: Member, seed: int = 0) -> Member:
-    """The same node after a crash: rebuilt from what its storage holds."""
-    node = RaftNode(member.config, member.storage.load(), random.Random(seed))
-    return Member(node, member.storage, member.config)
+def restart(member: Member, seed: int = 0, *, wiped: bool = False) -> Member:
+    """The same node after a crash: rebuilt from what its storage holds,
+    or, ``wiped``, on empty storage and recovering (its disk was lost)."""
+    storage = MemoryStorage() if wiped else member.storage
+    node = RaftNode(member.config, storage.load(), random.Random(seed), recovering=wiped)
+    return Member(node, storage, member.config)
 
 
 def grant(request: RequestVote) -> RequestVoteResponse:

@@ -13,8 +13,6 @@ snapshots) for the extensions. No simulator, no sleeps; every rng is
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from mydns_lab.host import handle_ready
@@ -22,8 +20,7 @@ from mydns_lab.messages import (AppendEntries, AppendEntriesResponse, Entry, Har
                                 HeartbeatResponse, InstallSnapshot, RequestVote,
                                 RequestVoteResponse, Snapshot)
 from mydns_lab.progress import PeerState
-from mydns_lab.storage import MemoryStorage
-from mydns_lab.raft import NotLeader, RaftNode, ReadState, Ready, Role, SoftState
+from mydns_lab.raft import NotLeader, ReadState, Ready, Role, SoftState
 from tests.rafttest import (Cluster, Member, elect, entries, isolate, new_cluster, new_member,
                             restart, storage_with, tick_until_campaign)
 
@@ -520,19 +517,12 @@ def test_leader_backs_up_below_match_for_a_follower_that_lost_its_storage() -> N
         leader.node.propose(b"x%d" % n)
     c.stabilize()
     assert leader.node.progress(2).match == 7
-    wiped = restart_wiped(follower)
+    wiped = restart(follower, seed=9, wiped=True)
     c = Cluster([leader, wiped])
     leader.node.propose(b"after")
     c.stabilize()
     assert wiped.node.log.last_index == leader.node.log.last_index
     assert wiped.storage.load().entries == leader.storage.load().entries
-
-
-def restart_wiped(member: Member) -> Member:
-    """The member rebuilt on empty storage, recovering."""
-    storage = MemoryStorage()
-    node = RaftNode(member.config, storage.load(), random.Random(9), recovering=True)
-    return Member(node, storage, member.config)
 
 
 def test_5_3_leader_never_overwrites_or_deletes_its_own_entries() -> None:
