@@ -26,8 +26,8 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, Iterator, NoReturn
 
-from mydns_lab.messages import (AppendEntries, AppendEntriesResponse, Command, Heartbeat,
-                                InstallSnapshot, KvOp, RequestVote, decode, encode)
+from mydns_lab.labstate import RAFT_RPC_TYPES
+from mydns_lab.messages import AppendEntriesResponse, Command, KvOp, decode, encode
 from mydns_lab.raft import NotLeader, Role
 from mydns_lab.raftkv import KVStateMachine
 from mydns_lab.sim import SimConfig, Simulation
@@ -41,7 +41,6 @@ ONE_ATTEMPT_MS = 2_000     # one(): re-propose after this long
 LAB_CLIENT_BASE = 1_000_000
 """Client ids of lab commands: far above the simulator's own clients."""
 
-REQUEST_KINDS = (RequestVote, AppendEntries, Heartbeat, InstallSnapshot)
 REJECTED = "AppendEntriesResponse.rejected"
 
 
@@ -67,8 +66,8 @@ class Lab:
                                       count_bytes=True)
         self.rng = random.Random(seed ^ 0x6824)   # the scenario's own random choices
         self.connected = set(self.sim.peers)
-        self.sent: Counter[str] = Counter()
-        self._tap_network()
+        self._rejected = 0
+        self._count_rejections()
         self._clients: dict[int | str, int] = {}
         self._starts = 0
 
@@ -327,20 +326,28 @@ class Lab:
 
     # --- message counts -----------------------------------------------------------------
 
-    def _tap_network(self) -> None:
-        """Count every message handed to the network, by kind, before the
-        fault layer (as the lab counts RPCs). Rejected appends count twice:
-        as AppendEntriesResponse and as ``REJECTED``."""
+    @property
+    def sent(self) -> Counter[str]:
+        """Messages handed to the network, before the fault layer (as the lab
+        counts RPCs), from the network's own counts: by type name,
+        ``"messages"`` in all, ``"requests"`` the Raft RPCs, and ``REJECTED``
+        the rejected appends (counted as AppendEntriesResponse too)."""
+        stats = self.sim.net.stats
+        sent = Counter(stats.by_type)
+        sent["messages"] = stats.sent
+        sent["requests"] = sum(stats.by_type.get(kind, 0) for kind in RAFT_RPC_TYPES)
+        sent[REJECTED] = self._rejected
+        return sent
+
+    def _count_rejections(self) -> None:
+        """Count rejected appends as the network takes them: its stats count
+        every message by type, but not whether an answer said no."""
         net = self.sim.net
         send = net.send
 
         def counted_send(msg: object, now_ms: int) -> None:
-            self.sent[type(msg).__name__] += 1
             if isinstance(msg, AppendEntriesResponse) and not msg.success:
-                self.sent[REJECTED] += 1
-            if isinstance(msg, REQUEST_KINDS):
-                self.sent["requests"] += 1
-            self.sent["messages"] += 1
+                self._rejected += 1
             send(msg, now_ms)
 
         net.send = counted_send  # type: ignore[method-assign]
