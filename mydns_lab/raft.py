@@ -8,9 +8,10 @@ Nothing here does I/O or reads a clock. The host drives a node with
 * :meth:`RaftNode.compact` when the application has taken a snapshot,
 
 and after any of those asks :meth:`RaftNode.ready` for a :class:`Ready`
-batch, handles it in the order persist -> send -> apply (see
-:func:`mydns_lab.host.handle_ready`, the one place that does so), then calls
-:meth:`RaftNode.advance`. No other call may come between ``ready`` and
+batch, handles it in the order persist -> send -> apply (a leader's
+appends, heartbeats and snapshots promise nothing and may leave before it;
+see :func:`mydns_lab.host.handle_ready`, the one place that does so), then
+calls :meth:`RaftNode.advance`. No other call may come between ``ready`` and
 ``advance``.
 
 Implemented: randomized election timeouts, pre-vote and check-quorum, log
