@@ -44,14 +44,12 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
-from .dnswire import C_IN, META_TYPES, T_A, T_AAAA, T_OPT, T_TXT
+from .dnswire import (C_IN, F_OPCODE, F_QR, F_TC, HEADER_SIZE, MAX_NAME_OCTETS, META_TYPES, T_A,
+                      T_AAAA, T_OPT, T_TXT)
 
 __all__ = ["ResponseCache", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 8192       # per transport; a response is at most ~1.2 kB over UDP
-HEADER_SIZE = 12
-MAX_NAME_OCTETS = 255
-F_QR_OPCODE, F_TC = 0xF800, 0x0200
 POINTER_TO_QUESTION = b"\xc0\x0c"
 OPT_RR_SIZE = 11         # root name, type, class, TTL, RDLENGTH 0
 
@@ -131,7 +129,7 @@ def _plain_query_name_end(packet: bytes) -> int | None:
     if len(packet) < HEADER_SIZE + 5:
         return None
     flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!5H", packet, 2)
-    if flags & F_QR_OPCODE or qdcount != 1 or ancount or nscount or arcount > 1:
+    if flags & (F_QR | F_OPCODE) or qdcount != 1 or ancount or nscount or arcount > 1:
         return None
     pos = HEADER_SIZE
     while True:

@@ -77,10 +77,10 @@ from dnslib import AAAA, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, DNSQuesti
 from dnslib import EDNS0, EDNSOption
 
 from .dnscache import ResponseCache
-from .dnswire import (C_ANY, C_IN, C_NONE, META_TYPES, T_A, T_AAAA, T_ANY, T_AXFR, T_HINFO,
-                      T_IXFR, T_MAILA, T_MAILB, T_NS, T_OPT, T_SOA, T_TKEY, T_TSIG, T_TXT, Edns,
-                      Labels, Question, WireError, WireMessage, WireRR, edns_and_tsig,
-                      lower_labels, parse_message)
+from .dnswire import (C_ANY, C_IN, C_NONE, F_OPCODE, F_QR, F_RD, HEADER_SIZE, META_TYPES, T_A,
+                      T_AAAA, T_ANY, T_AXFR, T_HINFO, T_IXFR, T_MAILA, T_MAILB, T_NS, T_OPT, T_SOA,
+                      T_TKEY, T_TSIG, T_TXT, Edns, Labels, Question, WireError, WireMessage, WireRR,
+                      edns_and_tsig, lower_labels, parse_message)
 from .messages import REFUSALS, Record, RecordOp
 from .records import InvalidRecord, normalize_name, split_addresses
 from .tsig import KeyRing, Signer, TsigKey, verify_request
@@ -93,12 +93,10 @@ UDP_PLAIN_MAX = 512      # without EDNS (RFC 1035)
 TCP_MAX = 65535
 SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 3600, 900, 604800
 
-# opcodes and rcodes (the TSIG errors are in mydns_lab.tsig)
+# opcodes and rcodes (the TSIG errors are in mydns_lab.tsig; header bits in mydns_lab.dnswire)
 QUERY, UPDATE = 0, 5
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, BADVERS = 6, 7, 8, 9, 10, 16
-# header bits
-F_QR, F_AA, F_TC, F_RD = 0x8000, 0x0400, 0x0200, 0x0100
 # Extended DNS Errors (RFC 8914), attached to refusals when the request had EDNS
 EDE_OTHER, EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 0, 18, 20, 21
 OPT_EDE = 15
@@ -178,7 +176,7 @@ class _Refusal:
 
 def _bare(ident: int, flags: int, rcode: int) -> bytes:
     """A header-only response: for requests we could not (or need not) parse."""
-    reply_flags = F_QR | (flags & 0x7800) | (flags & F_RD) | (rcode & 0xF)
+    reply_flags = F_QR | (flags & F_OPCODE) | (flags & F_RD) | (rcode & 0xF)
     return struct.pack("!6H", ident, reply_flags, 0, 0, 0, 0)
 
 
@@ -288,7 +286,7 @@ class DnsFrontEnd:
             return self._handle(bytes(packet), tcp, now_s)
         except Exception:  # a bug must cost one SERVFAIL, never the server loop
             try:
-                if len(packet) < 12:
+                if len(packet) < HEADER_SIZE:
                     return Drop()
                 ident, flags = struct.unpack_from("!HH", bytes(packet[:4]))
                 return Answer(_bare(ident, flags, SERVFAIL))
@@ -310,7 +308,8 @@ class DnsFrontEnd:
         """The stored form of the name a plain QUERY asks about; None for
         anything else (updates, other zones, unreadable packets)."""
         try:
-            if len(packet) < 12 or struct.unpack_from("!H", packet, 2)[0] & (F_QR | 0x7800):
+            if (len(packet) < HEADER_SIZE
+                    or struct.unpack_from("!H", packet, 2)[0] & (F_QR | F_OPCODE)):
                 return None
             msg = parse_message(bytes(packet))
             if len(msg.questions) != 1:
@@ -321,7 +320,7 @@ class DnsFrontEnd:
             return None
 
     def _handle(self, packet: bytes, tcp: bool, now_s: float) -> Reply:
-        if len(packet) < 12:
+        if len(packet) < HEADER_SIZE:
             return Drop()
         ident, flags = struct.unpack_from("!HH", packet)
         if flags & F_QR:

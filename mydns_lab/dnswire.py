@@ -7,8 +7,9 @@ recurses nor loops without bound. :func:`edns_and_tsig` then picks out a
 request's OPT and TSIG records, enforcing where RFC 6891 and RFC 8945 allow
 them. Names are tuples of raw labels (:data:`Labels`), case as sent;
 :func:`lower_labels` is the one case-folding rule and :func:`wire_name` the
-one (uncompressed) encoding. The record type and class numbers live here,
-for every DNS module to share.
+one (uncompressed) encoding. The header layout (its size and flag bits),
+the name length limit and the record type and class numbers live here, for
+every DNS module to share.
 
 **Why not dnslib's parser.** dnslib builds the replies
 (:mod:`mydns_lab.dnsfront`), but requests are read here: dnslib follows
@@ -26,6 +27,10 @@ __all__ = ["WireError", "WireRR", "Question", "WireMessage", "Edns", "Labels",
            "read_name", "parse_message", "edns_and_tsig", "wire_name", "lower_labels"]
 
 MAX_POINTER_HOPS = 127   # more than any 255-octet name needs
+HEADER_SIZE = 12
+MAX_NAME_OCTETS = 255    # wire form, length octets and the root label included
+# header bits (the opcode is 4 bits at 0x7800)
+F_QR, F_OPCODE, F_TC, F_RD = 0x8000, 0x7800, 0x0200, 0x0100
 
 # types and classes
 T_A, T_NS, T_SOA, T_HINFO, T_TXT, T_AAAA, T_OPT = 1, 2, 6, 13, 16, 28, 41
@@ -99,8 +104,8 @@ def read_name(data: bytes, offset: int) -> tuple[Labels, int]:
         if length == 0:
             return tuple(labels), (pos + 1 if after is None else after)
         octets += length + 1
-        if octets > 255:
-            raise WireError("a name is longer than 255 octets")
+        if octets > MAX_NAME_OCTETS:
+            raise WireError(f"a name is longer than {MAX_NAME_OCTETS} octets")
         if pos + 1 + length > len(data):
             raise WireError("a label runs past the end of the message")
         labels.append(data[pos + 1:pos + 1 + length])
@@ -121,10 +126,10 @@ def _read_rr(data: bytes, offset: int) -> tuple[WireRR, int]:
 def parse_message(data: bytes) -> WireMessage:
     """Parse a whole message; raises :class:`WireError` on anything malformed,
     trailing bytes included."""
-    if len(data) < 12:
+    if len(data) < HEADER_SIZE:
         raise WireError("shorter than a header")
     ident, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
-    pos = 12
+    pos = HEADER_SIZE
     questions = []
     for _ in range(qdcount):
         labels, pos = read_name(data, pos)
