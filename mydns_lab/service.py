@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .clerks import Outcome
 from .cluster_client import ClusterClient, ClusterTimeout
 from .dnsfront import Answer, DnsFrontEnd, Reply, UpdateNeeded
 from .messages import ClerkStatus, Record, RecordOp, Status
@@ -187,14 +188,11 @@ class JsonFrontEnd:
         try:
             request = _decode_json(data)
             self._check(request)
-            if request["Type"] == "Put":
-                reply = await self._put(request)
-                self.counters.record_latency(started)
-            elif request["Type"] == "Query":
-                reply = await self._query(request)
-                self.counters.record_latency(started)
-            else:
+            if request["Type"] == "Stats":
                 reply = self._stats()
+            else:
+                reply = await self._counted(request)
+                self.counters.record_latency(started)
         except RequestError as exc:
             reply = _error(str(exc), exc.code)
         # Echo the Id so a client can tell this answer from a late one.
@@ -219,29 +217,36 @@ class JsonFrontEnd:
         if request["Type"] != "Stats" and not isinstance(request.get("Key"), str):
             raise RequestError("Key must be a string (the host name)")
 
+    async def _counted(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A checked Put or Query, counted ok, or failed when it raises RequestError."""
+        put = request["Type"] == "Put"
+        try:
+            reply = await (self._put(request) if put else self._query(request))
+        except RequestError:
+            if put:
+                self.counters.puts_failed += 1
+            else:
+                self.counters.queries_failed += 1
+            raise
+        if put:
+            self.counters.puts_ok += 1
+        else:
+            self.counters.queries_ok += 1
+        return reply
+
     async def _put(self, request: dict[str, Any]) -> dict[str, Any]:
         token = request.get("Token")
         if token is not None and not isinstance(token, str):
-            self.counters.puts_failed += 1
             raise RequestError("Token must be a string")
         seq = request.get("Seq", int(time.time() * 1000))
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            self.counters.puts_failed += 1
             raise RequestError("Seq must be a non-negative integer")
         value = request.get("Value")
         new_token = None if token else secrets.token_urlsafe(24)
-        try:
-            op = checked_op(RecordOp("record_set", request["Key"],
-                                     ipv4=tuple(_as_list(value)), seq=seq,
-                                     owner=json_owner(token or new_token or "")))
-        except InvalidRecord as exc:
-            self.counters.puts_failed += 1
-            raise RequestError(str(exc), "invalid") from None
-        outcome = await self._call(op, PUT_TIMEOUT_S, is_put=True)
-        if outcome.status != Status.OK:
-            self.counters.puts_failed += 1
-            raise RequestError(outcome.value, _REFUSAL_CODES.get(outcome.status, "invalid"))
-        self.counters.puts_ok += 1
+        op = _checked(RecordOp("record_set", request["Key"], ipv4=tuple(_as_list(value)),
+                               seq=seq, owner=json_owner(token or new_token or "")))
+        outcome = await self._call(op, PUT_TIMEOUT_S,
+                                   "the update may or may not have been applied, try again")
         reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value,
                                  "Outcome": outcome.value}
         if outcome.value == "claimed" and new_token:
@@ -249,30 +254,30 @@ class JsonFrontEnd:
         return reply
 
     async def _query(self, request: dict[str, Any]) -> dict[str, Any]:
-        try:
-            op = checked_op(RecordOp("record_get", request["Key"]))
-        except InvalidRecord as exc:
-            self.counters.queries_failed += 1
-            raise RequestError(str(exc), "invalid") from None
-        outcome = await self._call(op, QUERY_TIMEOUT_S, is_put=False)
-        if outcome.status != Status.OK:
-            self.counters.queries_failed += 1
-            raise RequestError(outcome.value, _REFUSAL_CODES.get(outcome.status, "invalid"))
-        self.counters.queries_ok += 1
+        op = _checked(RecordOp("record_get", request["Key"]))
+        outcome = await self._call(op, QUERY_TIMEOUT_S, "try again")
         value = _addresses_value(outcome.records[0]) if outcome.records else ""
         return {"Type": "Response", "Key": request["Key"], "Value": value}
 
-    async def _call(self, op: RecordOp, timeout_s: float, is_put: bool):
+    async def _call(self, op: RecordOp, timeout_s: float, on_timeout: str) -> Outcome:
+        """The store's OK answer to ``op``. A refusal raises RequestError with
+        its Code; no answer in time raises ``unavailable``, the reason
+        followed by ``on_timeout``."""
         try:
-            return await self._client.call(op, timeout_s)
+            outcome = await self._client.call(op, timeout_s)
         except ClusterTimeout as exc:
-            if is_put:
-                self.counters.puts_failed += 1
-            else:
-                self.counters.queries_failed += 1
-            raise RequestError(f"{exc}; the update may or may not have been applied, "
-                               "try again" if is_put else f"{exc}; try again",
-                               "unavailable") from None
+            raise RequestError(f"{exc}; {on_timeout}", "unavailable") from None
+        if outcome.status != Status.OK:
+            raise RequestError(outcome.value, _REFUSAL_CODES.get(outcome.status, "invalid"))
+        return outcome
+
+
+def _checked(op: RecordOp) -> RecordOp:
+    """:func:`mydns_lab.records.checked_op`, its refusal as a RequestError ``invalid``."""
+    try:
+        return checked_op(op)
+    except InvalidRecord as exc:
+        raise RequestError(str(exc), "invalid") from None
 
 
 def _decode_json(data: bytes) -> Any:
