@@ -13,16 +13,25 @@ import time
 from typing import Any
 
 
+Server = tuple[str, int]
+
+
 class NoAnswer(Exception):
     """No front end answered within the attempts allowed."""
 
 
-def parse_server(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+def parse_server(text: str, default_host: str = "127.0.0.1") -> Server:
     """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); ValueError if bad."""
     host, _, port = text.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not HOST:PORT")
     return (host.strip("[]") or default_host), int(port)
+
+
+def server_text(server: Server) -> str:
+    """``server`` for messages, as ``HOST:PORT`` (an IPv6 host in brackets)."""
+    host = f"[{server[0]}]" if ":" in server[0] else server[0]
+    return f"{host}:{server[1]}"
 
 
 def json_call(server: tuple[str, int], request: dict[str, Any], timeout_s: float = 2.0,

@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, TextIO
 
 import psutil
 
-from .jsonclient import NoAnswer, json_call, parse_server
+from .jsonclient import NoAnswer, Server, json_call, parse_server, server_text
 from .records import InvalidRecord, normalize_name, split_addresses
 
 DEFAULT_PORT = 9876
@@ -80,7 +80,6 @@ EXIT_USAGE = 2
 CODE_OWNED, CODE_UNAVAILABLE = "owned", "unavailable"
 OUTCOME_CLAIMED = "claimed"
 
-Server = tuple[str, int]
 JsonCall = Callable[[Server, dict[str, Any], float, int], dict[str, Any]]
 
 
@@ -285,11 +284,6 @@ def _transient(reply: dict[str, Any]) -> bool:
     return reply.get("Type") == "Error" and reply.get("Code") == CODE_UNAVAILABLE
 
 
-def _server_text(server: Server) -> str:
-    host = f"[{server[0]}]" if ":" in server[0] else server[0]
-    return f"{host}:{server[1]}"
-
-
 class Uploader:
     """Uploads one name's addresses; owns the name's token file entry.
 
@@ -339,10 +333,10 @@ class Uploader:
             problems.append(str(exc))
             return None
         except OSError as exc:  # e.g. no route to that host
-            problems.append(f"{_server_text(server)}: {exc.strerror or exc}")
+            problems.append(f"{server_text(server)}: {exc.strerror or exc}")
             return None
         if _transient(reply):
-            problems.append(f"{_server_text(server)}: {reply.get('Error', reply)}")
+            problems.append(f"{server_text(server)}: {reply.get('Error', reply)}")
             return None
         return reply
 
@@ -350,7 +344,7 @@ class Uploader:
                    reply_outcome: object) -> Outcome:
         """The line for a PutOk; ``reply_outcome`` is its ``Outcome`` (None
         from a front end older than the field: the token decides alone)."""
-        via = _server_text(server)
+        via = server_text(server)
         if entry.confirmed and reply_outcome != OUTCOME_CLAIMED:
             return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
         if not entry.confirmed:
@@ -373,7 +367,7 @@ class Uploader:
         if code is None:
             # Without a Code the refusal cannot be told from a transient one
             # or an ownership one, so say so rather than guess from the words.
-            return Outcome(EXIT_REFUSED, f"error: {_server_text(server)} refused the upload of "
+            return Outcome(EXIT_REFUSED, f"error: {server_text(server)} refused the upload of "
                                          f"{self.fqdn} without a Code, so put.py cannot tell "
                                          f"why (an older MyDNS front end?): {reason}; update "
                                          "the service or pass --server with a current one")
@@ -430,14 +424,25 @@ def run(uploader: Uploader, addresses: Callable[[], list[str]], once: bool,
 
 # --- command line ------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """put.py's and query.py's parser: a bad command line is one line and
+    exit status 2."""
+
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"put.py: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def front_ends(texts: list[str]) -> list[Server]:
+    """The ``--server`` values, or the default front ends when there are none."""
+    try:
+        return [parse_server(text) for text in texts] or list(DEFAULT_SERVERS)
+    except ValueError as exc:
+        raise UsageError(f"--server: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="put.py", description="Point NAME.<zone> at this machine's addresses in "
-                "MyDNS, and keep it pointed there.")
+    p = UsageParser(prog="put.py", description="Point NAME.<zone> at this machine's addresses "
+                    "in MyDNS, and keep it pointed there.")
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="the name to claim (default: this machine's host name)")
     p.add_argument("--ip", action="append", default=[], metavar="ADDR",
@@ -470,10 +475,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
         zone = zone_of(args.zone)
         name = relative_name(args.name if args.name else hostname_label(socket.gethostname()),
                              zone)
-        try:
-            servers = [parse_server(s) for s in args.server] or list(DEFAULT_SERVERS)
-        except ValueError as exc:
-            raise UsageError(f"--server: {exc}") from None
+        servers = front_ends(args.server)
         fixed = checked_addresses(args.ip) if args.ip else None
         store = TokenStore(args.token_file or default_token_file())
         uploader = Uploader(name, zone, servers, store, args.timeout)

@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import dns.exception
 import dns.flags
@@ -35,8 +35,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from .jsonclient import parse_server
-from .putclient import DEFAULT_SERVERS, DEFAULT_ZONE, UsageError, zone_of
+from .jsonclient import Server, server_text
+from .putclient import DEFAULT_ZONE, UsageError, UsageParser, front_ends, zone_of
 
 TRY_TIMEOUT_S = 1.0
 TOTAL_TIMEOUT_S = 8.0
@@ -45,8 +45,6 @@ EDNS_PAYLOAD = 1232
 TYPES = ("A", "AAAA", "TXT", "ANY")
 
 EXIT_FOUND, EXIT_NOT_FOUND, EXIT_NO_ANSWER = 0, 1, 2
-
-Server = tuple[str, int]
 
 
 class NoServerAnswered(Exception):
@@ -88,11 +86,6 @@ def qualified(name: str, zone: str) -> str:
     return fqdn.lower()
 
 
-def _server_text(server: Server) -> str:
-    host = f"[{server[0]}]" if ":" in server[0] else server[0]
-    return f"{host}:{server[1]}"
-
-
 def _records_of(response: dns.message.Message) -> list[dict[str, Any]]:
     records = []
     for rrset in response.answer:
@@ -127,18 +120,18 @@ def ask(qname: str, rdtype: str, servers: list[Server], try_timeout_s: float = T
                 response, _tcp = dns.query.udp_with_fallback(query, server[0], timeout,
                                                              port=server[1])
             except dns.exception.Timeout:
-                problems.append(f"{_server_text(server)}: no answer within {timeout:g} s")
+                problems.append(f"{server_text(server)}: no answer within {timeout:g} s")
                 continue
             except (OSError, dns.exception.DNSException) as exc:
-                problems.append(f"{_server_text(server)}: {exc}")
+                problems.append(f"{server_text(server)}: {exc}")
                 continue
             rcode = dns.rcode.to_text(response.rcode())
             if rcode in ("NOERROR", "NXDOMAIN"):
                 return Lookup(qname, rdtype, rcode, server, _records_of(response))
             if rcode == "REFUSED":
-                raise QueryRefused(f"{_server_text(server)} refused {qname} {rdtype}: it does "
+                raise QueryRefused(f"{server_text(server)} refused {qname} {rdtype}: it does "
                                    "not serve that name (is it inside the zone? see --zone)")
-            problems.append(f"{_server_text(server)}: {rcode}")
+            problems.append(f"{server_text(server)}: {rcode}")
     raise NoServerAnswered("; ".join(dict.fromkeys(problems)))
 
 
@@ -161,7 +154,7 @@ def verdict(lookups: list[Lookup]) -> str:
 def report(lookups: list[Lookup], as_json: bool, out: TextIO, err: TextIO) -> int:
     status = verdict(lookups)
     records = [record for lookup in lookups for record in lookup.records]
-    servers = list(dict.fromkeys(_server_text(lookup.server) for lookup in lookups))
+    servers = list(dict.fromkeys(server_text(lookup.server) for lookup in lookups))
     qname, types = lookups[0].qname, "/".join(lookup.rdtype for lookup in lookups)
     if as_json:
         print(json.dumps({"name": qname, "type": types, "status": status, "server": servers[0],
@@ -178,13 +171,8 @@ def report(lookups: list[Lookup], as_json: bool, out: TextIO, err: TextIO) -> in
     return EXIT_FOUND if status == "found" else EXIT_NOT_FOUND
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_NO_ANSWER, f"query.py: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="query.py", description="Look a name up in MyDNS over DNS.")
+    p = UsageParser(prog="query.py", description="Look a name up in MyDNS over DNS.")
     p.add_argument("name", metavar="NAME",
                    help="a name in the zone (laptop), or a fully qualified one (laptop.mydns.)")
     p.add_argument("--type", choices=TYPES, type=str.upper, default=None,
@@ -210,10 +198,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
         qname = qualified(args.name, zone_of(args.zone))
-        try:
-            servers = [parse_server(s) for s in args.server] or list(DEFAULT_SERVERS)
-        except ValueError as exc:
-            raise UsageError(f"--server: {exc}") from None
+        servers = front_ends(args.server)
         rdtypes = (args.type,) if args.type else ("A", "AAAA")
         lookups = lookup_all(qname, rdtypes, servers, args.timeout)
     except UsageError as exc:
