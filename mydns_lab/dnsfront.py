@@ -457,12 +457,10 @@ class DnsFrontEnd:
 
     def _update(self, msg: WireMessage, resp: _Response, tcp: bool) -> Reply:
         """RFC 2136: check, then turn the update into record ops."""
-        signer = resp.signer
-        if signer is None or signer.secret is None:
+        key = resp.signer.key if resp.signer is not None else None
+        if key is None:
             return Answer(_pack(self._refusal(
                 resp, REFUSED, (EDE_PROHIBITED, "updates must be signed with a TSIG key")), tcp))
-        key = self.keyring.get(b".".join(signer.key_labels).decode("ascii"))
-        assert key is not None  # Invariant: a signer with a secret came from the keyring
         zone = resp.question
         assert zone is not None
         if zone.qtype != T_SOA or zone.qclass != C_IN:

@@ -214,18 +214,19 @@ def tsig_digest(secret: bytes, key_labels: Labels, message: bytes, fields: TsigF
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """How to put a TSIG RR on a response. No secret: unsigned (an empty
-    MAC, for BADKEY and BADSIG)."""
+    """How to put a TSIG RR on a response: signed with ``key``, the
+    keyring's key that verified the request, or without one unsigned (an
+    empty MAC, for BADKEY and BADSIG)."""
 
     key_labels: Labels
-    secret: bytes | None
+    key: TsigKey | None
     request_mac: bytes
     time_signed: int
     error: int = 0
     other: bytes = b""
 
     def rr_size(self) -> int:
-        mac = 32 if self.secret is not None else 0
+        mac = 32 if self.key is not None else 0
         return (len(wire_name(self.key_labels)) + 10 + len(wire_name(HMAC_SHA256)) + 16
                 + mac + len(self.other))
 
@@ -235,15 +236,14 @@ class Signer:
         fields = TsigFields(HMAC_SHA256, self.time_signed, TSIG_FUDGE_S, b"", ident,
                             self.error, self.other)
         mac = b""
-        if self.secret is not None:
-            mac = tsig_digest(self.secret, self.key_labels, body, fields, self.request_mac)
+        if self.key is not None:
+            mac = tsig_digest(self.key.secret, self.key_labels, body, fields, self.request_mac)
         rdata = (wire_name(HMAC_SHA256)
                  + struct.pack("!HIHH", self.time_signed >> 32, self.time_signed & 0xFFFFFFFF,
                                TSIG_FUDGE_S, len(mac)) + mac
                  + struct.pack("!HHH", ident, self.error, len(self.other)) + self.other)
         rr = wire_name(self.key_labels) + struct.pack("!HHIH", T_TSIG, C_ANY, 0, len(rdata)) + rdata
         return body[:10] + struct.pack("!H", arcount + 1) + body[12:] + rr
-
 
 
 def verify_request(packet: bytes, record: WireRR, keyring: KeyRing, now_s: int) -> Signer:
@@ -266,6 +266,6 @@ def verify_request(packet: bytes, record: WireRR, keyring: KeyRing, now_s: int) 
     if len(fields.mac) != len(expected) or not hmac.compare_digest(fields.mac, expected):
         return Signer(record.labels, None, b"", now_s, BADSIG)
     if abs(now_s - fields.time_signed) > fields.fudge:
-        return Signer(key.labels, key.secret, fields.mac, fields.time_signed, BADTIME,
+        return Signer(key.labels, key, fields.mac, fields.time_signed, BADTIME,
                       struct.pack("!HI", now_s >> 32, now_s & 0xFFFFFFFF))
-    return Signer(key.labels, key.secret, fields.mac, now_s)
+    return Signer(key.labels, key, fields.mac, now_s)
