@@ -28,6 +28,7 @@ with 10 clients, for comparison: dnsmasq ~99,000 q/s, a dnslib DNSServer
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import re
 import shutil
@@ -264,17 +265,6 @@ def measure(lab: LabProcess, tools: dict[str, str], folder: Path, queries: Path,
     return results
 
 
-def stop_lab(lab: LabProcess) -> None:
-    """Stop the lab if it started at all: politely, else SIGKILL everything."""
-    if lab.proc is None or lab.proc.poll() is not None:
-        return
-    try:
-        lab.stop()
-    except Exception:
-        lab.kill_everything()
-        raise
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10, help="dnsperf -c (10)")
@@ -285,16 +275,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="lab seed and query order (1)")
     args = parser.parse_args()
     tools = find_tools()
-    with tempfile.TemporaryDirectory(prefix="mydns-bench-dns-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="mydns-bench-dns-") as tmp,
+          contextlib.ExitStack() as cleanup):
         folder = Path(tmp)
         queries = folder / "queries.txt"
         lines = write_query_file(queries, args.names, ZONE, args.seed)
         lab = LabProcess(folder / "data", "--fresh", nservers=3, nclerks=1, seed=args.seed)
-        try:
-            lab.start()
-            results = measure(lab, tools, folder, queries, lines, args)
-        finally:
-            stop_lab(lab)
+        # The lab's own __exit__ stops it (SIGKILL if it will not stop),
+        # also when start() fails half-way, which ``with lab`` would not cover.
+        cleanup.push(lab)
+        lab.start()
+        results = measure(lab, tools, folder, queries, lines, args)
     print()
     print_table(results)
     ours, theirs = results[0].qps, results[1].qps
