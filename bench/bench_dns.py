@@ -52,7 +52,6 @@ INSTALL_HINT = "apt-get update -qq && apt-get install -y dnsperf dnsmasq"
 TARGET_RATIO = 0.25
 UPLOAD_THREADS = 16
 READY_TIMEOUT_S = 60.0
-DNSMASQ_START_TIMEOUT_S = 10.0
 PROBE_TIMEOUT_S = 0.5
 ZONE = "mydns"
 
