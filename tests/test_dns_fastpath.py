@@ -21,17 +21,13 @@ from mydns_lab.dnsfront import Answer, DnsFrontEnd, UpdateNeeded
 from mydns_lab.messages import Record
 from mydns_lab.service import _UdpFrontEnd
 from tests.test_dnsfront import (GPU, KEYS, LAPTOP, NOW, SubtreeMemoryView, add, sign,
-                                 update)
+                                 update, wire)
 
 REPLAY = "MYDNS_FUZZ_SEED={seed} .venv/bin/python -m pytest tests/test_dns_fastpath.py -k identical"
 SEEDS = [int(os.environ["MYDNS_FUZZ_SEED"])] if "MYDNS_FUZZ_SEED" in os.environ else [1, 2, 3]
 QUERIES_PER_SEED = 3000
 F_RD, F_AD, F_CD = 0x0100, 0x0020, 0x0010
 T_A, T_NS, T_SOA, T_MX, T_TXT, T_AAAA, T_ANY = 1, 2, 6, 15, 16, 28, 255
-
-
-def wire_name(name: str) -> bytes:
-    return b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
 
 
 def opt_rr(payload: int = 1232, version: int = 0, do: bool = False,
@@ -43,7 +39,7 @@ def opt_rr(payload: int = 1232, version: int = 0, do: bool = False,
 def query(name: str, qtype: int = T_A, *, ident: int = 0x1234, flags: int = F_RD,
           qclass: int = 1, opt: bytes | None = None) -> bytes:
     header = struct.pack("!6H", ident, flags, 1, 0, 0, 0 if opt is None else 1)
-    return header + wire_name(name) + struct.pack("!HH", qtype, qclass) + (opt or b"")
+    return header + wire(name) + struct.pack("!HH", qtype, qclass) + (opt or b"")
 
 
 def view() -> SubtreeMemoryView:
@@ -166,7 +162,7 @@ def test_a_positive_answer_keeps_the_askers_case(asked: str) -> None:
     cached = fast(fe, packet)
     assert cached is not None, "a case variant of a positive answer is served from the cache"
     assert cached == full_path(records, packet)
-    assert cached[12:12 + len(wire_name(asked))] == wire_name(asked)
+    assert cached[12:12 + len(wire(asked))] == wire(asked)
 
 
 @pytest.mark.parametrize("name,qtype", [("NoBody.mydns.", T_A), ("LAPTOP.MYDNS.", T_MX),
@@ -185,7 +181,7 @@ def test_answers_whose_compression_depends_on_case_need_the_same_case(name: str,
 def unusual_requests() -> list[tuple[str, bytes, bool]]:
     plain = query("laptop.mydns.")
     two_questions = (struct.pack("!6H", 9, F_RD, 2, 0, 0, 0)
-                     + (wire_name("laptop.mydns.") + struct.pack("!HH", T_A, 1)) * 2)
+                     + (wire("laptop.mydns.") + struct.pack("!HH", T_A, 1)) * 2)
     compressed = (struct.pack("!6H", 9, F_RD, 1, 0, 0, 0) + b"\x06laptop\xc0\x0c"
                   + struct.pack("!HH", T_A, 1))
     signed, _mac = sign(plain)

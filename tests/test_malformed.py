@@ -18,10 +18,10 @@ from dnslib.label import DNSLabelError
 import mydns_lab.dnsfront as dnsfront
 from mydns_lab.dnsfront import Answer, DnsFrontEnd, Drop, UpdateNeeded
 from mydns_lab.dnswire import parse_message
-from tests.test_dnsfront import (KEYS, LAPTOP, NOW, MemoryView, add, delete_name, delete_rr,
-                                 exists, front, sign, update)
+from tests.test_dnsfront import (FORMERR, KEYS, LAPTOP, NOERROR, NOW, NXDOMAIN, REFUSED, SERVFAIL,
+                                 MemoryView, add, delete_name, delete_rr, exists, front, sign,
+                                 update)
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, REFUSED = 0, 1, 2, 3, 5
 HEADER_QUERY = struct.pack("!6H", 0x5151, 0x0100, 1, 0, 0, 0)
 REPLAY = "MYDNS_FUZZ_SEED={seed} .venv/bin/python -m pytest tests/test_malformed.py -k mutations"
 
