@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 try:
-    from mydns_lab.putclient import main
+    from mydns_lab.clients.put import main
 except ImportError:
     # Run by a python without the project's packages: use the project's .venv
     # (made by run_dns.sh or run_tests.sh) if there is one.

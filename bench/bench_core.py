@@ -20,7 +20,7 @@ import time
 
 from mydns_lab.host import handle_ready
 from mydns_lab.raft import Config, RaftNode, Ready, Role
-from mydns_lab.storage import MemoryStorage
+from mydns_lab.storage.base import MemoryStorage
 
 
 def run(total: int, batch: int, nodes: int, payload: int) -> tuple[float, int]:

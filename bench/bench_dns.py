@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dnslib import QTYPE, DNSError, DNSRecord  # noqa: E402
 
-from mydns_lab.labprocess import LabProcess, free_port_range, wait_for  # noqa: E402
+from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for
 
 INSTALL_HINT = "apt-get update -qq && apt-get install -y dnsperf dnsmasq"
 TARGET_RATIO = 0.25

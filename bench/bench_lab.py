@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mydns_lab.jsonclient import AsyncJsonClient  # noqa: E402
-from mydns_lab.labprocess import LabProcess, wait_for  # noqa: E402
-from mydns_lab.labstate import p50_p99  # noqa: E402
+from mydns_lab.clients.jsonclient import AsyncJsonClient
+from mydns_lab.experiments.labprocess import LabProcess, wait_for
+from mydns_lab.lab.state import p50_p99
 
 
 class Uploader:

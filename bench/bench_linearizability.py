@@ -15,17 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mydns_lab.linearizability import (
-    LINEARIZABLE,
-    NOT_LINEARIZABLE,
-    REGISTER_MODEL,
-    UNKNOWN_VERDICT,
-    KvModel,
-    Model,
-    Operation,
-    check,
-)
-from mydns_lab.historyformats import parse_jepsen_register, parse_porcupine_kv
+from mydns_lab.linearizability.formats import parse_jepsen_register, parse_porcupine_kv
+from mydns_lab.linearizability.models import REGISTER_MODEL, KvModel, Model, Operation
+from mydns_lab.linearizability.search import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN_VERDICT, check
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "porcupine"
 

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mydns_lab.filestorage import FileStorage
-from mydns_lab.messages import Entry, HardState
+from mydns_lab.core.messages import Entry, HardState
+from mydns_lab.storage.files import FileStorage
 
 SaveCase = Callable[[FileStorage, int], int]
 """Does save number ``i`` on the storage; returns how many entries it wrote."""

@@ -13,76 +13,27 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from .labstate import LabState
-from .launcher import Lab, LabFailure, LabOptions, print_final_table
+from .cmdline import (UsageParser, add_boolean_flag, non_negative_seconds, port_number,
+                      positive_int, ttl_seconds)
+from .lab.launcher import Lab, LabFailure, LabOptions, print_final_table
+from .lab.state import LabState
 
 PLAIN_STATUS_INTERVAL_S = 3.0
-_TRUE = {"true", "t", "1", "yes", "y", "on"}
-_FALSE = {"false", "f", "0", "no", "n", "off"}
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def add_boolean_flag(parser: argparse.ArgumentParser, *names: str, help: str) -> None:
-    """A flag that is off unless given as ``--x``, ``--x true`` or ``--x=true``
-    (``false``, ``no``, ``0``... turn it off again); see :func:`parse_bool`."""
-    parser.add_argument(*names, nargs="?", const=True, default=False, type=parse_bool,
-                        metavar="true|false", help=help)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {value}")
-    return value
-
-
-def _ttl(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"not a TTL: {value}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"mydns: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sh run_dns.sh", description="Run MyDNS: Raft servers, clerks with DNS "
+    p = UsageParser(prog="sh run_dns.sh", description="Run MyDNS: Raft servers, clerks with DNS "
                 "front ends, and the network between them, on this host.")
     flag = p.add_argument
 
     def boolean(name: str, help_text: str) -> None:
         add_boolean_flag(p, f"--{name}", f"-{name}", help=help_text)
 
-    flag("--nservers", "-nservers", type=_positive_int, default=5, help="Raft servers (5)")
-    flag("--nclerks", "-nclerks", type=_positive_int, default=5, help="clerks / front ends (5)")
-    flag("--dnsDuration", "-dnsDuration", dest="dns_duration", type=_non_negative, default=0.0,
+    flag("--nservers", "-nservers", type=positive_int, default=5, help="Raft servers (5)")
+    flag("--nclerks", "-nclerks", type=positive_int, default=5, help="clerks / front ends (5)")
+    flag("--dnsDuration", "-dnsDuration", dest="dns_duration", type=non_negative_seconds, default=0.0,
          metavar="SECONDS", help="run this long, then stop (0: until Ctrl-C)")
     boolean("crash", "kill servers at random moments and restart them")
     boolean("unreliable", "drop 10%% of messages and delay them 0-26 ms")
@@ -90,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--seed", type=int, default=None, help="seed for every random choice (default: random)")
     flag("--data-dir", type=Path, default=Path("mydns-data"), help="data folder (./mydns-data)")
     flag("--fresh", action="store_true", help="delete the data folder first: start empty")
-    flag("--port", type=_port, default=9876, help="first front-end port (9876)")
+    flag("--port", type=port_number, default=9876, help="first front-end port (9876)")
     flag("--bind", default="127.0.0.1", help="address the front ends listen on (127.0.0.1)")
     flag("--zone", default="mydns.", help="DNS zone served (mydns.)")
-    flag("--ttl", type=_ttl, default=60, help="TTL of answers in seconds (60)")
+    flag("--ttl", type=ttl_seconds, default=60, help="TTL of answers in seconds (60)")
     flag("--dns-reads", choices=["cache", "linearizable"], default="cache",
          help="answer DNS from each front end's copy of the records (cache, the default) "
               "or read each name through the cluster (linearizable)")
@@ -149,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     live = None
     if options.dashboard and sys.stdout.isatty():
-        from .dashboard import LiveDashboard
+        from .lab.dashboard import LiveDashboard
         live = LiveDashboard()
         show = live.update
     else:
@@ -204,7 +155,8 @@ def _start_workload(options: LabOptions) -> Any:
     """The workload runs in its own process, so the launcher keeps serving
     status and faults while it runs."""
     import multiprocessing
-    from .workloads import run_in_lab
+
+    from .experiments.workloads import run_in_lab
     servers = [(options.bind, options.port + i) for i in range(options.nclerks)]
     duration = options.dns_duration or 10.0
     process = multiprocessing.get_context("spawn").Process(

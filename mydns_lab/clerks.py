@@ -17,7 +17,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from .messages import NO_NODE, REFUSALS, ClientReply, ClientRequest, Operation, Record, Status
+from .core.messages import NO_NODE
+from .protocol import REFUSALS, ClientReply, ClientRequest, Operation, Record, Status
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .messages import AppendEntries, Heartbeat, InstallSnapshot, RaftMessage
+from .core.messages import AppendEntries, Heartbeat, InstallSnapshot, RaftMessage
 from .raft import RaftNode, Ready
-from .storage import Storage
+from .raftkv import KVServer
+from .storage.base import Storage
 
 _PROMISE_FREE = (AppendEntries, Heartbeat, InstallSnapshot)
 
@@ -36,6 +37,9 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
     ``rd.install_snapshot`` is set, then applies ``rd.committed_entries`` in
     order, and may act on ``rd.read_states`` and ``rd.soft_state``.
 
+    A node that lost its storage says in ``rd.soft_state`` when it has
+    caught up; ``storage.end_recovery()`` then runs, before ``advance``.
+
     If ``storage.save`` raises, nothing more is sent or applied and the node
     must be discarded: its in-memory state is ahead of what is durable.
     """
@@ -53,5 +57,22 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
     for msg in later:
         send(msg)
     apply(rd)
+    if storage.recovering and rd.soft_state is not None and not rd.soft_state.recovering:
+        storage.end_recovery()  # caught up: it may vote again, after a crash too
     node.advance(rd)
     return rd
+
+
+def drain(node: RaftNode, kv: KVServer, storage: Storage,
+          send: Callable[[RaftMessage], None], apply: Callable[[Ready], None]) -> None:
+    """What a host does after feeding a turn's messages and ticks: handle
+    every waiting Ready (see :func:`handle_ready`), then let the record
+    store compact the log if it outgrew its bound, and again until neither
+    has work. The server process and the simulator both call this, once a
+    turn, so a turn's writes are one ``save`` each and one compaction at most
+    follows them."""
+    while True:
+        while handle_ready(node, storage, send, apply) is not None:
+            pass
+        if not kv.maybe_compact(storage.size_bytes()):
+            return

@@ -27,14 +27,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .log import RaftLog
-from .messages import (NO_NODE, AppendEntries, AppendEntriesResponse, Entry, HardState,
-                       Heartbeat, HeartbeatResponse, InstallSnapshot, RaftMessage, RequestVote,
-                       RequestVoteResponse, Snapshot)
-from .progress import PeerState, Progress
-from .quorum import VoteResult, committed_index, majority, vote_result
-from .storage import PersistedState
-
+from .core.log import RaftLog
+from .core.messages import (NO_NODE, AppendEntries, AppendEntriesResponse, Entry, HardState,
+                            Heartbeat, HeartbeatResponse, InstallSnapshot, RaftMessage, RequestVote,
+                            RequestVoteResponse, Snapshot)
+from .core.progress import PeerState, Progress
+from .core.quorum import VoteResult, committed_index, majority, vote_result
+from .storage.base import PersistedState
 
 MAX_HELD_APPENDS = 64
 """Appends a follower keeps while an earlier one is missing."""

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Protocol
 
-from .messages import (ClientReply, ClientRequest, Command, DecodeError, Entry, KvOp,
-                       KvSnapshot, Operation, Record, RecordOp, Snapshot, Status, decode,
-                       encode)
+from .core.messages import Entry, Snapshot
+from .protocol import (ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Operation, Record,
+                       RecordOp, Status)
 from .raft import NotLeader, RaftNode, Ready, Role
 from .records import InvalidRecord, checked_op
 
@@ -31,6 +31,16 @@ CHANGELOG_LENGTH = 10_000
 WATCH_HOLD_TICKS = 20
 """A watch with nothing new is answered empty after this many ticks, well
 inside a clerk's request timeout, so the clerk does not go elsewhere."""
+
+
+class Codec(Protocol):
+    """Bytes for the store's log entries and snapshots. The host passes
+    :mod:`mydns_lab.codec`, so that this module stays pure. ``decode``
+    raises ValueError on bytes that are not a message it knows."""
+
+    def encode(self, message: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +55,8 @@ class Result:
 
 
 class KVStateMachine:
-    def __init__(self) -> None:
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
         self.data: dict[str, str] = {}
         self.records: dict[str, Record] = {}
         self.serial = 0  # bumped by every record change: the zone's SOA serial
@@ -123,7 +134,7 @@ class KVStateMachine:
         items = tuple(sorted(self.data.items()))
         records = tuple(self.records[name] for name in sorted(self.records))
         sessions = tuple((c, s, r.status, r.value) for c, (s, r) in sorted(self.sessions.items()))
-        return encode(KvSnapshot(items, records, sessions, self.serial))
+        return self._codec.encode(KvSnapshot(items, records, sessions, self.serial))
 
     def restore(self, snapshot: Snapshot) -> None:
         self.data, self.records, self.sessions, self.serial = {}, {}, {}, 0
@@ -131,9 +142,9 @@ class KVStateMachine:
         self.applied_index = snapshot.index
         if not snapshot.data:
             return
-        state = decode(snapshot.data)
+        state = self._codec.decode(snapshot.data)
         if not isinstance(state, KvSnapshot):
-            raise DecodeError(f"snapshot at {snapshot.index} is not a record store snapshot")
+            raise ValueError(f"snapshot at {snapshot.index} is not a record store snapshot")
         self.data = dict(state.items)
         self.records = {r.name: r for r in state.records}
         self.serial = state.serial
@@ -206,11 +217,13 @@ class KVServer:
     def __init__(self, node: RaftNode, snapshot: Snapshot,
                  reply: Callable[[ClientReply], None],
                  max_raft_state: int | None = None,
-                 observer: ApplyObserver | None = None) -> None:
+                 observer: ApplyObserver | None = None, *, codec: Codec) -> None:
         """``snapshot`` is the node's durable snapshot, restored at start;
-        ``max_raft_state`` (bytes) triggers compaction, None never."""
+        ``max_raft_state`` (bytes) triggers compaction, None never;
+        ``codec`` turns commands and snapshots into bytes."""
         self.node = node
-        self.machine = KVStateMachine()
+        self._codec = codec
+        self.machine = KVStateMachine(codec)
         self.machine.restore(snapshot)
         self._reply = reply
         self._max_raft_state = max_raft_state
@@ -242,7 +255,7 @@ class KVServer:
                 if cached is not None:
                     self._answer(req, cached)
                     return
-                data = encode(Command(req.client_id, req.seq, req.op, time_ms))
+                data = self._codec.encode(Command(req.client_id, req.seq, req.op, time_ms))
                 index, term = self.node.propose(data)
                 self._proposals[index] = (term, req)
             else:
@@ -327,7 +340,7 @@ class KVServer:
         result: Result | None = None
         effective = False
         if entry.data:
-            cmd = decode(entry.data)
+            cmd = self._codec.decode(entry.data)
             result, effective = self.machine.apply(entry.index, cmd)
         else:
             self.machine.skip(entry.index)

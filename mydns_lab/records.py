@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import replace
 
-from .messages import Record, RecordOp
+from .protocol import RecordOp
 
 __all__ = ["InvalidRecord", "normalize_name",
            "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner"]

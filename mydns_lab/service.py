@@ -46,13 +46,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .clerks import Outcome
-from .cluster_client import ClusterClient, ClusterTimeout
-from .dnsfront import Answer, DnsFrontEnd, Reply, UpdateNeeded
-from .messages import ClerkStatus, Record, RecordOp, Status
+from .dns.answers import Answer, DnsFrontEnd, Reply, UpdateNeeded
+from .dns.tsig import KeyRing
+from .net.cluster_client import ClusterClient, ClusterTimeout
+from .net.procs import die_with_parent
+from .reports import ClerkStatus
+from .net.transport import LAUNCHER
+from .protocol import Record, RecordOp, Status
 from .records import InvalidRecord, checked_op, json_owner
-from .server import die_with_parent
-from .transport import LAUNCHER
-from .tsig import KeyRing
 
 STATUS_INTERVAL_S = 0.25
 PUT_TIMEOUT_S = 3.0

@@ -30,9 +30,9 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Generator, Iterable
 
-from mydns_lab.invariants import InvariantViolation
-from mydns_lab.messages import ClientReply, KvOp, Operation
-from mydns_lab.sim import HistoryRecord, SimClient, check_linearizable
+from mydns_lab.protocol import ClientReply, KvOp, Operation
+from mydns_lab.sim.engine import HistoryRecord, SimClient, check_linearizable
+from mydns_lab.sim.invariants import InvariantViolation
 from tests.simlab import RAFT_ELECTION_TIMEOUT_MS, Lab
 
 ELECTION_TIMEOUT_MS = RAFT_ELECTION_TIMEOUT_MS

@@ -12,11 +12,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from mydns_lab.core.messages import (Entry, HardState, RaftMessage, RequestVote,
+                                     RequestVoteResponse, Snapshot)
 from mydns_lab.host import handle_ready
-from mydns_lab.messages import (Entry, HardState, RaftMessage, RequestVote, RequestVoteResponse,
-                                Snapshot)
 from mydns_lab.raft import Config, RaftNode, Ready, Role
-from mydns_lab.storage import MemoryStorage
+from mydns_lab.storage.base import MemoryStorage
 
 PEERS3 = (1, 2, 3)
 
@@ -92,8 +92,9 @@ def new_member(node_id: int = 1, peers: tuple[int, ...] = PEERS3, *, seed: int =
 def restart(member: Member, seed: int = 0, *, wiped: bool = False) -> Member:
     """The same node after a crash: rebuilt from what its storage holds,
     or, ``wiped``, on empty storage and recovering (its disk was lost)."""
-    storage = MemoryStorage() if wiped else member.storage
-    node = RaftNode(member.config, storage.load(), random.Random(seed), recovering=wiped)
+    storage = MemoryStorage(recovering=True) if wiped else member.storage
+    node = RaftNode(member.config, storage.load(), random.Random(seed),
+                    recovering=storage.recovering)
     return Member(node, storage, member.config)
 
 

@@ -26,12 +26,15 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Callable, Iterator, NoReturn
 
-from mydns_lab.labstate import RAFT_RPC_TYPES
-from mydns_lab.messages import AppendEntriesResponse, Command, KvOp, decode, encode
+from mydns_lab import codec
+from mydns_lab.codec import decode, encode
+from mydns_lab.core.messages import AppendEntriesResponse
+from mydns_lab.lab.state import RAFT_RPC_TYPES
+from mydns_lab.protocol import Command, KvOp
 from mydns_lab.raft import NotLeader, Role
 from mydns_lab.raftkv import KVStateMachine
-from mydns_lab.sim import SimConfig, Simulation
-from mydns_lab.simnet import SimNetwork
+from mydns_lab.sim.engine import SimConfig, Simulation
+from mydns_lab.sim.network import SimNetwork
 
 RAFT_ELECTION_TIMEOUT_MS = 1_000
 """The lab's RaftElectionTimeout: what tests sleep to let an election happen."""
@@ -63,7 +66,7 @@ class Lab:
         if count_bytes:
             # Nothing has been sent yet, so swapping the network loses nothing.
             self.sim.net = SimNetwork(random.Random(self.sim.rng.getrandbits(64)),
-                                      count_bytes=True)
+                                      size_of=lambda msg: len(codec.encode(msg)))
         self.rng = random.Random(seed ^ 0x6824)   # the scenario's own random choices
         self.connected = set(self.sim.peers)
         self._rejected = 0
@@ -300,7 +303,7 @@ class Lab:
     def model_state(self) -> dict[str, str]:
         """The record store after every entry applied anywhere, replayed
         from the log alone (no snapshots): what every node must hold."""
-        machine = KVStateMachine()
+        machine = KVStateMachine(codec)
         checker = self.sim.checker
         for index in range(1, checker.applied_count + 1):
             data = checker.applied_data(index)

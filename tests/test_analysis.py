@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mydns_lab import analysis
-from mydns_lab.analysis import CellResult, Options, parse_options
-from mydns_lab.labprocess import REPO
+from mydns_lab.experiments import analysis
+from mydns_lab.experiments.analysis import CellResult, Options, parse_options
+from mydns_lab.experiments.labprocess import REPO
 
 
 def _row(servers: int, clerks: int, **overrides: object) -> CellResult:

@@ -29,9 +29,9 @@ import dns.rrset
 import pytest
 
 from mydns_lab.clerks import Outcome
-from mydns_lab.labprocess import REPO, LabProcess, free_port_range, wait_for
-from mydns_lab.messages import REFUSALS, RecordOp, Status
-from mydns_lab.queryclient import main as query_main
+from mydns_lab.clients.query import main as query_main
+from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range, wait_for
+from mydns_lab.protocol import REFUSALS, RecordOp, Status
 from mydns_lab.service import FrontEndCounters, JsonFrontEnd
 
 SCRIPT_TIMEOUT_S = 30

@@ -13,9 +13,10 @@ import re
 
 from rich.console import Console, RenderableType
 
-from mydns_lab.dashboard import EVENT_LINES, LiveDashboard, current_leader, render
-from mydns_lab.labstate import LabState
-from mydns_lab.messages import NO_NODE, ClerkStatus, Event, ServerStatus
+from mydns_lab.core.messages import NO_NODE
+from mydns_lab.lab.dashboard import EVENT_LINES, LiveDashboard, current_leader, render
+from mydns_lab.lab.state import LabState
+from mydns_lab.reports import ClerkStatus, Event, ServerStatus
 
 WIDTH = 100
 

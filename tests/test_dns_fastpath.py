@@ -16,12 +16,11 @@ import struct
 
 import pytest
 
-from mydns_lab.dnscache import ResponseCache
-from mydns_lab.dnsfront import Answer, DnsFrontEnd, UpdateNeeded
-from mydns_lab.messages import Record
+from mydns_lab.dns.answers import Answer, DnsFrontEnd, UpdateNeeded
+from mydns_lab.dns.cache import ResponseCache
+from mydns_lab.protocol import Record
 from mydns_lab.service import _UdpFrontEnd
-from tests.test_dnsfront import (GPU, KEYS, LAPTOP, NOW, SubtreeMemoryView, add, sign,
-                                 update, wire)
+from tests.test_dnsfront import GPU, KEYS, LAPTOP, NOW, SubtreeMemoryView, add, sign, update, wire
 
 REPLAY = "MYDNS_FUZZ_SEED={seed} .venv/bin/python -m pytest tests/test_dns_fastpath.py -k identical"
 SEEDS = [int(os.environ["MYDNS_FUZZ_SEED"])] if "MYDNS_FUZZ_SEED" in os.environ else [1, 2, 3]

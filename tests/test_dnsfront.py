@@ -15,14 +15,14 @@ import struct
 from dataclasses import dataclass, field
 
 import pytest
-from dnslib import AAAA, QTYPE, RD, RR, A, DNSHeader, DNSQuestion, DNSRecord, EDNS0
+from dnslib import AAAA, EDNS0, QTYPE, RD, RR, A, DNSHeader, DNSQuestion, DNSRecord
 
-from mydns_lab.dnsfront import Answer, DnsFrontEnd, Drop, UpdateNeeded, _iso_utc
-from mydns_lab.dnswire import parse_message
-from mydns_lab.messages import Record, RecordOp, Status
+from mydns_lab.dns.answers import Answer, DnsFrontEnd, Drop, UpdateNeeded, _iso_utc
+from mydns_lab.dns.tsig import (KeyFileError, KeyRing, TsigKey, parse_tsig_rdata, tsig_digest,
+                                tsig_owner)
+from mydns_lab.dns.wire import parse_message
+from mydns_lab.protocol import Record, RecordOp, Status
 from mydns_lab.records import token_hash
-from mydns_lab.tsig import (KeyFileError, KeyRing, TsigKey, parse_tsig_rdata, tsig_digest,
-                             tsig_owner)
 
 NOW = 1_700_000_000
 SECRET = b"k" * 32

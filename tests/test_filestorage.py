@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from mydns_lab import filestorage
-from mydns_lab.filestorage import CorruptStorageError, FileStorage, StorageError
-from mydns_lab.messages import Entry, HardState, Snapshot
-from mydns_lab.storage import ENTRY_OVERHEAD_BYTES, MemoryStorage, PersistedState, apply_save
+from mydns_lab.core.messages import Entry, HardState, Snapshot
+from mydns_lab.storage import files as filestorage
+from mydns_lab.storage.base import ENTRY_OVERHEAD_BYTES, MemoryStorage, PersistedState, apply_save
+from mydns_lab.storage.files import CorruptStorageError, FileStorage, StorageError
 
 SEED_ENV = "FILESTORAGE_SEED"
 

@@ -27,11 +27,13 @@ from typing import Callable
 
 import pytest
 
-from mydns_lab.messages import ClientRequest, Command, KvOp, Record, RecordOp, Snapshot, Status
+from mydns_lab import codec
+from mydns_lab.core.messages import Snapshot
+from mydns_lab.protocol import ClientRequest, Command, KvOp, Record, RecordOp, Status
 from mydns_lab.raft import Role
 from mydns_lab.raftkv import KVStateMachine, Result
 from mydns_lab.records import json_owner
-from mydns_lab.sim import TICK_MS, HistoryRecord, SimClient
+from mydns_lab.sim.engine import TICK_MS, HistoryRecord, SimClient
 from tests.kvlab import (DO_LIMIT_MS, ELECTION_TIMEOUT_MS, Body, KvLab, append_value,
                          check_client_appends, check_concurrent_appends,
                          check_one_key_appends_linearizable, generic_test)
@@ -521,7 +523,7 @@ class Applier:
     index and, per client, the next sequence number."""
 
     def __init__(self) -> None:
-        self.machine = KVStateMachine()
+        self.machine = KVStateMachine(codec)
         self.index = 0
         self.seqs: collections.Counter[int] = collections.Counter()
 
@@ -647,7 +649,7 @@ def test_addresses_are_stored_in_canonical_form() -> None:
 
 
 def test_a_retried_command_takes_effect_once() -> None:
-    machine = KVStateMachine()
+    machine = KVStateMachine(codec)
     first = Command(7, 1, KvOp("cas", "k", "v", expected=""))
     assert machine.apply(1, first) == (Result(Status.OK, "true"), True)
     # The retry lands later in the log: it is answered with the first
@@ -676,7 +678,7 @@ def test_snapshot_restore_round_trip() -> None:
     apply(RecordOp("record_set", "v6", ipv6=("2001:DB8::1",), owner=OWNER_B), client=5)
     original = apply.machine
     data = original.snapshot()
-    copy = KVStateMachine()
+    copy = KVStateMachine(codec)
     copy.restore(Snapshot(apply.index, 3, data))
     assert copy.data == original.data == {"a": "12"}
     assert copy.records == original.records
@@ -726,7 +728,7 @@ def test_record_changes_answers_deltas_and_full_lists() -> None:
     assert changes(1) == Result(Status.OK, "4:full", (machine.records["a"],))
     # A replica restored from a snapshot has no change log: full answers,
     # except to a caller already up to date.
-    copy = KVStateMachine()
+    copy = KVStateMachine(codec)
     copy.restore(Snapshot(apply.index, 1, machine.snapshot()))
     assert copy.query(RecordOp("record_changes", seq=3)).value == "4:full"
     assert copy.query(RecordOp("record_changes", seq=4)) == Result(Status.OK, "4:delta")

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from mydns_lab.__main__ import options_from
-from mydns_lab.jsonclient import NoAnswer
-from mydns_lab.labprocess import REPO, LabProcess, fault_flags, free_port_range, wait_for
+from mydns_lab.clients.jsonclient import NoAnswer
+from mydns_lab.experiments.labprocess import (REPO, LabProcess, fault_flags, free_port_range,
+                                              wait_for)
 
 pytestmark = pytest.mark.lab
 

@@ -13,20 +13,12 @@ from typing import Any
 
 import pytest
 
-from mydns_lab.linearizability import (
-    KV_MODEL,
-    LINEARIZABLE,
-    NOT_LINEARIZABLE,
-    REGISTER_MODEL,
-    UNKNOWN,
-    UNKNOWN_VERDICT,
-    KvModel,
-    Model,
-    Operation,
-    check,
-)
-from mydns_lab.historyformats import HistoryFormatError, parse_jepsen_register, parse_porcupine_kv
-from mydns_lab.timeline import write_html_timeline
+from mydns_lab.linearizability.formats import (HistoryFormatError, parse_jepsen_register,
+                                               parse_porcupine_kv)
+from mydns_lab.linearizability.models import (KV_MODEL, REGISTER_MODEL, UNKNOWN, KvModel, Model,
+                                              Operation)
+from mydns_lab.linearizability.search import LINEARIZABLE, NOT_LINEARIZABLE, UNKNOWN_VERDICT, check
+from mydns_lab.linearizability.timeline import write_html_timeline
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "porcupine"
@@ -517,13 +509,16 @@ def test_cli_timeout_exits_2_with_unknown(tmp_path: Path) -> None:
     assert done.stdout.startswith("unknown\n")
 
 
+USAGE = "python -m mydns_lab.linearizability: "  # a usage error names the program
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.log", "--format", "jepsen"], "error: cannot read history missing.log"),
     (["garbage.txt", "--format", "porcupine-kv"], "error: garbage.txt line 1: not a flat"),
     (["garbage.txt", "--format", "jepsen"], "error: garbage.txt: no 'INFO jepsen.util"),
-    (["garbage.txt", "--format", "csv"], "error: argument --format: invalid choice"),
-    (["garbage.txt"], "error: the following arguments are required: --format"),
-    (["garbage.txt", "--format", "jepsen", "--timeout", "-1"], "error: --timeout must be"),
+    (["garbage.txt", "--format", "csv"], USAGE + "error: argument --format: invalid choice"),
+    (["garbage.txt"], USAGE + "error: the following arguments are required: --format"),
+    (["garbage.txt", "--format", "jepsen", "--timeout", "-1"], USAGE + "error: --timeout must be"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "garbage.txt").write_text("not a history\n")

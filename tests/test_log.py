@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mydns_lab.log import RaftLog
-from mydns_lab.messages import Entry, Snapshot
+from mydns_lab.core.log import RaftLog
+from mydns_lab.core.messages import Entry, Snapshot
 from tests.rafttest import entries
 
 

@@ -12,12 +12,12 @@ import random
 import struct
 
 import pytest
-from dnslib import DNSRecord, EDNS0
+from dnslib import EDNS0, DNSRecord
 from dnslib.label import DNSLabelError
 
-import mydns_lab.dnsfront as dnsfront
-from mydns_lab.dnsfront import Answer, DnsFrontEnd, Drop, UpdateNeeded
-from mydns_lab.dnswire import parse_message
+from mydns_lab.dns import answers as dnsfront
+from mydns_lab.dns.answers import Answer, DnsFrontEnd, Drop, UpdateNeeded
+from mydns_lab.dns.wire import parse_message
 from tests.test_dnsfront import (FORMERR, KEYS, LAPTOP, NOERROR, NOW, NXDOMAIN, REFUSED, SERVFAIL,
                                  MemoryView, add, delete_name, delete_rr, exists, front, sign,
                                  update)

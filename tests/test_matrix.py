@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from mydns_lab.jsonclient import NoAnswer
-from mydns_lab.labprocess import LabProcess, fault_flags, free_port_range, wait_for
-from mydns_lab.workloads import Report, correctness, flood
+from mydns_lab.clients.jsonclient import NoAnswer
+from mydns_lab.experiments.labprocess import LabProcess, fault_flags, free_port_range, wait_for
+from mydns_lab.experiments.workloads import Report, correctness, flood
 
 pytestmark = [pytest.mark.matrix, pytest.mark.lab]
 

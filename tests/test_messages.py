@@ -14,11 +14,11 @@ from typing import Any, Union
 import msgpack
 import pytest
 
-from mydns_lab import messages
-from mydns_lab.messages import (AppendEntries, AppendEntriesResponse, DecodeError, Entry,
-                                HardState, Heartbeat, HeartbeatResponse, InstallSnapshot,
-                                RequestVote, RequestVoteResponse, Snapshot, decode, encode,
-                                pack_envelopes, unpack_envelopes)
+from mydns_lab.codec import DecodeError, decode, encode, pack_envelopes, unpack_envelopes
+from mydns_lab.core import messages
+from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
+                                     Heartbeat, HeartbeatResponse, InstallSnapshot, RequestVote,
+                                     RequestVoteResponse, Snapshot)
 
 ALL_BYTES = bytes(range(256))
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from mydns_lab.jsonclient import NoAnswer
-from mydns_lab.putclient import (EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, TokenEntry,
-                                 TokenStore, UsageError, Uploader, default_token_file,
-                                 hostname_label, machine_addresses, main, next_seq,
-                                 relative_name, run, zone_of)
+from mydns_lab.clients.cli import UsageError, zone_of
+from mydns_lab.clients.jsonclient import NoAnswer
+from mydns_lab.clients.put import (EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, TokenEntry, TokenStore,
+                                   Uploader, default_token_file, hostname_label, machine_addresses,
+                                   main, next_seq, relative_name, run)
 
 Addr = namedtuple("Addr", "family address netmask broadcast ptp")
 OWNED_TEXT = ("name 'laptop' is owned by another key; pass the token that claimed it or "

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from mydns_lab.quorum import VoteResult, committed_index, majority, vote_result
+from mydns_lab.core.quorum import VoteResult, committed_index, majority, vote_result
 
 
 @pytest.mark.parametrize("voters, need", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4), (7, 4)])

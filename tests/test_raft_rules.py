@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import pytest
 
+from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
+                                     Heartbeat, HeartbeatResponse, InstallSnapshot, RequestVote,
+                                     RequestVoteResponse, Snapshot)
+from mydns_lab.core.progress import PeerState
 from mydns_lab.host import handle_ready
-from mydns_lab.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState, Heartbeat,
-                                HeartbeatResponse, InstallSnapshot, RequestVote,
-                                RequestVoteResponse, Snapshot)
-from mydns_lab.progress import PeerState
 from mydns_lab.raft import NotLeader, ReadState, Ready, Role, SoftState
 from tests.rafttest import (Cluster, Member, elect, entries, isolate, new_cluster, new_member,
                             restart, storage_with, tick_until_campaign)

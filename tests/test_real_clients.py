@@ -26,7 +26,7 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
-from mydns_lab.labprocess import LabProcess, wait_for
+from mydns_lab.experiments.labprocess import LabProcess, wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from mydns_lab import raftkv
-from mydns_lab.sim import SimConfig, SimResult, main, replay_command, run_seed
+from mydns_lab.sim.__main__ import main
+from mydns_lab.sim.engine import SimConfig, SimResult, replay_command, run_seed
 
 SWEEP_SEEDS = 200
 

@@ -1,0 +1,454 @@
+"""What ``put.py`` does: keep this machine's name pointing at its addresses.
+
+    python put.py [NAME] [--ip ADDR ...] [--server HOST:PORT ...] [--once]
+                  [--interval SECONDS] [--token-file PATH] [--zone ZONE]
+
+Each upload is one JSON ``Put`` (see :mod:`mydns_lab.service`) carrying the
+name, the addresses, this machine's token and a sequence number:
+
+* **Token.** The first upload of a name sends a token made here
+  (``secrets.token_urlsafe``), and a Put whose token is new claims a free
+  name for that token. The token is written to the token file *before* the
+  Put leaves, so an upload whose answer was lost can be retried with the
+  same token: if it had claimed the name, the retry is the owner's and
+  succeeds. Only a refusal with ``Code`` ``owned`` (another key's name) of
+  a token that never succeeded drops it from the file (it owns nothing).
+* **Sequence number.** The wall clock in milliseconds, but never below the
+  last one used for the name plus one (kept in the token file), so uploads
+  from this machine only move forward and the store refuses a stale one.
+  Every retry of one upload (other front end, second round) re-sends the
+  same request: same token, same ``Seq``.
+
+The token file (default ``$XDG_CONFIG_HOME/mydns/tokens.json`` or
+``~/.config/mydns/tokens.json``; mode 0600, its folder created 0700) maps a
+fully qualified name to ``{"token": T, "seq": N, "confirmed": bool}``; a
+hand-written ``{"laptop.mydns.": "T"}`` is accepted too.
+
+Front ends are tried in the order given, each once per round for at most
+``--timeout`` seconds, for two rounds; an error with ``Code``
+``unavailable`` (the cluster did not answer it in time) moves on like no
+answer. Every upload prints one line: the outcome on stdout, or
+``error: ...`` on stderr. Exit status: 0 uploaded, 1 refused, 2 no front
+end answered or bad usage.
+
+**Replies are read by their fields, never their wording**: ``Type``
+(``PutOk`` or ``Error``), an error's ``Code`` and a PutOk's ``Outcome``.
+The line says "claimed" when ``Outcome`` is ``claimed`` or the token had
+never succeeded before (a lost answer may have claimed the name), else
+"updated". An error without a ``Code`` (a front end older than the codes,
+or not MyDNS) cannot be told apart, so it is a refusal whose line says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
+
+import psutil
+
+from ..cmdline import EXIT_USAGE, UsageParser
+from ..records import InvalidRecord, normalize_name, split_addresses
+from .cli import DEFAULT_ZONE, UsageError, front_ends, zone_of
+from .jsonclient import NoAnswer, Server, json_call, server_text
+
+TRY_TIMEOUT_S = 1.0
+ROUNDS = 2
+DEFAULT_INTERVAL_S = 60.0
+ADDRESS_POLL_S = 5.0        # how often the loop looks for an address change
+RETRY_AFTER_S = 5.0         # after no front end answered, in the loop
+BRIDGE_PREFIXES = ("docker", "br-", "veth", "virbr", "cni", "flannel")
+TOKEN_BYTES = 24
+
+EXIT_OK, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2
+
+# The reply fields put.py acts on (their values: docs/service.md, mydns_lab/service.py)
+CODE_OWNED, CODE_UNAVAILABLE = "owned", "unavailable"
+OUTCOME_CLAIMED = "claimed"
+
+JsonCall = Callable[[Server, dict[str, Any], float, int], dict[str, Any]]
+
+
+# --- the name and the addresses ----------------------------------------------------------
+
+def hostname_label(hostname: str) -> str:
+    """This machine's host name as one DNS label: the part before the first
+    dot, lower-case, characters other than ``a-z 0-9 -`` made ``-``, no
+    ``-`` at either end, at most 63 octets; ``host`` if nothing is left."""
+    label = re.sub(r"[^a-z0-9-]", "-", hostname.split(".")[0].lower()).strip("-")
+    return label[:63].strip("-") or "host"
+
+
+def relative_name(text: str, zone: str) -> str:
+    """NAME as the store keeps it (relative to the zone). A name ending in
+    a dot is fully qualified and must lie inside the zone."""
+    name = text.strip().lower()
+    if name.endswith("."):
+        if not name.endswith("." + zone):
+            raise UsageError(f"{text!r} is not inside the zone {zone}; give the name without "
+                             "a trailing dot, or pass --zone")
+        name = name[:-len(zone) - 1]
+    try:
+        return normalize_name(name)
+    except InvalidRecord as exc:
+        raise UsageError(f"bad name {text!r}: {exc}") from None
+
+
+def machine_addresses(interfaces: Mapping[str, Iterable[Any]] | None = None) -> list[str]:
+    """Every IPv4 and IPv6 address of this machine's interfaces
+    (``psutil.net_if_addrs()`` unless given), in canonical order, leaving out
+    loopback, link-local, multicast and unspecified addresses and container
+    bridges (interfaces named ``docker*``, ``br-*``, ``veth*``, ``virbr*``,
+    ``cni*``, ``flannel*``)."""
+    if interfaces is None:
+        interfaces = psutil.net_if_addrs()
+    found: list[str] = []
+    for interface, addresses in interfaces.items():
+        if interface == "lo" or interface.startswith(BRIDGE_PREFIXES):
+            continue
+        for entry in addresses:
+            if entry.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                address = ipaddress.ip_address(entry.address.split("%")[0])
+            except ValueError:
+                continue
+            if not (address.is_loopback or address.is_link_local or address.is_multicast
+                    or address.is_unspecified):
+                found.append(str(address))
+    v4, v6 = split_addresses(found)
+    return list(v4 + v6)
+
+
+def checked_addresses(texts: list[str]) -> list[str]:
+    """``--ip`` values in canonical order; UsageError naming a bad one."""
+    try:
+        v4, v6 = split_addresses(texts)
+    except InvalidRecord as exc:
+        raise UsageError(f"--ip: {exc}") from None
+    return list(v4 + v6)
+
+
+# --- the token file ----------------------------------------------------------------------
+
+def default_token_file(environ: Mapping[str, str] = os.environ) -> Path:
+    config = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "mydns" / "tokens.json"
+
+
+def shown_path(path: Path) -> str:
+    """``path`` for messages, with the home folder written ``~``."""
+    try:
+        return "~/" + str(path.resolve().relative_to(Path.home().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    token: str
+    seq: int = 0               # the last sequence number sent for the name
+    confirmed: bool = True     # an upload with this token succeeded
+
+
+class TokenStore:
+    """The token file. Each :meth:`save` rewrites it whole (temporary file,
+    fsync, rename), mode 0600, under a lock; a missing folder is created
+    0700."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, fqdn: str) -> TokenEntry | None:
+        return self._load().get(fqdn)
+
+    def save(self, fqdn: str, entry: TokenEntry) -> None:
+        with self._locked():
+            entries = self._load()
+            entries[fqdn] = entry
+            self._write(entries)
+
+    def forget(self, fqdn: str) -> None:
+        with self._locked():
+            entries = self._load()
+            if entries.pop(fqdn, None) is not None:
+                self._write(entries)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold ``<file>.lock``: two put.py runs sharing the file (a daemon
+        and a --once for another name) must not lose each other's entries."""
+        self._make_folder()
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _make_folder(self) -> None:
+        folder = self.path.parent
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+    def _load(self) -> dict[str, TokenEntry]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the token file {self.path}: {exc}; fix or move "
+                             "it") from None
+        if not isinstance(raw, dict):
+            raise UsageError(f"{self.path} is not a token file (expected a JSON object of "
+                             "name -> token); fix or move it")
+        return {name: _entry_from(self.path, name, value) for name, value in raw.items()}
+
+    def _write(self, entries: dict[str, TokenEntry]) -> None:
+        folder = self.path.parent
+        data = {name: {"token": e.token, "seq": e.seq, "confirmed": e.confirmed}
+                for name, e in sorted(entries.items())}
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tokens-", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(data, out, indent=2)
+                out.write("\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+
+def _entry_from(path: Path, name: str, value: Any) -> TokenEntry:
+    if isinstance(value, str) and value:
+        return TokenEntry(value)
+    if isinstance(value, dict) and isinstance(value.get("token"), str) and value["token"]:
+        seq, confirmed = value.get("seq", 0), value.get("confirmed", True)
+        if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(confirmed, bool):
+            return TokenEntry(value["token"], max(seq, 0), confirmed)
+    raise UsageError(f"{path}: the entry for {name!r} is not a token (expected \"TOKEN\" or "
+                     "{\"token\": \"TOKEN\"}); fix or move the file")
+
+
+def next_seq(last_seq: int, now_ms: int) -> int:
+    """The wall clock in ms, but always after the last number used."""
+    return max(now_ms, last_seq + 1)
+
+
+# --- one upload --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    exit_code: int     # EXIT_OK, EXIT_REFUSED or EXIT_NO_ANSWER
+    line: str          # the one line to print (stdout when OK, stderr otherwise)
+
+
+def _transient(reply: dict[str, Any]) -> bool:
+    """A front end's error that another front end (or a second try) may not
+    give: the cluster did not answer it in time (the upload may or may not
+    have been applied, so re-sending the same request is safe)."""
+    return reply.get("Type") == "Error" and reply.get("Code") == CODE_UNAVAILABLE
+
+
+class Uploader:
+    """Uploads one name's addresses; owns the name's token file entry.
+
+    ``call`` is :func:`json_call` (a fake in tests), ``clock_ms`` the wall
+    clock in milliseconds.
+    """
+
+    def __init__(self, name: str, zone: str, servers: list[Server], store: TokenStore,
+                 try_timeout_s: float = TRY_TIMEOUT_S, call: JsonCall = json_call,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        assert servers, "at least one front end"
+        self.name, self.zone, self.fqdn = name, zone, f"{name}.{zone}"
+        self.servers = servers
+        self.store = store
+        self.try_timeout_s = try_timeout_s
+        self._call = call
+        self._clock_ms = clock_ms
+
+    def upload(self, addresses: list[str]) -> Outcome:
+        """Send ``addresses`` for the name; never raises for the network."""
+        entry = self.store.get(self.fqdn) or TokenEntry(secrets.token_urlsafe(TOKEN_BYTES),
+                                                        confirmed=False)
+        entry = replace(entry, seq=next_seq(entry.seq, self._clock_ms()))
+        self.store.save(self.fqdn, entry)  # persist before the Put can claim anything
+        value: str | list[str] = addresses[0] if len(addresses) == 1 else addresses
+        request = {"Type": "Put", "Key": self.name, "Value": value, "Token": entry.token,
+                   "Seq": entry.seq}
+        shown = ", ".join(addresses)
+        problems: list[str] = []
+        for _ in range(ROUNDS):
+            for server in self.servers:
+                reply = self._try(server, request, problems)
+                if reply is None:
+                    continue
+                if reply.get("Type") == "PutOk":
+                    return self._succeeded(entry, server, shown, reply.get("Outcome"))
+                return self._refused(entry, server, reply)
+        return Outcome(EXIT_NO_ANSWER, self._no_answer_line(entry, problems))
+
+    def _try(self, server: Server, request: dict[str, Any],
+             problems: list[str]) -> dict[str, Any] | None:
+        """The front end's reply, or None (noted in ``problems``) when it
+        gave none or asked to try again."""
+        try:
+            reply = self._call(server, request, self.try_timeout_s, 1)
+        except NoAnswer as exc:  # silence, or an answer that is not JSON
+            problems.append(str(exc))
+            return None
+        except OSError as exc:  # e.g. no route to that host
+            problems.append(f"{server_text(server)}: {exc.strerror or exc}")
+            return None
+        if _transient(reply):
+            problems.append(f"{server_text(server)}: {reply.get('Error', reply)}")
+            return None
+        return reply
+
+    def _succeeded(self, entry: TokenEntry, server: Server, shown: str,
+                   reply_outcome: object) -> Outcome:
+        """The line for a PutOk; ``reply_outcome`` is its ``Outcome`` (None
+        from a front end older than the field: the token decides alone)."""
+        via = server_text(server)
+        if entry.confirmed and reply_outcome != OUTCOME_CLAIMED:
+            return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
+        if not entry.confirmed:
+            self.store.save(self.fqdn, replace(entry, confirmed=True))
+        return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved to "
+                                f"{shown_path(self.store.path)})")
+
+    def _refused(self, entry: TokenEntry, server: Server, reply: dict[str, Any]) -> Outcome:
+        """The line for a refusal, decided by the reply's ``Code``."""
+        reason = str(reply.get("Error", reply))
+        code = reply.get("Code")
+        if code == CODE_OWNED:
+            if not entry.confirmed:
+                # Had a lost earlier upload claimed the name with this token,
+                # the store would have taken this one: the token owns nothing.
+                self.store.forget(self.fqdn)
+            return Outcome(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another key; "
+                                         "pass --token-file with its token or choose another "
+                                         "name")
+        if code is None:
+            # Without a Code the refusal cannot be told from a transient one
+            # or an ownership one, so say so rather than guess from the words.
+            return Outcome(EXIT_REFUSED, f"error: {server_text(server)} refused the upload of "
+                                         f"{self.fqdn} without a Code, so put.py cannot tell "
+                                         f"why (an older MyDNS front end?): {reason}; update "
+                                         "the service or pass --server with a current one")
+        return Outcome(EXIT_REFUSED, f"error: {self.fqdn} refused: {reason}")
+
+    def _no_answer_line(self, entry: TokenEntry, problems: list[str]) -> str:
+        tried = "; ".join(dict.fromkeys(problems))
+        kept = ("" if entry.confirmed else
+                f"; its token stays in {shown_path(self.store.path)}, so the next run "
+                "is safe even if this upload claimed the name")
+        return (f"error: no front end answered the upload of {self.fqdn} ({tried}); is the "
+                f"service running (sh run_dns.sh)? Pass --server HOST:PORT to use "
+                f"others{kept}")
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+def run(uploader: Uploader, addresses: Callable[[], list[str]], once: bool,
+        interval_s: float, out: TextIO, err: TextIO,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep) -> int:
+    """Upload now, then whenever the addresses change and every
+    ``interval_s`` as a heartbeat, until a refusal (returns 1). With
+    ``once``: upload one time and return its exit status."""
+    last: list[str] | None = None
+    due = monotonic()
+    said_none = False
+    while True:
+        current = addresses()
+        now = monotonic()
+        if not current:
+            if once:
+                print("error: found no address to upload (loopback, link-local and container "
+                      "bridges are left out); pass --ip ADDR", file=err, flush=True)
+                return EXIT_USAGE
+            if not said_none:
+                print("no address on this machine's interfaces; waiting for one",
+                      file=err, flush=True)
+                said_none = True
+            sleep(ADDRESS_POLL_S)
+            continue
+        if current != last or now >= due:
+            said_none = False
+            outcome = uploader.upload(current)
+            print(outcome.line, file=out if outcome.exit_code == EXIT_OK else err, flush=True)
+            if once or outcome.exit_code == EXIT_REFUSED:
+                return outcome.exit_code
+            if outcome.exit_code == EXIT_OK:
+                last, due = current, now + interval_s
+            else:
+                due = now + min(interval_s, RETRY_AFTER_S)
+        sleep(max(0.0, min(ADDRESS_POLL_S, due - monotonic())))
+
+
+# --- command line ------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = UsageParser(prog="put.py", description="Point NAME.<zone> at this machine's addresses "
+                    "in MyDNS, and keep it pointed there.")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="the name to claim (default: this machine's host name)")
+    p.add_argument("--ip", action="append", default=[], metavar="ADDR",
+                   help="an address to upload (repeatable; default: every address of this "
+                        "machine's interfaces but loopback, link-local and container bridges)")
+    p.add_argument("--server", action="append", default=[], metavar="HOST:PORT",
+                   help="a front end, tried in order (repeatable; default: 127.0.0.1:9876 "
+                        "to 127.0.0.1:9880)")
+    p.add_argument("--once", action="store_true", help="upload once and exit")
+    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                   help="heartbeat: upload again this often (60)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+                   help="where tokens are kept (default: ~/.config/mydns/tokens.json)")
+    p.add_argument("--zone", default=DEFAULT_ZONE, help="the service's zone (mydns.)")
+    p.add_argument("--timeout", type=float, default=TRY_TIMEOUT_S, metavar="SECONDS",
+                   help="how long to wait for one front end (1)")
+    return p
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """The command; returns the exit status. Prints to ``out``/``err``
+    (default: the streams current at the call)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    args = build_parser().parse_args(argv)
+    try:
+        if args.interval <= 0 or args.timeout <= 0:
+            raise UsageError("--interval and --timeout must be positive")
+        zone = zone_of(args.zone)
+        name = relative_name(args.name if args.name else hostname_label(socket.gethostname()),
+                             zone)
+        servers = front_ends(args.server)
+        fixed = checked_addresses(args.ip) if args.ip else None
+        store = TokenStore(args.token_file or default_token_file())
+        uploader = Uploader(name, zone, servers, store, args.timeout)
+        return run(uploader, (lambda: fixed) if fixed else machine_addresses, args.once,
+                   args.interval, out, err)
+    except UsageError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

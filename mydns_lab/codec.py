@@ -1,0 +1,260 @@
+"""Bytes for every value that crosses a process boundary or reaches disk.
+
+The only importer of msgpack in the project, and the one registry of wire
+types: :data:`WIRE_TYPES` lists every dataclass :func:`encode` and
+:func:`decode` carry, each defined beside its concept (the Raft core's
+messages, the record store's protocol, the status reports; file storage
+names its own records where it decodes them). The pure modules never import this one; their hosts pass it in
+where bytes are needed (the record store's log entries and snapshots).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import types
+import typing
+from typing import Any, Callable, Union
+
+import msgpack
+
+from .core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState, Heartbeat,
+                            HeartbeatResponse, InstallSnapshot, RequestVote, RequestVoteResponse,
+                            Snapshot)
+from .protocol import ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Record, RecordOp
+from .reports import ClerkStatus, Event, ServerStatus
+
+WIRE_TYPES: tuple[type, ...] = (
+    Entry, HardState, Snapshot, RequestVote, RequestVoteResponse, AppendEntries,
+    AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
+    KvOp, Record, RecordOp, Command, ClientRequest, ClientReply, KvSnapshot,
+    ServerStatus, ClerkStatus, Event,
+)
+"""Every type :func:`encode` and :func:`decode` carry, each defined beside
+its concept (file storage's own records are named at each decode instead:
+see ``also``). A field may hold plain msgpack values, another of these types,
+a tuple of either, or ``X | None`` of either. A new wire type is added here."""
+
+_BY_NAME: dict[str, type] = {cls.__name__: cls for cls in WIRE_TYPES}
+assert len(_BY_NAME) == len(WIRE_TYPES), "two wire types share a name"
+_CLASS_DECODERS: dict[type, Callable[[list], Any]] = {}
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a message this project knows."""
+
+
+Decoder = Callable[[Any], Any]
+
+
+def _decoder_for(hint: Any) -> Decoder:
+    """How to rebuild a field of type ``hint`` from its msgpack form,
+    checking that what arrived has that type (DecodeError if not), so a
+    malformed packet is refused here instead of failing deep in the core."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return _union_decoder([a for a in typing.get_args(hint) if a is not type(None)],
+                              type(None) in typing.get_args(hint))
+    if origin is tuple:
+        return _tuple_decoder(typing.get_args(hint))
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return lambda raw: _expect_instance(_from_wire(raw), (hint,))
+    if hint is bool:
+        return lambda raw: _expect_instance(raw, (bool,))
+    if hint is int:
+        return _int_decoder
+    if hint is float:
+        return lambda raw: float(_expect_instance(raw, (int, float)))
+    if hint in (str, bytes):
+        return lambda raw: _expect_instance(raw, (hint,))
+    return lambda raw: raw
+
+
+def _int_decoder(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise DecodeError(f"expected an integer, got {raw!r:.80}")
+    return raw
+
+
+def _union_decoder(options: list[Any], optional: bool) -> Decoder:
+    if len(options) == 1:
+        inner = _decoder_for(options[0])
+    elif all(dataclasses.is_dataclass(o) for o in options):
+        allowed = tuple(options)
+        inner = lambda raw: _expect_instance(_from_wire(raw), allowed)  # noqa: E731
+    else:
+        inner = lambda raw: raw  # noqa: E731 - plain msgpack values
+    if not optional:
+        return inner
+    return lambda raw: None if raw is None else inner(raw)
+
+
+def _tuple_decoder(args: tuple[Any, ...]) -> Decoder:
+    if not args:
+        return lambda raw: tuple(_expect_list(raw))
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _decoder_for(args[0])
+        return lambda raw: tuple(item(r) for r in _expect_list(raw))
+    items = [_decoder_for(a) for a in args]
+
+    def fixed(raw: Any) -> tuple:
+        values = _expect_list(raw)
+        if len(values) != len(items):
+            raise DecodeError(f"expected {len(items)} values, got {len(values)}")
+        return tuple(decode_item(v) for decode_item, v in zip(items, values))
+    return fixed
+
+
+def _expect_instance(value: Any, kinds: tuple[type, ...]) -> Any:
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise DecodeError(f"expected {names}, got {type(value).__name__}: {value!r:.60}")
+    return value
+
+
+def _expect_list(raw: Any) -> list:
+    if not isinstance(raw, list):
+        raise DecodeError(f"expected a list, got {raw!r:.80}")
+    return raw
+
+
+_Encoder = Callable[[Any], Any]
+_ENCODERS: dict[type, _Encoder] = {}
+_SCALARS = (int, str, bytes, float, bool)
+
+
+def _to_wire(value: Any) -> Any:
+    """The msgpack form of ``value``: a dataclass becomes ``[type name,
+    *fields]``, recursively; tuples and plain values go as they are (msgpack
+    packs a tuple as an array)."""
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        if isinstance(value, tuple):
+            return [_to_wire(v) for v in value]
+        if not dataclasses.is_dataclass(value):
+            return value
+        encoder = _ENCODERS[type(value)] = _class_encoder(type(value))
+    return encoder(value)
+
+
+def _class_encoder(cls: type) -> _Encoder:
+    """The encoder of one dataclass, built once from its type hints so that
+    a field known to hold plain values is copied without looking at it (the
+    encoder runs for every entry of every append, on every process)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    tag = cls.__name__
+    convert = [(n, enc) for n, enc in enumerate((_field_encoder(hints[name]) for name in names), start=1)
+               if enc is not None]
+    if len(names) == 1:  # attrgetter of one name gives the value, not a 1-tuple
+        only = operator.attrgetter(names[0])
+        fields: Callable[[Any], tuple] = lambda value: (only(value),)  # noqa: E731
+    else:
+        fields = operator.attrgetter(*names)
+    if not convert:
+        return lambda value: [tag, *fields(value)]
+
+    def encode(value: Any) -> list[Any]:
+        out = [tag, *fields(value)]
+        for n, encode_field in convert:
+            out[n] = encode_field(out[n])
+        return out
+    return encode
+
+
+def _field_encoder(hint: Any) -> _Encoder | None:
+    """How to encode a field of type ``hint``; None when its values go to
+    msgpack as they are."""
+    if hint in _SCALARS:
+        return None
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+        return None
+    return _to_wire
+
+
+def _from_wire(raw: Any, also: tuple[type, ...] = ()) -> Any:
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
+        raise DecodeError(f"not an encoded message: {raw!r:.80}")
+    cls = _BY_NAME.get(raw[0]) or next((c for c in also if c.__name__ == raw[0]), None)
+    if cls is None:
+        raise DecodeError(f"unknown message type {raw[0]!r}")
+    decoder = _CLASS_DECODERS.get(cls)
+    if decoder is None:
+        decoder = _CLASS_DECODERS[cls] = _class_decoder(cls)
+    return decoder(raw)
+
+
+def _class_decoder(cls: type) -> Callable[[list], Any]:
+    """The decoder of one registered dataclass, from ``[type name,
+    *fields]``, built once from its type hints. Each field is checked
+    against its type (DecodeError if it does not fit). A class whose fields
+    are all ints, strings, bytes or bools has a fast path: one comparison of
+    the values' exact types (which also turns a bool away from an int)."""
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    decoders = [_decoder_for(hints[f.name]) for f in fields]
+
+    def checked(raw: list) -> Any:
+        if len(raw) - 1 != len(decoders):
+            raise DecodeError(f"{raw[0]} needs {len(decoders)} fields, got {len(raw) - 1}")
+        try:
+            return cls(*(decode_field(value) for decode_field, value in zip(decoders, raw[1:])))
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"bad {raw[0]}: {exc}") from exc
+
+    exact = [str] + [hints[f.name] for f in fields]
+    if not all(kind in (int, str, bytes, bool) for kind in exact):
+        return checked
+
+    def fast(raw: list) -> Any:
+        if list(map(type, raw)) != exact:
+            return checked(raw)  # which names what does not fit
+        try:
+            return cls(*raw[1:])
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"bad {raw[0]}: {exc}") from exc
+    return fast
+
+
+Envelope = tuple[int, str, bytes]
+"""(address, message type name, encoded message): what pipes carry, so the
+router can route and count without decoding payloads."""
+
+
+def pack_envelopes(envelopes: list[Envelope]) -> bytes:
+    """Many envelopes in one pipe frame (one write per batch)."""
+    return msgpack.packb(envelopes, use_bin_type=True)
+
+
+def unpack_envelopes(data: bytes) -> list[Envelope]:
+    try:
+        items = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception as exc:
+        raise DecodeError(f"not an envelope batch: {exc}") from exc
+    if not isinstance(items, list):
+        raise DecodeError("not an envelope batch")
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], int)
+                and not isinstance(item[0], bool) and isinstance(item[1], str)
+                and isinstance(item[2], bytes)):
+            raise DecodeError(f"not an envelope: {item!r:.80}")
+    return [(a, k, p) for a, k, p in items]
+
+
+def encode(message: Any) -> bytes:
+    """Serialise a registered dataclass (nested ones and tuples included)."""
+    return msgpack.packb(_to_wire(message), use_bin_type=True)
+
+
+def decode(data: bytes, also: tuple[type, ...] = ()) -> Any:
+    """Inverse of :func:`encode`; raises :class:`DecodeError` on bad input.
+
+    ``also``: dataclasses outside :data:`WIRE_TYPES` that the caller
+    expects at the top level (file storage's own records); nested values
+    are always of the wire types."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise DecodeError(f"not msgpack: {exc}") from exc
+    return _from_wire(raw, also)

@@ -1,0 +1,434 @@
+"""The lab launcher: forks the router, the servers and the clerks, injects
+crashes, shows what happens and stops everything cleanly.
+
+The launcher is the parent of every process. Each server and clerk has one
+pipe to the router; the router has a control pipe to the launcher, which
+also carries every status report. When a server is restarted its new pipe's
+router end is passed to the router with ``reduction.send_handle``.
+
+Stopping (duration reached, Ctrl-C, SIGTERM): SIGTERM to every child, a
+wait of at most 3 s in all, then SIGKILL for any left; the final statistics
+print as a table and go to ``<data-dir>/last-run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing import reduction
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Callable
+
+from ..codec import DecodeError, decode
+from ..core.quorum import majority
+from ..dns.tsig import KeyFileError, KeyRing
+from ..net.faults import LinkFaults
+from ..service import FrontEndSettings, run_clerk
+from ..storage.files import CorruptStorageError, holds_saved_state, mark_recovering
+from .router import run_router
+from .server import ServerSettings, run_server, server_folder
+from .state import LabState
+
+CLERK_ADDRESS_BASE = 100
+CLUSTER_FILE = "cluster.json"
+STOP_GRACE_S = 3.0
+# spawn, not fork: a forked child would inherit every other pipe end the
+# launcher holds at that moment, so a killed server's pipe would stay open in
+# its siblings, the router would never see EOF, and would block writing to it.
+_ctx = multiprocessing.get_context("spawn")
+
+
+class LabFailure(Exception):
+    """The lab cannot go on (its router died); the message says why."""
+
+
+@dataclass(slots=True)
+class LabOptions:
+    nservers: int = 5
+    nclerks: int = 5
+    dns_duration: float = 0.0
+    crash: bool = False
+    unreliable: bool = False
+    long_reordering: bool = False
+    seed: int = 0
+    data_dir: Path = Path("mydns-data")
+    fresh: bool = False
+    port: int = 9876
+    bind: str = "127.0.0.1"
+    zone: str = "mydns."
+    ttl: int = 60
+    dashboard: bool = True
+    fsync: bool = True
+    crash_interval_s: tuple[float, float] = (1.0, 2.0)
+    restart_delay_s: tuple[float, float] = (1.0, 2.0)
+    workload: str | None = None
+    dns_reads: str = "cache"
+    keys_file: Path | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data_dir"] = str(self.data_dir)
+        out["keys_file"] = str(self.keys_file) if self.keys_file else None
+        return out
+
+
+@dataclass(slots=True)
+class _Child:
+    name: str
+    process: Any
+    expected_exit: bool = False
+
+
+@dataclass(slots=True)
+class _Timers:
+    next_crash: float = float("inf")
+    restarts: dict[int, float] = field(default_factory=dict)
+
+
+class Lab:
+    def __init__(self, options: LabOptions, show: Callable[[LabState], None] | None = None) -> None:
+        self.options = options
+        self.state = LabState(options.nservers, options.nclerks)
+        self._show = show
+        self._rng = random.Random(f"launcher/{options.seed}")
+        self._servers = tuple(range(1, options.nservers + 1))
+        self._children: dict[int, _Child] = {}
+        self._incarnations: dict[int, int] = {}
+        self._control: Connection | None = None
+        self._router: Any = None
+        self._timers = _Timers()
+
+    # --- life cycle -----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Set up the data folder; raises LabFailure (nothing started) when
+        it cannot be used, with what to do about it."""
+        opts = self.options
+        if opts.fresh and opts.data_dir.exists():
+            shutil.rmtree(opts.data_dir)
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_data_folders()
+        if opts.keys_file is not None:
+            try:
+                KeyRing.load(str(opts.keys_file))
+            except (OSError, KeyFileError) as exc:
+                raise LabFailure(f"cannot use --keys {opts.keys_file}: {exc}") from None
+
+    def start(self) -> None:
+        opts = self.options
+        router_ends: dict[int, Connection] = {}
+        child_ends: dict[int, Connection] = {}
+        for address in (*self._servers, *self._clerk_addresses()):
+            router_ends[address], child_ends[address] = _ctx.Pipe()
+        self._control, router_control = _ctx.Pipe()
+        self._router = _ctx.Process(target=run_router, name="mydns-router", daemon=False,
+                                    args=(router_ends, router_control, opts.seed,
+                                          frozenset(self._servers)))
+        self._router.start()
+        router_control.close()
+        for end in router_ends.values():
+            end.close()
+        if opts.unreliable:
+            self._control.send(("faults", LinkFaults.classic_unreliable(opts.long_reordering)))
+        for node in self._servers:
+            self._spawn_server(node, child_ends[node])
+        for index, address in enumerate(self._clerk_addresses()):
+            self._spawn_clerk(index, address, child_ends[address])
+        if opts.crash:
+            self._timers.next_crash = time.monotonic() + self._rng.uniform(*opts.crash_interval_s)
+        self.state.log(f"started {opts.nservers} servers and {opts.nclerks} clerks "
+                       f"(UDP {opts.bind}:{opts.port}..{opts.port + opts.nclerks - 1}), "
+                       f"data in {opts.data_dir}")
+
+    def run(self, until: Callable[[], bool] | None = None, refresh_s: float = 0.25,
+            duration_s: float | None = None) -> None:
+        """Serve until ``duration_s`` (default: --dnsDuration, 0 meaning
+        forever) passes, ``until()`` holds, or Ctrl-C."""
+        duration = self.options.dns_duration if duration_s is None else duration_s
+        deadline = time.monotonic() + duration if duration > 0 else float("inf")
+        next_show = 0.0
+        assert self._control is not None
+        while time.monotonic() < deadline and not (until and until()):
+            sentinels = {c.process.sentinel: a for a, c in self._children.items()}
+            timeout = min(refresh_s, max(0.0, deadline - time.monotonic()))
+            for ready in wait([self._control, self._router.sentinel, *sentinels], timeout):
+                if ready is self._control:
+                    self._drain_control()
+                elif ready == self._router.sentinel:
+                    raise LabFailure(self._router_failure())
+                else:
+                    self._child_exited(sentinels[ready])
+            self._run_crash_controller()
+            now = time.monotonic()
+            if now >= next_show:
+                next_show = now + refresh_s
+                self._write_status_file()
+                if self._show is not None:
+                    self._show(self.state)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop every child within STOP_GRACE_S; return the final statistics.
+
+        Clerks go first, so their last counters still reach us through the
+        router; then servers; then the router itself.
+        """
+        deadline = time.monotonic() + STOP_GRACE_S - 0.3
+        self._freeze_router_stats(time.monotonic() + 0.5)
+        clerks = [c for a, c in self._children.items() if a not in self.state.servers]
+        servers = [c for a, c in self._children.items() if a in self.state.servers]
+        for group in (clerks, servers):
+            for child in group:
+                child.expected_exit = True
+                _signal(child.process, signal.SIGTERM)
+            for child in group:
+                child.process.join(max(0.0, min(deadline, time.monotonic() + 1.0)
+                                       - time.monotonic()))
+        self._drain_control_until(min(deadline, time.monotonic() + 0.2))
+        if self._control is not None:
+            try:
+                self._control.send(("stop",))
+            except OSError:
+                pass
+        if self._router is not None:
+            self._router.join(max(0.1, deadline - time.monotonic()))
+        for process in [c.process for c in self._children.values()] + [self._router]:
+            if process is not None and process.is_alive():
+                _signal(process, signal.SIGKILL)
+                process.join(0.5)
+        stats = self.state.final_stats(self.options.as_json())
+        (self.options.data_dir / "last-run.json").write_text(json.dumps(stats, indent=2) + "\n")
+        return stats
+
+    def _write_status_file(self) -> None:
+        """``<data-dir>/status.json``: who is up and who leads, for operators
+        and benchmarks (replaced atomically, a few times a second)."""
+        servers = {}
+        for node, view in self.state.servers.items():
+            status = view.status
+            fresh = status is not None and view.up and status.pid == view.pid
+            role = status.role if fresh and status else ("starting" if view.up else "down")
+            servers[str(node)] = {"up": view.up, "pid": view.pid, "role": role,
+                                  "term": status.term if status else 0}
+        path = self.options.data_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"leader": self.state.leader, "term": self.state.leader_term,
+                                   "servers": servers}))
+        os.replace(tmp, path)
+
+    def _freeze_router_stats(self, until: float) -> None:
+        """Take the network's counters as they stand before anything stops:
+        messages caught in flight by the shutdown are not losses."""
+        if self._control is None or self._router is None or not self._router.is_alive():
+            return
+        try:
+            self._control.send(("report",))
+        except OSError:
+            return
+        self._drain_control_until(until, done=lambda: self.state.router_final)
+
+    def _drain_control_until(self, until: float, done: Callable[[], bool] = lambda: False) -> None:
+        """Take in what the router still forwards, until ``until`` or ``done()``."""
+        if self._control is None:
+            return
+        try:
+            while not done() and self._control.poll(max(0.0, until - time.monotonic())):
+                self._drain_control()
+        except (EOFError, OSError):
+            pass
+
+    # --- fault injection -----------------------------------------------------------------
+
+    def kill_server(self, node: int) -> None:
+        """SIGKILL a server now; it stays down until restart_server."""
+        child = self._children.get(node)
+        if child is None or not child.process.is_alive():
+            return
+        child.expected_exit = True
+        _signal(child.process, signal.SIGKILL)
+        child.process.join(1.0)
+        self.state.servers[node].up = False
+        self.state.crashes_injected += 1
+        self.state.log(f"s{node} killed (SIGKILL)")
+
+    def restart_server(self, node: int) -> None:
+        router_end, child_end = _ctx.Pipe()
+        assert self._control is not None and self._router is not None
+        self._control.send(("attach", node))
+        reduction.send_handle(self._control, router_end.fileno(), self._router.pid)
+        router_end.close()
+        self._spawn_server(node, child_end)
+        self.state.servers[node].restarts += 1
+        self.state.log(f"s{node} restarted")
+
+    def set_faults(self, faults: LinkFaults) -> None:
+        assert self._control is not None
+        self._control.send(("faults", faults))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _prepare_data_folders(self) -> None:
+        """Know a new cluster from an existing one, and mark servers whose
+        folder was lost so they catch up before they vote again."""
+        opts = self.options
+        marker = opts.data_dir / CLUSTER_FILE
+        if not marker.exists():
+            marker.write_text(json.dumps({"servers": opts.nservers}) + "\n")
+            return
+        try:
+            recorded = json.loads(marker.read_text())["servers"]
+        except (ValueError, KeyError, TypeError):
+            raise LabFailure(f"{marker} is damaged; restore it, or start empty with --fresh")
+        if recorded != opts.nservers:
+            raise LabFailure(f"{opts.data_dir} holds a cluster of {recorded} servers; run with "
+                             f"--nservers {recorded}, or start empty with --fresh")
+        lost = [n for n in self._servers if not _holds_data(server_folder(opts.data_dir, n))]
+        intact = opts.nservers - len(lost)
+        if intact < majority(opts.nservers):
+            raise LabFailure(f"only {intact} of {opts.nservers} server folders in "
+                             f"{opts.data_dir} hold data; a majority is needed to recover the "
+                             "rest: restore them, or start empty with --fresh")
+        for node in lost:
+            mark_recovering(server_folder(opts.data_dir, node))
+            self.state.log(f"s{node}: data folder empty; it will catch up before it votes")
+
+    def _clerk_addresses(self) -> list[int]:
+        return [CLERK_ADDRESS_BASE + 1 + i for i in range(self.options.nclerks)]
+
+    def _spawn_server(self, node: int, conn: Connection) -> None:
+        opts = self.options
+        settings = ServerSettings(self._servers, opts.data_dir, opts.seed, fsync=opts.fsync)
+        incarnation = self._incarnations.get(node, 0) + 1
+        self._incarnations[node] = incarnation
+        process = _ctx.Process(target=run_server, name=f"mydns-server-{node}",
+                               args=(node, settings, conn, incarnation))
+        process.start()
+        conn.close()
+        self._children[node] = _Child(f"s{node}", process)
+        view = self.state.servers[node]
+        view.up, view.pid = True, process.pid or 0
+
+    def _spawn_clerk(self, index: int, address: int, conn: Connection) -> None:
+        opts = self.options
+        settings = FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
+                                    opts.dns_reads,
+                                    str(opts.keys_file) if opts.keys_file else None)
+        process = _ctx.Process(target=run_clerk, name=f"mydns-clerk-{index}",
+                               args=(index, address, settings, conn))
+        process.start()
+        conn.close()
+        self._children[address] = _Child(f"clerk{index}", process)
+
+    def _drain_control(self) -> None:
+        assert self._control is not None
+        while self._control.poll(0):
+            message = self._control.recv()
+            if message[0] == "stats":
+                self.state.on_router_stats(message[1])
+            elif message[0] == "final-stats":
+                self.state.on_router_stats(message[1], final=True)
+            elif message[0] == "error":
+                self.state.log(f"router failed: {message[1].strip().splitlines()[-1]}")
+                self.state.unexpected_exits.append("router: " + message[1])
+            elif message[0] == "status":
+                try:
+                    self.state.on_report(decode(message[1]))
+                except DecodeError as exc:
+                    self.state.log(f"unreadable status report: {exc}")
+
+    def _router_failure(self) -> str:
+        try:
+            self._drain_control()
+        except (EOFError, OSError):
+            pass
+        self._router.join(1.0)
+        reason = f"the router (pid {self._router.pid}) exited with code " \
+                 f"{self._router.exitcode}; every message passes through it, so the lab stops"
+        self.state.unexpected_exits.append(reason)
+        return reason
+
+    def _child_exited(self, address: int) -> None:
+        child = self._children[address]
+        child.process.join(0)
+        if child.expected_exit:
+            return
+        child.expected_exit = True
+        reason = f"{child.name} (pid {child.process.pid}) exited unexpectedly " \
+                 f"with code {child.process.exitcode}"
+        self.state.unexpected_exits.append(reason)
+        self.state.log(reason)
+        if address in self.state.servers:
+            self.state.servers[address].up = False
+            self._timers.restarts[address] = time.monotonic() + 1.0
+
+    def _run_crash_controller(self) -> None:
+        now = time.monotonic()
+        for node, when in list(self._timers.restarts.items()):
+            if now >= when:
+                del self._timers.restarts[node]
+                self.restart_server(node)
+        if now < self._timers.next_crash:
+            return
+        opts = self.options
+        self._timers.next_crash = now + self._rng.uniform(*opts.crash_interval_s)
+        up = [n for n in self._servers if self.state.servers[n].up]
+        # Never leave fewer than a majority alive.
+        if len(up) - 1 < majority(opts.nservers):
+            return
+        victim = self._rng.choice(up)
+        self.kill_server(victim)
+        self._timers.restarts[victim] = now + self._rng.uniform(*opts.restart_delay_s)
+
+
+def _holds_data(folder: Path) -> bool:
+    """:func:`holds_saved_state`, with a damaged or unreadable folder
+    turned into a LabFailure (its message says what to do) instead of a
+    traceback."""
+    try:
+        return holds_saved_state(folder)
+    except CorruptStorageError as exc:
+        raise LabFailure(str(exc)) from None
+    except OSError as exc:
+        raise LabFailure(f"cannot read server folder {folder}: {exc}; check its permissions, "
+                         "or start empty with --fresh") from None
+
+
+def _signal(process: Any, signum: int) -> None:
+    if process.pid is not None and process.is_alive():
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def print_final_table(stats: dict[str, Any], out: Any = sys.stdout) -> None:
+    """The final statistics as a plain two-column table."""
+    rows = [
+        ("duration", f"{stats['duration_s']} s"),
+        ("total packets", stats["total_packets"]),
+        ("packets delivered / dropped", f"{stats['packets']['delivered']} / "
+                                        f"{stats['packets']['dropped']}"),
+        ("puts (ok / failed)", f"{stats['puts']} / {stats['puts_failed']}"),
+        ("queries (ok / failed)", f"{stats['queries']} / {stats['queries_failed']}"),
+        ("raft RPCs", stats["rpcs"]),
+        ("network loss rate", f"{stats['network_loss_rate']:.2%}"),
+        ("client loss rate", f"{stats['client_loss_rate']:.2%}"),
+        ("latency p50 / p99", f"{stats['latency_ms_p50']} / {stats['latency_ms_p99']} ms"),
+        ("max term", stats["max_term"]),
+        ("leader changes", stats["leader_changes"]),
+        ("crashes injected", stats["crashes_injected"]),
+        ("unexpected exits", len(stats["unexpected_exits"])),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("final statistics", file=out)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}", file=out)
+    for reason in stats["unexpected_exits"]:
+        print(f"  ! {reason}", file=out)

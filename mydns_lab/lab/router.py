@@ -1,0 +1,203 @@
+"""The lab's network: one process every message between servers and clerks
+passes through.
+
+It routes envelopes by address, applies the fault layer
+(:func:`mydns_lab.faults.message_fate`) under one seed, honours cut links,
+and counts every packet per link kind: ``raft`` (server to server),
+``request`` (clerk to server) and ``reply`` (server to clerk). Status
+reports addressed to the launcher (address 0) are forwarded untouched and
+uncounted.
+
+The launcher controls it through a control pipe: attach a new pipe for an
+address (a restarted server: the pipe's descriptor arrives with
+``multiprocessing.reduction.recv_handle``), set faults, cut and heal links.
+The router sends its counters to the launcher every quarter second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing import reduction
+from multiprocessing.connection import Connection, wait
+
+from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
+from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
+from ..net.procs import die_with_parent
+from ..net.transport import LAUNCHER
+
+STATS_INTERVAL_S = 0.25
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    sent: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    delayed: int = 0
+
+
+@dataclass(slots=True)
+class RouterStats:
+    links: dict[str, LinkCounters] = field(default_factory=lambda: {
+        "raft": LinkCounters(), "request": LinkCounters(), "reply": LinkCounters()})
+    by_type: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"links": {k: dataclasses.asdict(v) for k, v in self.links.items()},
+                "by_type": dict(self.by_type)}
+
+
+
+# Control commands (launcher -> router), sent with Connection.send:
+#   ("attach", address)         then a descriptor via reduction.send_handle
+#   ("faults", LinkFaults)
+#   ("cut", a, b) / ("heal",)
+#   ("report",)                 answered at once with ("final-stats", counters)
+#   ("stop",)
+
+
+class Router:
+    def __init__(self, pipes: dict[int, Connection], control: Connection, seed: int,
+                 server_ids: frozenset[int]) -> None:
+        self._pipes = dict(pipes)
+        self._control = control
+        self._rng = random.Random(f"router/{seed}")
+        self._servers = server_ids
+        self._faults = LinkFaults()
+        self._cut: set[tuple[int, int]] = set()
+        self._heap: list[tuple[float, int, int, str, Envelope]] = []
+        self._seq = 0
+        self.stats = RouterStats()
+
+    def run(self) -> None:
+        next_stats = time.monotonic() + STATS_INTERVAL_S
+        while True:
+            timeout = STATS_INTERVAL_S
+            if self._heap:
+                timeout = max(0.0, min(timeout, self._heap[0][0] - time.monotonic()))
+            ready = wait([self._control, *self._pipes.values()], timeout)
+            outgoing: dict[int, list[tuple[str, Envelope]]] = {}
+            for conn in ready:
+                if conn is self._control:
+                    if not self._handle_control():
+                        return
+                else:
+                    self._receive(conn, outgoing)
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, dst, link, envelope = heapq.heappop(self._heap)
+                outgoing.setdefault(dst, []).append((link, envelope))
+            self._deliver(outgoing)
+            if now >= next_stats:
+                next_stats = now + STATS_INTERVAL_S
+                self._control.send(("stats", self.stats.as_dict()))
+
+    # --- traffic ------------------------------------------------------------------------
+
+    def _receive(self, conn: Connection, outgoing: dict[int, list[tuple[str, Envelope]]]) -> None:
+        src = next((a for a, c in self._pipes.items() if c is conn), None)
+        if src is None:
+            return  # replaced by a newer pipe earlier in this same turn
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            # The process died (a crash the launcher injected, or a real one).
+            del self._pipes[src]
+            conn.close()
+            return
+        now = time.monotonic()
+        try:
+            envelopes = unpack_envelopes(data)
+        except DecodeError:
+            return  # not from one of ours; nothing to route
+        for dst, kind, payload in envelopes:
+            if dst == LAUNCHER:
+                self._control.send(("status", payload))
+                continue
+            link = self._link_kind(src, dst)
+            counters = self.stats.links[link]
+            counters.sent += 1
+            self.stats.by_type[kind] = self.stats.by_type.get(kind, 0) + 1
+            if (src, dst) in self._cut:
+                counters.dropped += 1
+                continue
+            delays = message_fate(self._rng, self._faults, kind in REPLY_TYPES)
+            if not delays:
+                counters.dropped += 1
+            envelope = (dst, kind, payload)
+            for delay_ms in delays:
+                if delay_ms <= 0:
+                    outgoing.setdefault(dst, []).append((link, envelope))
+                else:
+                    counters.delayed += 1
+                    self._seq += 1
+                    heapq.heappush(self._heap, (now + delay_ms / 1000, self._seq, dst, link,
+                                                envelope))
+
+    def _deliver(self, outgoing: dict[int, list[tuple[str, Envelope]]]) -> None:
+        for dst, items in outgoing.items():
+            conn = self._pipes.get(dst)
+            if conn is not None:
+                try:
+                    conn.send_bytes(pack_envelopes([envelope for _, envelope in items]))
+                except OSError:
+                    del self._pipes[dst]
+                    conn = None
+            for link, _ in items:
+                counters = self.stats.links[link]
+                if conn is None:
+                    counters.dropped += 1  # its process is down
+                else:
+                    counters.delivered += 1
+
+    def _link_kind(self, src: int, dst: int) -> str:
+        if src in self._servers and dst in self._servers:
+            return "raft"
+        return "request" if dst in self._servers else "reply"
+
+    # --- control ------------------------------------------------------------------------
+
+    def _handle_control(self) -> bool:
+        try:
+            command = self._control.recv()
+        except (EOFError, OSError):
+            return False  # the launcher is gone
+        match command:
+            case ("attach", address):
+                fd = reduction.recv_handle(self._control)
+                old = self._pipes.pop(address, None)
+                if old is not None:
+                    old.close()
+                self._pipes[address] = Connection(fd)
+            case ("faults", faults):
+                self._faults = faults
+            case ("cut", a, b):
+                self._cut.add((a, b))
+            case ("heal",):
+                self._cut.clear()
+            case ("report",):
+                self._control.send(("final-stats", self.stats.as_dict()))
+            case ("stop",):
+                return False
+        return True
+
+
+def run_router(pipes: dict[int, Connection], control: Connection, seed: int,
+               server_ids: frozenset[int]) -> None:
+    """Process entry point."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        Router(pipes, control, seed, server_ids).run()
+    except Exception:
+        # Tell the launcher why the network died before dying with it.
+        control.send(("error", traceback.format_exc()))
+        raise

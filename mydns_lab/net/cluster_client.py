@@ -1,0 +1,141 @@
+"""Record-store operations from an asyncio program, over the router pipe.
+
+A front end may have many requests in flight; each runs on its own
+:class:`~mydns_lab.clerks.Clerk` (one operation at a time per clerk, as
+exactly-once needs), taken from a pool. Clerk ids are random 62-bit numbers
+drawn when the clerk is made, so a restarted front end never reuses the
+session of an earlier one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from ..clerks import Clerk, ClerkTiming, Outcome
+from ..protocol import ClientReply, ClientRequest, Operation
+from .transport import Outbox, receive
+
+
+class ClusterTimeout(Exception):
+    """No answer within the deadline; the operation may or may not have
+    taken effect."""
+
+
+@dataclass(slots=True)
+class ClientCounters:
+    calls: int = 0
+    timeouts: int = 0
+    retries: int = 0
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class ClusterClient:
+    def __init__(self, conn: Connection, address: int, servers: tuple[int, ...],
+                 timing: ClerkTiming = ClerkTiming(request_timeout_ms=300)) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._conn = conn
+        self._address = address
+        self._servers = servers
+        self._timing = timing
+        self._rng = random.Random()
+        self._outbox = Outbox(conn)
+        self._flush_soon = False
+        self._idle: list[Clerk] = []
+        self._busy: dict[int, tuple[Clerk, asyncio.Future[Outcome]]] = {}
+        self.counters = ClientCounters()
+        self.closed = asyncio.Event()
+        self._loop.add_reader(conn.fileno(), self._on_readable)
+
+    async def call(self, op: Operation, timeout_s: float) -> Outcome:
+        """Run ``op`` until the cluster answers; raises ClusterTimeout."""
+        clerk = self._idle.pop() if self._idle else self._new_clerk()
+        future: asyncio.Future[Outcome] = self._loop.create_future()
+        self._busy[clerk.client_id] = (clerk, future)
+        self.counters.calls += 1
+        clerk.start(op, now_ms())
+        self._arm(clerk)
+        try:
+            outcome = await asyncio.wait_for(future, timeout_s)
+            self.counters.retries += outcome.attempts - 1
+            return outcome
+        except asyncio.TimeoutError:
+            clerk.abandon()
+            self.counters.timeouts += 1
+            raise ClusterTimeout(f"the cluster did not answer within {timeout_s:g} s") from None
+        finally:
+            del self._busy[clerk.client_id]
+            self._idle.append(clerk)
+
+    def send_status(self, dst: int, msg: object) -> None:
+        self._outbox.send(dst, msg)
+        self._schedule_flush()
+
+    def flush_now(self) -> None:
+        """Write whatever is queued at once (used on the way out)."""
+        self._flush()
+
+    # --- internals ------------------------------------------------------------------
+
+    def _new_clerk(self) -> Clerk:
+        client_id = self._rng.getrandbits(62) | 1
+        return Clerk(client_id, self._servers, random.Random(client_id), self._send,
+                     self._timing, address=self._address)
+
+    def _send(self, req: ClientRequest) -> None:
+        self._outbox.send(req.dst, req)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        try:
+            self._outbox.flush()
+        except OSError:
+            self._close()
+
+    def _arm(self, clerk: Clerk) -> None:
+        deadline = clerk.deadline_ms
+        if deadline is not None:
+            self._loop.call_later(max(0, deadline - now_ms()) / 1000, self._on_timer, clerk,
+                                  deadline)
+
+    def _on_timer(self, clerk: Clerk, deadline: int) -> None:
+        if clerk.deadline_ms == deadline and clerk.client_id in self._busy:
+            clerk.on_timer(now_ms())
+            self._arm(clerk)
+
+    def _on_readable(self) -> None:
+        try:
+            messages = receive(self._conn)
+        except (EOFError, OSError):
+            self._close()
+            return
+        for msg in messages:
+            if isinstance(msg, ClientReply):
+                self._on_reply(msg)
+
+    def _on_reply(self, reply: ClientReply) -> None:
+        busy = self._busy.get(reply.client_id)
+        if busy is None:
+            return
+        clerk, future = busy
+        outcome = clerk.on_reply(reply, now_ms())
+        if outcome is None:
+            self._arm(clerk)
+        elif not future.done():
+            future.set_result(outcome)
+
+    def _close(self) -> None:
+        self._loop.remove_reader(self._conn.fileno())
+        self.closed.set()

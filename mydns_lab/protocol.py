@@ -1,0 +1,136 @@
+"""The record store's client protocol: operations, commands and replies.
+
+What a front end's clerk sends to the servers, what the log carries and
+what comes back. Clients are addressed like nodes, by int ids; the lab
+gives clerks ids above every server id. Pure types; bytes are
+:mod:`mydns_lab.codec`'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from .core.messages import NO_NODE
+
+
+@dataclass(frozen=True, slots=True)
+class KvOp:
+    """One operation on the key/value store.
+
+    ``kind`` is one of ``get``, ``put``, ``append``, ``cas`` (set ``value``
+    if the current value equals ``expected``) and ``delete``. Missing keys
+    read as the empty string.
+    """
+
+    kind: str
+    key: str
+    value: str = ""
+    expected: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One name's addresses, as the store keeps them.
+
+    ``name`` is relative to the zone and already normalised
+    (:func:`mydns_lab.records.normalize_name`). ``owner`` is the SHA-256
+    (hex) of the token that claimed the name; the token itself is never
+    stored. ``seq`` is the uploader's sequence number: an upload with a
+    lower one never overwrites this record. ``updated_ms`` is the leader's
+    wall clock when the last change was proposed.
+    """
+
+    name: str
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    txt: tuple[str, ...] = ()
+    owner: str = ""
+    seq: int = 0
+    updated_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOp:
+    """One operation on DNS records.
+
+    ``kind``: ``record_set`` (claim the name if free, else update it when
+    ``owner`` matches and ``seq`` is not older), ``record_delete`` (when
+    ``owner`` matches), ``record_get`` and ``record_list`` (linearizable
+    reads), ``record_changes`` (a watch: what changed after serial ``seq``).
+    """
+
+    kind: str
+    name: str = ""
+    ipv4: tuple[str, ...] = ()
+    ipv6: tuple[str, ...] = ()
+    txt: tuple[str, ...] = ()
+    owner: str = ""
+    seq: int = 0
+
+
+Operation = Union[KvOp, RecordOp]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """What a log entry of the record store carries.
+
+    ``(client_id, seq)`` makes retries idempotent; ``time_ms`` is the wall
+    time the leader stamped at proposal, so replicas never read a clock.
+    """
+
+    client_id: int
+    seq: int
+    op: Operation
+    time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    src: int
+    dst: int
+    client_id: int
+    seq: int
+    op: Operation
+
+
+class Status:
+    """Outcomes a :class:`ClientReply` can carry. A front end picks its
+    reply by status and never reads the words of ``value`` (which are for
+    people and may change). The refusals are kept in the record store's
+    session table and its snapshots too, so a retried upload is refused for
+    the same reason."""
+
+    OK = "ok"
+    NOT_LEADER = "not_leader"   # try ``leader_hint`` (0: unknown)
+    RETRY = "retry"             # leadership was lost before an answer; try again
+    ERROR = "error"             # the operation is invalid; ``value`` says why
+    OWNED = "owned"             # the name was claimed by another owner
+    STALE = "stale"             # the upload's seq is older than the stored record's
+
+
+REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE})
+"""Every status of an operation the store refused: final, not to retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    src: int
+    dst: int
+    client_id: int
+    seq: int
+    status: str
+    value: str = ""
+    leader_hint: int = NO_NODE
+    records: tuple[Record, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KvSnapshot:
+    """The record store's state as stored in a Raft snapshot."""
+
+    items: tuple[tuple[str, str], ...]
+    records: tuple[Record, ...]
+    sessions: tuple[tuple[int, int, str, str], ...]  # client, seq, status, value
+    serial: int = 0
