@@ -7,12 +7,14 @@ recurses nor loops without bound. :func:`edns_and_tsig` then picks out a
 request's OPT and TSIG records, enforcing where RFC 6891 and RFC 8945 allow
 them. Names are tuples of raw labels (:data:`Labels`), case as sent;
 :func:`lower_labels` is the one case-folding rule and :func:`wire_name` the
-one (uncompressed) encoding. The header layout (its size and flag bits),
-the name length limit and the record type and class numbers live here, for
-every DNS module to share.
+one (uncompressed) encoding; :class:`Zone` is the one mapping from a name
+in a request to the name a record is stored under. The header layout (its
+size and flag bits), the name length limit and the opcode, rcode, Extended
+DNS Error, record type and class numbers live here, for every DNS module to
+share.
 
 **Why not dnslib's parser.** dnslib builds the replies
-(:mod:`mydns_lab.dnsfront`), but requests are read here: dnslib follows
+(:mod:`mydns_lab.dns.answers`), but requests are read here: dnslib follows
 compression pointers by recursion (a long chain raises RecursionError),
 refuses RRs with empty RDATA (which every RFC 2136 delete and prerequisite
 has), and does not say where the TSIG RR starts, which the MAC needs.
@@ -20,10 +22,13 @@ has), and does not say where the TSIG RR starts, which the MAC needs.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
-__all__ = ["WireError", "WireRR", "Question", "WireMessage", "Edns", "Labels",
+from ..records import InvalidRecord, normalize_name
+
+__all__ = ["WireError", "WireRR", "Question", "WireMessage", "Edns", "Labels", "Zone",
            "read_name", "parse_message", "edns_and_tsig", "wire_name", "lower_labels"]
 
 MAX_POINTER_HOPS = 127   # more than any 255-octet name needs
@@ -38,7 +43,17 @@ T_TKEY, T_TSIG, T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY = 249, 250, 251, 252, 25
 C_IN, C_NONE, C_ANY = 1, 254, 255
 META_TYPES = frozenset({T_OPT, T_TKEY, T_TSIG, T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY})
 
+# opcodes and rcodes (the TSIG errors are in mydns_lab.dns.tsig)
+QUERY, UPDATE = 0, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+YXDOMAIN, YXRRSET, NXRRSET, NOTAUTH, NOTZONE, BADVERS = 6, 7, 8, 9, 10, 16
+# Extended DNS Errors (RFC 8914): the EDNS option code and the info codes we use
+OPT_EDE = 15
+EDE_OTHER, EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 0, 18, 20, 21
+
 Labels = tuple[bytes, ...]
+
+_LDH_LABEL = re.compile(rb"^[A-Za-z0-9-]{1,63}$")
 
 
 class WireError(ValueError):
@@ -187,3 +202,38 @@ def lower_labels(labels: Labels) -> Labels:
     """``labels`` in ASCII lower case: DNS names compare case-insensitively."""
     return tuple(label.lower() for label in labels)
 
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """The zone a front end serves. Queries and updates both map a name in
+    a request to a stored record name through it, so the two agree on what
+    is in the zone and what a name is stored as."""
+
+    name: str        # normalised, with the trailing dot: "mydns."
+    labels: Labels   # the same, lower-case labels without the root
+
+    @classmethod
+    def of(cls, name: str) -> Zone:
+        """The zone called ``name`` (any case, trailing dot optional);
+        raises :class:`mydns_lab.records.InvalidRecord` for a bad name."""
+        text = normalize_name(name) + "."
+        return cls(text, tuple(p.encode() for p in text[:-1].split(".")))
+
+    def relative(self, labels: Labels) -> Labels | None:
+        """``labels`` without the zone suffix (``()`` for the apex); None
+        when the name is outside the zone."""
+        n = len(self.labels)
+        if len(labels) < n or lower_labels(labels[len(labels) - n:]) != self.labels:
+            return None
+        return labels[:len(labels) - n]
+
+    @staticmethod
+    def record_name(relative: Labels) -> str | None:
+        """The stored form of a relative name (:func:`mydns_lab.records.normalize_name`),
+        or None if no record can have it (the apex included)."""
+        if not relative or not all(_LDH_LABEL.match(label) for label in relative):
+            return None
+        try:
+            return normalize_name(b".".join(relative).decode("ascii"))
+        except InvalidRecord:
+            return None
