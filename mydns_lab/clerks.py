@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .core.messages import NO_NODE
-from .protocol import REFUSALS, ClientReply, ClientRequest, Operation, Record, Status
+from .protocol import REFUSALS, ClientReply, ClientRequest, Outcome, Record, Status, StoreOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +31,19 @@ class ClerkTiming:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Finished:
     """A finished operation: ``status`` is OK or one of
-    :data:`mydns_lab.messages.REFUSALS` (never a retry)."""
+    :data:`mydns_lab.protocol.REFUSALS` (never a retry); the other fields
+    are the final :class:`~mydns_lab.protocol.ClientReply`'s."""
 
-    op: Operation
+    op: StoreOp
     status: str
     value: str
     attempts: int
     records: tuple[Record, ...] = ()
+    outcome: str = Outcome.NONE
+    serial: int = 0
+    full: bool = False
 
 
 class Clerk:
@@ -56,7 +60,7 @@ class Clerk:
         self._timing = timing
         self._seq = 0
         self._leader = servers[rng.randrange(len(servers))]
-        self._op: Operation | None = None
+        self._op: StoreOp | None = None
         self._deadline_ms: int | None = None
         self._attempts = 0
         self._failures_in_row = 0
@@ -71,7 +75,7 @@ class Clerk:
         """When :meth:`on_timer` next needs calling (None: idle)."""
         return self._deadline_ms
 
-    def start(self, op: Operation, now_ms: int) -> None:
+    def start(self, op: StoreOp, now_ms: int) -> None:
         """Begin ``op``; only one operation is in progress at a time."""
         assert self._op is None, "a clerk runs one operation at a time"
         self._op = op
@@ -80,16 +84,17 @@ class Clerk:
         self._failures_in_row = 0
         self._transmit(now_ms)
 
-    def on_reply(self, reply: ClientReply, now_ms: int) -> Outcome | None:
+    def on_reply(self, reply: ClientReply, now_ms: int) -> Finished | None:
         """Feed an answer; returns the outcome once the operation is done."""
         if self._op is None or reply.client_id != self.client_id or reply.seq != self._seq:
             return None  # a late answer to an earlier attempt or operation
         if reply.status == Status.OK or reply.status in REFUSALS:
-            outcome = Outcome(self._op, reply.status, reply.value, self._attempts, reply.records)
+            finished = Finished(self._op, reply.status, reply.value, self._attempts, reply.records,
+                                reply.outcome, reply.serial, reply.full)
             self._leader = reply.src
             self._op = None
             self._deadline_ms = None
-            return outcome
+            return finished
         if reply.src != self._leader:
             return None  # a refusal from a server we already gave up on
         hint = reply.leader_hint

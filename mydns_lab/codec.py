@@ -190,14 +190,22 @@ def _class_decoder(cls: type) -> Callable[[list], Any]:
     *fields]``, built once from its type hints. Each field is checked
     against its type (DecodeError if it does not fit). A class whose fields
     are all ints, strings, bytes or bools has a fast path: one comparison of
-    the values' exact types (which also turns a bool away from an int)."""
+    the values' exact types (which also turns a bool away from an int).
+
+    Trailing fields with defaults may be missing: they take their defaults,
+    so a field added at the end of a type still reads logs, snapshots and
+    messages written before it existed."""
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     decoders = [_decoder_for(hints[f.name]) for f in fields]
+    required = sum(1 for f in fields if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING)
 
     def checked(raw: list) -> Any:
-        if len(raw) - 1 != len(decoders):
-            raise DecodeError(f"{raw[0]} needs {len(decoders)} fields, got {len(raw) - 1}")
+        if not required <= len(raw) - 1 <= len(decoders):
+            wanted = (f"{len(decoders)}" if required == len(decoders)
+                      else f"{required} to {len(decoders)}")
+            raise DecodeError(f"{raw[0]} needs {wanted} fields, got {len(raw) - 1}")
         try:
             return cls(*(decode_field(value) for decode_field, value in zip(decoders, raw[1:])))
         except (TypeError, ValueError) as exc:

@@ -57,7 +57,10 @@ class RecordOp:
     ``kind``: ``record_set`` (claim the name if free, else update it when
     ``owner`` matches and ``seq`` is not older), ``record_delete`` (when
     ``owner`` matches), ``record_get`` and ``record_list`` (linearizable
-    reads), ``record_changes`` (a watch: what changed after serial ``seq``).
+    reads), ``record_changes`` (a watch: what changed after serial
+    ``since``). ``ipv4`` holds only IPv4 addresses and ``ipv6`` only IPv6:
+    the sender splits them by family (:func:`mydns_lab.records.split_addresses`).
+    ``seq`` is the uploader's sequence number, nothing else.
     """
 
     kind: str
@@ -67,9 +70,11 @@ class RecordOp:
     txt: tuple[str, ...] = ()
     owner: str = ""
     seq: int = 0
+    since: int = 0
 
 
-Operation = Union[KvOp, RecordOp]
+StoreOp = Union[KvOp, RecordOp]
+"""Anything a clerk can ask of the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class Command:
 
     client_id: int
     seq: int
-    op: Operation
+    op: StoreOp
     time_ms: int = 0
 
 
@@ -92,7 +97,7 @@ class ClientRequest:
     dst: int
     client_id: int
     seq: int
-    op: Operation
+    op: StoreOp
 
 
 class Status:
@@ -114,8 +119,28 @@ REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE})
 """Every status of an operation the store refused: final, not to retry."""
 
 
+class Outcome:
+    """What an accepted record change did (:attr:`ClientReply.outcome`)."""
+
+    NONE = ""            # a read, a KV operation, or a refusal
+    CLAIMED = "claimed"  # the name was free and now belongs to the sender
+    UPDATED = "updated"  # the owner changed its addresses
+    DELETED = "deleted"  # the owner removed the name
+
+
 @dataclass(frozen=True, slots=True)
 class ClientReply:
+    """The store's answer to a :class:`ClientRequest`.
+
+    ``status`` decides (see :class:`Status`); ``value`` is a KV read's
+    value or, for a refusal, the reason in words for people. Record
+    operations answer in fields: ``outcome`` (an :class:`Outcome`) for a
+    change, ``records`` and the zone's ``serial`` for a read; a watch's
+    ``records`` are every record when ``full`` is set, else the ones that
+    changed after the serial it named (a deleted name as a record with no
+    owner), and it resumes from ``serial``.
+    """
+
     src: int
     dst: int
     client_id: int
@@ -124,6 +149,9 @@ class ClientReply:
     value: str = ""
     leader_hint: int = NO_NODE
     records: tuple[Record, ...] = ()
+    outcome: str = Outcome.NONE
+    serial: int = 0
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +162,6 @@ class KvSnapshot:
     records: tuple[Record, ...]
     sessions: tuple[tuple[int, int, str, str], ...]  # client, seq, status, value
     serial: int = 0
+    outcomes: tuple[str, ...] = ()
+    """The :class:`Outcome` of each session's last result, in the order of
+    ``sessions`` (empty in snapshots written before outcomes had a field)."""

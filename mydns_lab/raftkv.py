@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from .core.messages import Entry, Snapshot
-from .protocol import (ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Operation, Record,
-                       RecordOp, Status)
+from .protocol import (ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Outcome, Record,
+                       RecordOp, Status, StoreOp)
 from .raft import NotLeader, RaftNode, Ready, Role
 from .records import InvalidRecord, checked_op
 
@@ -46,12 +46,16 @@ class Codec(Protocol):
 @dataclass(frozen=True, slots=True)
 class Result:
     """What an operation gave: ``status`` is a :class:`Status` (one of
-    :data:`~mydns_lab.messages.REFUSALS` when refused); ``value`` is the
-    answer or, when refused, the reason in words for people."""
+    :data:`~mydns_lab.protocol.REFUSALS` when refused); ``value`` is a KV
+    answer or, when refused, the reason in words for people; the other
+    fields are :class:`~mydns_lab.protocol.ClientReply`'s."""
 
     status: str
     value: str = ""
     records: tuple[Record, ...] = ()
+    outcome: str = Outcome.NONE
+    serial: int = 0
+    full: bool = False
 
 
 class KVStateMachine:
@@ -90,30 +94,31 @@ class KVStateMachine:
     def read(self, key: str) -> str:
         return self.data.get(key, "")
 
-    def query(self, op: Operation) -> Result:
+    def query(self, op: StoreOp) -> Result:
         """Answer a read operation from the current state."""
         if isinstance(op, KvOp):
             return Result(Status.OK, self.read(op.key))
         if op.kind == "record_list":
-            return Result(Status.OK, str(self.serial), tuple(self.records.values()))
+            return Result(Status.OK, records=tuple(self.records.values()), serial=self.serial)
         if op.kind == "record_changes":
-            return self.changes_since(op.seq)
+            return self.changes_since(op.since)
         try:
             name = checked_op(op).name
         except InvalidRecord as exc:
             return Result(Status.ERROR, str(exc))
         found = self.records.get(name)
-        return Result(Status.OK, str(self.serial), (found,) if found else ())
+        return Result(Status.OK, records=(found,) if found else (), serial=self.serial)
 
     def changes_since(self, serial: int) -> Result:
-        """What changed after ``serial``: value ``"<serial>:delta"`` with the
-        changed records (a deleted name as a record with no owner), or
-        ``"<serial>:full"`` with every record when the log of changes does
-        not reach back that far."""
+        """What changed after ``serial``: the changed records (a deleted
+        name as a record with no owner), or every record with ``full`` set
+        when the log of changes does not reach back that far; ``serial`` of
+        the result is where the next watch resumes."""
         if serial == self.serial:
-            return Result(Status.OK, f"{self.serial}:delta")
+            return Result(Status.OK, serial=self.serial)
         if serial > self.serial or not self.changes or self.changes[0][0] > serial + 1:
-            return Result(Status.OK, f"{self.serial}:full", tuple(self.records.values()))
+            return Result(Status.OK, records=tuple(self.records.values()), serial=self.serial,
+                          full=True)
         recent: list[str] = []
         for at, name in reversed(self.changes):  # newest first: stop at the old ones
             if at <= serial:
@@ -121,7 +126,7 @@ class KVStateMachine:
             recent.append(name)
         names = dict.fromkeys(reversed(recent))  # oldest change first, each name once
         changed = tuple(self.records.get(name) or Record(name) for name in names)
-        return Result(Status.OK, f"{self.serial}:delta", changed)
+        return Result(Status.OK, records=changed, serial=self.serial)
 
     def cached_result(self, client_id: int, seq: int) -> Result | None:
         """The result of ``(client_id, seq)`` if it is the last one applied."""
@@ -133,8 +138,10 @@ class KVStateMachine:
     def snapshot(self) -> bytes:
         items = tuple(sorted(self.data.items()))
         records = tuple(self.records[name] for name in sorted(self.records))
-        sessions = tuple((c, s, r.status, r.value) for c, (s, r) in sorted(self.sessions.items()))
-        return self._codec.encode(KvSnapshot(items, records, sessions, self.serial))
+        ordered = sorted(self.sessions.items())
+        sessions = tuple((c, s, r.status, r.value) for c, (s, r) in ordered)
+        outcomes = tuple(r.outcome for _, (_, r) in ordered)
+        return self._codec.encode(KvSnapshot(items, records, sessions, self.serial, outcomes))
 
     def restore(self, snapshot: Snapshot) -> None:
         self.data, self.records, self.sessions, self.serial = {}, {}, {}, 0
@@ -148,7 +155,9 @@ class KVStateMachine:
         self.data = dict(state.items)
         self.records = {r.name: r for r in state.records}
         self.serial = state.serial
-        self.sessions = {c: (s, Result(st, v)) for c, s, st, v in state.sessions}
+        outcomes = state.outcomes or (Outcome.NONE,) * len(state.sessions)
+        self.sessions = {c: (s, Result(st, v, outcome=o))
+                         for (c, s, st, v), o in zip(state.sessions, outcomes, strict=True)}
 
     def _execute(self, op: KvOp) -> Result:
         current = self.data.get(op.key, "")
@@ -184,19 +193,19 @@ class KVStateMachine:
             if op.kind == "record_delete":
                 return Result(Status.ERROR, f"no such name {op.name!r}")
             self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
-            return Result(Status.OK, "claimed")
+            return Result(Status.OK, outcome=Outcome.CLAIMED)
         if current.owner != op.owner:
             return Result(Status.OWNED, f"name {op.name!r} is owned by another key; pass the "
                                          "token that claimed it or choose another name")
         if op.kind == "record_delete":
             del self.records[op.name]
             self._changed(op.name)
-            return Result(Status.OK, "deleted")
+            return Result(Status.OK, outcome=Outcome.DELETED)
         if op.seq < current.seq:
             return Result(Status.STALE, f"stale upload for {op.name!r}: sequence {op.seq} is "
                                          f"older than the stored {current.seq}; nothing changed")
         self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
-        return Result(Status.OK, "updated")
+        return Result(Status.OK, outcome=Outcome.UPDATED)
 
     def _store(self, record: Record) -> None:
         self.records[record.name] = record
@@ -315,13 +324,13 @@ class KVServer:
 
     def _answer_watches(self) -> None:
         serial = self.machine.serial
-        if any(req.op.seq != serial for _, req in self._watches):  # type: ignore[union-attr]
+        if any(_since(req) != serial for _, req in self._watches):
             waiting = self._watches
-            self._watches = [(e, r) for e, r in waiting if r.op.seq == serial]  # type: ignore[union-attr]
+            self._watches = [(e, r) for e, r in waiting if _since(r) == serial]
             # Front ends mostly wait at the same serial: collect those changes once.
             answers: dict[int, Result] = {}
             for _, req in waiting:
-                since = req.op.seq  # type: ignore[union-attr]
+                since = _since(req)
                 if since != serial:
                     if since not in answers:
                         answers[since] = self.machine.query(req.op)
@@ -379,4 +388,11 @@ class KVServer:
 
     def _answer(self, req: ClientRequest, result: Result, leader_hint: int = 0) -> None:
         self._reply(ClientReply(req.dst, req.src, req.client_id, req.seq, result.status,
-                                result.value, leader_hint, result.records))
+                                result.value, leader_hint, result.records, result.outcome,
+                                result.serial, result.full))
+
+
+def _since(watch: ClientRequest) -> int:
+    """The serial a held watch resumes from (watches are RecordOps)."""
+    assert isinstance(watch.op, RecordOp)
+    return watch.op.since

@@ -104,7 +104,14 @@ def checked_op(op: RecordOp) -> RecordOp:
         return replace(op, name=name)
     if not isinstance(op.seq, int) or op.seq < 0:
         raise InvalidRecord("the sequence number must be a non-negative integer")
-    ipv4, ipv6 = split_addresses(list(op.ipv4) + list(op.ipv6))
+    ipv4, wrong_family = split_addresses(list(op.ipv4))
+    if wrong_family:
+        raise InvalidRecord(f"{wrong_family[0]} is not an IPv4 address; split addresses by family")
+    wrong_family, ipv6 = split_addresses(list(op.ipv6))
+    if wrong_family:
+        raise InvalidRecord(f"{wrong_family[0]} is not an IPv6 address; split addresses by family")
+    if len(ipv4) + len(ipv6) > MAX_ADDRESSES:
+        raise InvalidRecord(f"{len(ipv4) + len(ipv6)} addresses given; at most {MAX_ADDRESSES} allowed")
     if not ipv4 and not ipv6:
         raise InvalidRecord(f"no address given for {name!r}")
     return replace(op, name=name, ipv4=ipv4, ipv6=ipv6, txt=check_txt(list(op.txt)))

@@ -21,7 +21,8 @@ V is an address or a list of addresses. Without ``Seq`` the front end
 stamps the upload with its wall clock in milliseconds, so later uploads win.
 
 DNS (every datagram that is not JSON, i.e. does not start with ``{`` or
-holds a zero byte, and everything on TCP) is answered by :class:`mydns_lab.dnsfront.DnsFrontEnd`. Reads come in two modes:
+holds a zero byte, and everything on TCP) is answered by
+:class:`mydns_lab.dns.answers.DnsFrontEnd`. Reads come in two modes:
 
 * ``cache`` (default): from this front end's copy of the committed records,
   a :class:`RecordCache` kept current by a watch on the leader (a change is
@@ -45,15 +46,15 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .clerks import Outcome
+from .clerks import Finished
 from .dns.answers import Answer, DnsFrontEnd, Reply, UpdateNeeded
 from .dns.tsig import KeyRing
 from .net.cluster_client import ClusterClient, ClusterTimeout
 from .net.procs import die_with_parent
-from .reports import ClerkStatus
 from .net.transport import LAUNCHER
-from .protocol import Record, RecordOp, Status
-from .records import InvalidRecord, checked_op, json_owner
+from .protocol import Outcome, Record, RecordOp, Status
+from .records import InvalidRecord, checked_op, json_owner, split_addresses
+from .reports import ClerkStatus
 
 STATUS_INTERVAL_S = 0.25
 PUT_TIMEOUT_S = 3.0
@@ -94,11 +95,11 @@ class RecordCache:
     def __len__(self) -> int:
         return len(self._records)
 
-    def apply(self, value: str, records: tuple[Record, ...]) -> None:
-        """Take a watch answer: ``"<serial>:full"`` replaces everything,
-        ``"<serial>:delta"`` changes the named records (no owner: deleted)."""
-        serial_text, _, kind = value.partition(":")
-        if kind == "full":
+    def apply(self, records: tuple[Record, ...], serial: int, full: bool) -> None:
+        """Take a watch answer: ``full`` replaces everything, else the named
+        records change (no owner: deleted); ``serial`` is where the next
+        watch resumes."""
+        if full:
             self._records, self._parents = {}, {}
         for record in records:
             self._forget(record.name)
@@ -106,7 +107,7 @@ class RecordCache:
                 self._records[record.name] = record
                 for parent in _parents_of(record.name):
                     self._parents[parent] = self._parents.get(parent, 0) + 1
-        self.serial = int(serial_text)
+        self.serial = serial
 
     def _forget(self, name: str) -> None:
         if self._records.pop(name, None) is not None:
@@ -243,34 +244,38 @@ class JsonFrontEnd:
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise RequestError("Seq must be a non-negative integer")
         value = request.get("Value")
+        try:
+            ipv4, ipv6 = split_addresses(_as_list(value))
+        except InvalidRecord as exc:
+            raise RequestError(str(exc), "invalid") from None
         new_token = None if token else secrets.token_urlsafe(24)
-        op = _checked(RecordOp("record_set", request["Key"], ipv4=tuple(_as_list(value)),
+        op = _checked(RecordOp("record_set", request["Key"], ipv4=ipv4, ipv6=ipv6,
                                seq=seq, owner=json_owner(token or new_token or "")))
-        outcome = await self._call(op, PUT_TIMEOUT_S,
-                                   "the update may or may not have been applied, try again")
+        finished = await self._call(op, PUT_TIMEOUT_S,
+                                    "the update may or may not have been applied, try again")
         reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value,
-                                 "Outcome": outcome.value}
-        if outcome.value == "claimed" and new_token:
+                                 "Outcome": finished.outcome}
+        if finished.outcome == Outcome.CLAIMED and new_token:
             reply["Token"] = new_token
         return reply
 
     async def _query(self, request: dict[str, Any]) -> dict[str, Any]:
         op = _checked(RecordOp("record_get", request["Key"]))
-        outcome = await self._call(op, QUERY_TIMEOUT_S, "try again")
-        value = _addresses_value(outcome.records[0]) if outcome.records else ""
+        finished = await self._call(op, QUERY_TIMEOUT_S, "try again")
+        value = _addresses_value(finished.records[0]) if finished.records else ""
         return {"Type": "Response", "Key": request["Key"], "Value": value}
 
-    async def _call(self, op: RecordOp, timeout_s: float, on_timeout: str) -> Outcome:
+    async def _call(self, op: RecordOp, timeout_s: float, on_timeout: str) -> Finished:
         """The store's OK answer to ``op``. A refusal raises RequestError with
         its Code; no answer in time raises ``unavailable``, the reason
         followed by ``on_timeout``."""
         try:
-            outcome = await self._client.call(op, timeout_s)
+            finished = await self._client.call(op, timeout_s)
         except ClusterTimeout as exc:
             raise RequestError(f"{exc}; {on_timeout}", "unavailable") from None
-        if outcome.status != Status.OK:
-            raise RequestError(outcome.value, _REFUSAL_CODES.get(outcome.status, "invalid"))
-        return outcome
+        if finished.status != Status.OK:
+            raise RequestError(finished.value, _REFUSAL_CODES.get(finished.status, "invalid"))
+        return finished
 
 
 def _checked(op: RecordOp) -> RecordOp:
@@ -338,29 +343,28 @@ class DnsService:
 
     async def _read_through(self, packet: bytes, name: str, tcp: bool):
         try:
-            outcome = await self._client.call(RecordOp("record_get", name), QUERY_TIMEOUT_S)
+            finished = await self._client.call(RecordOp("record_get", name), QUERY_TIMEOUT_S)
         except ClusterTimeout:
-            outcome = None
-        if outcome is None or outcome.status != Status.OK:
+            finished = None
+        if finished is None or finished.status != Status.OK:
             self.counters.queries_failed += 1
             return self._dns.handle_with_view(packet, _Unavailable(), tcp=tcp, now_s=time.time())
         self.counters.queries_ok += 1
-        record = outcome.records[0] if outcome.records else None
-        serial = int(outcome.value or 0)
-        view = _OneRecordView(name, record, serial, self._cache)
+        record = finished.records[0] if finished.records else None
+        view = _OneRecordView(name, record, finished.serial, self._cache)
         return self._dns.handle_with_view(packet, view, tcp=tcp, now_s=time.time())
 
     async def _update(self, update: UpdateNeeded) -> bytes:
         results: list[tuple[str, str]] = []
         for op in update.ops:
             try:
-                outcome = await self._client.call(op, PUT_TIMEOUT_S)
+                finished = await self._client.call(op, PUT_TIMEOUT_S)
             except ClusterTimeout as exc:
                 results.append(("timeout", str(exc)))
                 self.counters.puts_failed += 1
                 break
-            results.append((outcome.status, outcome.value))
-            if outcome.status != Status.OK:
+            results.append((finished.status, finished.value))
+            if finished.status != Status.OK:
                 self.counters.puts_failed += 1
                 break
             self.counters.puts_ok += 1
@@ -441,12 +445,12 @@ async def _watch_records(client: ClusterClient, cache: RecordCache) -> None:
     """Keep ``cache`` current: each answer names the serial to ask from next."""
     while not client.closed.is_set():
         try:
-            outcome = await client.call(RecordOp("record_changes", seq=cache.serial),
-                                        WATCH_TIMEOUT_S)
+            finished = await client.call(RecordOp("record_changes", since=cache.serial),
+                                         WATCH_TIMEOUT_S)
         except ClusterTimeout:
             continue  # no quorum: keep answering from what we have
-        if outcome.status == Status.OK:
-            cache.apply(outcome.value, outcome.records)
+        if finished.status == Status.OK:
+            cache.apply(finished.records, finished.serial, finished.full)
 
 
 def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:

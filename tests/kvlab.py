@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Generator, Iterable
 
-from mydns_lab.protocol import ClientReply, KvOp, Operation
+from mydns_lab.protocol import ClientReply, KvOp, StoreOp
 from mydns_lab.sim.engine import HistoryRecord, SimClient, check_linearizable
 from mydns_lab.sim.invariants import InvariantViolation
 from tests.simlab import RAFT_ELECTION_TIMEOUT_MS, Lab
@@ -41,7 +41,7 @@ or crashing so that a new term can begin."""
 DO_LIMIT_MS = 30_000
 """How long one operation of the script may take before the test fails."""
 
-Body = Generator[Operation, HistoryRecord, Any]
+Body = Generator[StoreOp, HistoryRecord, Any]
 """A client's program: yields operations, receives each one's record, and
 returns what the lab's goroutine sends on its channel (``j``)."""
 
@@ -168,7 +168,7 @@ class KvLab(Lab):
 
     # --- the script's own operations (the lab's Put, Append, Get, check) ----------------
 
-    def do(self, client: SimClient, op: Operation, limit_ms: int = DO_LIMIT_MS) -> HistoryRecord:
+    def do(self, client: SimClient, op: StoreOp, limit_ms: int = DO_LIMIT_MS) -> HistoryRecord:
         """One operation by an idle client with no body, to completion."""
         assert client.id not in self._bodies, "this client is running a body"
         record = self.sim.submit(client, op)  # type: ignore[arg-type]

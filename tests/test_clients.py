@@ -28,7 +28,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from mydns_lab.clerks import Outcome
+from mydns_lab.clerks import Finished
 from mydns_lab.clients.query import main as query_main
 from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range, wait_for
 from mydns_lab.protocol import REFUSALS, RecordOp, Status
@@ -274,8 +274,8 @@ class StoreAnswers:
     def __init__(self, status: str, value: str) -> None:
         self.status, self.value = status, value
 
-    async def call(self, op: RecordOp, timeout_s: float) -> Outcome:
-        return Outcome(op, self.status, self.value, 1)
+    async def call(self, op: RecordOp, timeout_s: float) -> Finished:
+        return Finished(op, self.status, self.value, 1)
 
 
 CODE_OF_REFUSAL = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale"}

@@ -29,7 +29,8 @@ import pytest
 
 from mydns_lab import codec
 from mydns_lab.core.messages import Snapshot
-from mydns_lab.protocol import ClientRequest, Command, KvOp, Record, RecordOp, Status
+from mydns_lab.protocol import (ClientRequest, Command, KvOp, KvSnapshot, Outcome, Record, RecordOp,
+                                Status)
 from mydns_lab.raft import Role
 from mydns_lab.raftkv import KVStateMachine, Result
 from mydns_lab.records import json_owner
@@ -541,12 +542,14 @@ class Applier:
 
 
 def set_op(name: str, *addresses: str, owner: str = OWNER_A, seq: int = 1) -> RecordOp:
-    return RecordOp("record_set", name, ipv4=addresses, owner=owner, seq=seq)
+    """A claim or update of ``name``; addresses with a colon go in ``ipv6``."""
+    return RecordOp("record_set", name, ipv4=tuple(a for a in addresses if ":" not in a),
+                    ipv6=tuple(a for a in addresses if ":" in a), owner=owner, seq=seq)
 
 
 def test_first_set_claims_the_name_for_its_owner() -> None:
     apply = Applier()
-    assert apply(set_op("alice-pc", "192.0.2.1"), time_ms=5) == Result(Status.OK, "claimed")
+    assert apply(set_op("alice-pc", "192.0.2.1"), time_ms=5) == Result(Status.OK, outcome=Outcome.CLAIMED)
     record = apply.machine.records["alice-pc"]
     assert record == Record("alice-pc", ("192.0.2.1",), (), (), OWNER_A, 1, 5)
     before = apply.state()
@@ -559,12 +562,12 @@ def test_first_set_claims_the_name_for_its_owner() -> None:
     assert refused.status == Status.ERROR and "owner's token" in refused.value
     assert apply.state() == before
     # The owner can.
-    assert apply(set_op("alice-pc", "192.0.2.2", seq=2)) == Result(Status.OK, "updated")
+    assert apply(set_op("alice-pc", "192.0.2.2", seq=2)) == Result(Status.OK, outcome=Outcome.UPDATED)
     assert apply.machine.records["alice-pc"].ipv4 == ("192.0.2.2",)
-    assert apply(RecordOp("record_delete", "alice-pc", owner=OWNER_A)).value == "deleted"
+    assert apply(RecordOp("record_delete", "alice-pc", owner=OWNER_A)).outcome == Outcome.DELETED
     assert "alice-pc" not in apply.machine.records
     # Deleted, the name is free for anyone.
-    assert apply(set_op("alice-pc", "192.0.2.3", owner=OWNER_B)).value == "claimed"
+    assert apply(set_op("alice-pc", "192.0.2.3", owner=OWNER_B)).outcome == Outcome.CLAIMED
     missing = apply(RecordOp("record_delete", "nobody", owner=OWNER_A))
     assert missing.status == Status.ERROR and "no such name" in missing.value
 
@@ -578,9 +581,9 @@ def test_older_upload_never_overwrites_a_newer_one() -> None:
     assert "sequence 4 is older than the stored 5" in stale.value, stale.value
     assert apply.state() == before
     # An equal sequence number is accepted (a repeated upload).
-    assert apply(set_op("host", "192.0.2.6", seq=5)).value == "updated"
+    assert apply(set_op("host", "192.0.2.6", seq=5)).outcome == Outcome.UPDATED
     assert apply.machine.records["host"].ipv4 == ("192.0.2.6",)
-    assert apply(set_op("host", "192.0.2.7", seq=6)).value == "updated"
+    assert apply(set_op("host", "192.0.2.7", seq=6)).outcome == Outcome.UPDATED
     assert apply.machine.records["host"].seq == 6
 
 
@@ -593,7 +596,7 @@ def test_older_upload_never_overwrites_a_newer_one() -> None:
 ])
 def test_valid_names_are_stored_lower_case(given: str, stored: str) -> None:
     apply = Applier()
-    assert apply(set_op(given, "192.0.2.1")).value == "claimed"
+    assert apply(set_op(given, "192.0.2.1")).outcome == Outcome.CLAIMED
     assert list(apply.machine.records) == [stored]
     found = apply.machine.query(RecordOp("record_get", given.upper()))
     assert [r.name for r in found.records] == [stored]
@@ -638,6 +641,19 @@ def test_invalid_addresses_are_refused_with_a_reason(addresses: tuple[str, ...],
     assert apply.state() == before
 
 
+@pytest.mark.parametrize("ipv4, ipv6, reason", [
+    (("2001:db8::1",), (), "2001:db8::1 is not an IPv4 address"),
+    ((), ("192.0.2.1",), "192.0.2.1 is not an IPv6 address"),
+])
+def test_addresses_must_come_split_by_family(ipv4: tuple[str, ...], ipv6: tuple[str, ...],
+                                             reason: str) -> None:
+    """The sender splits addresses by family; the store never guesses."""
+    apply = Applier()
+    result = apply(RecordOp("record_set", "host", ipv4=ipv4, ipv6=ipv6, owner=OWNER_A))
+    assert result.status == Status.ERROR and reason in result.value, result
+    assert apply.machine.records == {}
+
+
 def test_addresses_are_stored_in_canonical_form() -> None:
     apply = Applier()
     op = RecordOp("record_set", "host", ipv4=("192.0.2.9", " 192.0.2.1"),
@@ -658,8 +674,8 @@ def test_a_retried_command_takes_effect_once() -> None:
     assert machine.data == {"k": "v"}
     assert machine.cached_result(7, 1) == Result(Status.OK, "true")
     claim = Command(7, 2, set_op("host", "192.0.2.1"))
-    assert machine.apply(3, claim) == (Result(Status.OK, "claimed"), True)
-    assert machine.apply(4, claim) == (Result(Status.OK, "claimed"), False)
+    assert machine.apply(3, claim) == (Result(Status.OK, outcome=Outcome.CLAIMED), True)
+    assert machine.apply(4, claim) == (Result(Status.OK, outcome=Outcome.CLAIMED), False)
     assert machine.serial == 1
     # An older request arriving late is acknowledged and ignored.
     assert machine.apply(5, Command(7, 1, KvOp("append", "k", "!"))) == (Result(Status.OK), False)
@@ -697,14 +713,25 @@ def test_snapshot_restore_round_trip() -> None:
     assert (copy.data, copy.records, copy.sessions, copy.serial) == ({}, {}, {}, 0)
 
 
+def test_snapshot_without_outcomes_restores() -> None:
+    """A snapshot written before session outcomes had their own field
+    restores, its sessions' outcomes empty."""
+    old = KvSnapshot((), (Record("host", ("192.0.2.1",), owner=OWNER_A, seq=1),),
+                     ((4, 1, Status.OK, ""),), 1)
+    machine = KVStateMachine(codec)
+    machine.restore(Snapshot(3, 1, codec.encode(old)))
+    assert machine.cached_result(4, 1) == Result(Status.OK)
+    assert machine.records["host"].ipv4 == ("192.0.2.1",)
+
+
 def test_record_changes_answers_deltas_and_full_lists() -> None:
     apply = Applier()
     machine = apply.machine
 
     def changes(serial: int) -> Result:
-        return machine.query(RecordOp("record_changes", seq=serial))
+        return machine.query(RecordOp("record_changes", since=serial))
 
-    assert changes(0) == Result(Status.OK, "0:delta")
+    assert changes(0) == Result(Status.OK, serial=0)
     apply(set_op("a", "192.0.2.1"))
     apply(set_op("b", "192.0.2.2"))
     apply(set_op("a", "192.0.2.3", seq=2))
@@ -712,26 +739,26 @@ def test_record_changes_answers_deltas_and_full_lists() -> None:
     apply(KvOp("put", "unrelated", "x"))   # not a record change
     assert machine.serial == 4
     # Nothing new since the caller's serial.
-    assert changes(4) == Result(Status.OK, "4:delta")
+    assert changes(4) == Result(Status.OK, serial=4)
     # Each changed name once, in the order of its first change; a deleted
     # name as a record with no owner.
     delta = changes(0)
-    assert delta.value == "4:delta"
+    assert (delta.serial, delta.full) == (4, False)
     assert delta.records == (machine.records["a"], Record("b"))
     assert changes(2).records == (machine.records["a"], Record("b"))
     assert changes(3).records == (Record("b"),)
     # A serial from the future (the store was rebuilt): the full list.
-    assert changes(9) == Result(Status.OK, "4:full", (machine.records["a"],))
+    assert changes(9) == Result(Status.OK, records=(machine.records["a"],), serial=4, full=True)
     # Older than the change log reaches: the full list.
     machine.changes = collections.deque(machine.changes, maxlen=2)
-    assert changes(2).value == "4:delta"
-    assert changes(1) == Result(Status.OK, "4:full", (machine.records["a"],))
+    assert not changes(2).full
+    assert changes(1) == Result(Status.OK, records=(machine.records["a"],), serial=4, full=True)
     # A replica restored from a snapshot has no change log: full answers,
     # except to a caller already up to date.
     copy = KVStateMachine(codec)
     copy.restore(Snapshot(apply.index, 1, machine.snapshot()))
-    assert copy.query(RecordOp("record_changes", seq=3)).value == "4:full"
-    assert copy.query(RecordOp("record_changes", seq=4)) == Result(Status.OK, "4:delta")
+    assert copy.query(RecordOp("record_changes", since=3)).full
+    assert copy.query(RecordOp("record_changes", since=4)) == Result(Status.OK, serial=4)
 
 
 # --- the record store's rules, through the cluster -------------------------------------------
@@ -746,8 +773,12 @@ def test_records_through_the_cluster(make_kvlab: MakeKvLab, seed: int) -> None:
     lab.put(alice, "k", "v")   # a leader is serving
 
     def do(client: SimClient, op: RecordOp) -> tuple[str, str]:
-        record = lab.do(client, op)
-        return record.status, record.value
+        """(status, what came back: the outcome, the serial of a read, or the reason)."""
+        finished = lab.do(client, op).finished
+        assert finished is not None
+        if finished.status != Status.OK:
+            return finished.status, finished.value
+        return finished.status, finished.outcome or str(finished.serial)
 
     assert do(alice, set_op("Alice-PC", "192.0.2.1", seq=3)) == (Status.OK, "claimed")
     status, why = do(bob, set_op("alice-pc", "192.0.2.66", owner=OWNER_B, seq=9))
@@ -757,11 +788,13 @@ def test_records_through_the_cluster(make_kvlab: MakeKvLab, seed: int) -> None:
     status, why = do(alice, set_op("alice_pc", "192.0.2.2", seq=4))
     assert status == Status.ERROR and "'alice_pc'" in why, why
     # A watch at the current serial is held until the next change.
-    watch = lab.sim.submit(watcher, RecordOp("record_changes", seq=1))
+    watch = lab.sim.submit(watcher, RecordOp("record_changes", since=1))
     v6 = RecordOp("record_set", "alice-pc", ipv6=("2001:DB8:0::1",), owner=OWNER_A, seq=4)
     assert do(alice, v6) == (Status.OK, "updated")
     lab.run_until(lambda: watch.return_ms is not None, 1_000)
-    assert (watch.status, watch.value) == (Status.OK, "2:delta"), lab.why(f"watch: {watch}")
+    assert watch.finished is not None, lab.why(f"watch: {watch}")
+    assert (watch.status, watch.finished.serial, watch.finished.full) == (Status.OK, 2, False), \
+        lab.why(f"watch: {watch}")
     assert do(alice, RecordOp("record_get", "ALICE-PC")) == (Status.OK, "2")
     for i in lab.sim.peers:
         lab.start1(i)

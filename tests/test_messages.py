@@ -19,6 +19,7 @@ from mydns_lab.core import messages
 from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
                                      Heartbeat, HeartbeatResponse, InstallSnapshot, RequestVote,
                                      RequestVoteResponse, Snapshot)
+from mydns_lab.protocol import ClientReply
 
 ALL_BYTES = bytes(range(256))
 
@@ -126,13 +127,13 @@ def test_envelopes_round_trip() -> None:
     msgpack.packb([]),                                   # empty list
     msgpack.packb([7, 1, 2]),                            # no type name
     msgpack.packb(["NoSuchMessage", 1]),                 # unknown type
-    msgpack.packb(["Entry", 1, 2]),                      # too few fields
+    msgpack.packb(["Entry", 1]),                         # a required field missing
     msgpack.packb(["Entry", 1, 2, b"", 4]),              # too many fields
     msgpack.packb(["Entry", True, 2, b""]),              # a bool where an int belongs
     msgpack.packb(["Entry", 1, 2, "text"]),              # a string where bytes belong
     msgpack.packb(["AppendEntries", 5, 1, 2, 0, 0, 7, 0]),            # entries not a list
     msgpack.packb(["AppendEntries", 5, 1, 2, 0, 0, [["Nope"]], 0]),   # unknown nested type
-    msgpack.packb(["InstallSnapshot", 5, 1, 2, ["Snapshot", 1]]),     # short nested snapshot
+    msgpack.packb(["InstallSnapshot", 5, 1, 2, ["Snapshot", 1, 2, b"", 3]]),  # long nested snapshot
 ], ids=lambda data: data[:12].hex() or "empty")
 def test_garbage_raises_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
@@ -178,3 +179,13 @@ def test_nested_field_of_wrong_type_raises_decode_error() -> None:
 def test_garbage_envelope_batch_raises_decode_error(items: list) -> None:
     with pytest.raises(DecodeError):
         unpack_envelopes(msgpack.packb(items))
+
+
+def test_trailing_defaulted_fields_may_be_missing() -> None:
+    """A field added at the end of a type, with a default, still reads what
+    was written before it existed (logs, snapshots, a peer not yet upgraded)."""
+    old_reply = msgpack.packb(["ClientReply", 1, 7, 9, 3, "ok", "", 0, []])
+    assert decode(old_reply) == ClientReply(1, 7, 9, 3, "ok")
+    old_snapshot = msgpack.packb(["KvSnapshot", [], [], [[9, 3, "ok", "claimed"]], 4])
+    assert decode(old_snapshot).outcomes == ()
+    assert decode(msgpack.packb(["Entry", 1, 2])) == Entry(term=1, index=2)

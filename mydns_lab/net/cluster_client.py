@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from ..clerks import Clerk, ClerkTiming, Outcome
-from ..protocol import ClientReply, ClientRequest, Operation
+from ..clerks import Clerk, ClerkTiming, Finished
+from ..protocol import ClientReply, ClientRequest, StoreOp
 from .transport import Outbox, receive
 
 
@@ -48,15 +48,15 @@ class ClusterClient:
         self._outbox = Outbox(conn)
         self._flush_soon = False
         self._idle: list[Clerk] = []
-        self._busy: dict[int, tuple[Clerk, asyncio.Future[Outcome]]] = {}
+        self._busy: dict[int, tuple[Clerk, asyncio.Future[Finished]]] = {}
         self.counters = ClientCounters()
         self.closed = asyncio.Event()
         self._loop.add_reader(conn.fileno(), self._on_readable)
 
-    async def call(self, op: Operation, timeout_s: float) -> Outcome:
+    async def call(self, op: StoreOp, timeout_s: float) -> Finished:
         """Run ``op`` until the cluster answers; raises ClusterTimeout."""
         clerk = self._idle.pop() if self._idle else self._new_clerk()
-        future: asyncio.Future[Outcome] = self._loop.create_future()
+        future: asyncio.Future[Finished] = self._loop.create_future()
         self._busy[clerk.client_id] = (clerk, future)
         self.counters.calls += 1
         clerk.start(op, now_ms())

@@ -6,7 +6,7 @@ reordering and duplication, partitions (random halves, an isolated leader,
 one-way links), crashes (some of them torn: the node dies in the middle of
 a write, losing what storage had not yet reported durable) and restarts from
 durable state alone, and the clients' operations. Safety invariants are
-checked after every event (:mod:`mydns_lab.invariants`). A final heal phase
+checked after every event (:mod:`mydns_lab.sim.invariants`). A final heal phase
 demands progress: a leader within a bound, then every client operation
 answered.
 
@@ -28,9 +28,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..clerks import Clerk, ClerkTiming, Outcome
-from ..core.messages import Entry, HardState, RaftMessage, Snapshot
 from .. import codec
+from ..clerks import Clerk, ClerkTiming, Finished
+from ..core.messages import Entry, HardState, RaftMessage, Snapshot
 from ..host import drain
 from ..linearizability.models import KvModel, Operation
 from ..linearizability.search import LINEARIZABLE, check
@@ -113,6 +113,7 @@ class HistoryRecord:
     return_ms: int | None = None
     status: str = ""
     value: str = ""
+    finished: Finished | None = None  # the clerk's whole answer, once returned
 
 
 class SimServer:
@@ -454,12 +455,13 @@ class Simulation:
             return
         self._finish(client, outcome)
 
-    def _finish(self, client: SimClient, outcome: Outcome) -> None:
+    def _finish(self, client: SimClient, finished: Finished) -> None:
         record = client.current
         assert record is not None
         record.return_ms = self.now_ms
-        record.status = outcome.status
-        record.value = outcome.value
+        record.status = finished.status
+        record.value = finished.value
+        record.finished = finished
         client.current = None
         if self.workload_on:
             self.schedule(client.rng.randint(0, 30), "client_next", client.id)
