@@ -1,4 +1,4 @@
-"""The response cache (:mod:`mydns_lab.dnscache`), the fast path of
+"""The response cache (:mod:`mydns_lab.dns.cache`), the fast path of
 :meth:`DnsFrontEnd.handle`: its answers are byte for byte the full path's,
 it forgets everything when the view's serial changes, it keeps the asker's
 case, and anything unusual goes through the full path.

@@ -61,7 +61,7 @@ def test_original_flags() -> None:
     (["--bogus"], "unrecognized arguments"),
     (["--crash", "maybe"], "expected true or false"),
     (["--nservers", "0"], "must be at least 1"),
-    (["--nservers", "x"], "invalid"),
+    (["--nservers", "x"], "expected a whole number"),
     (["--dnsDuration", "-1"], "must not be negative"),
     (["--port", "70000"], "not a port"),
 ])

@@ -254,7 +254,9 @@ def next_seq(last_seq: int, now_ms: int) -> int:
 # --- one upload --------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class UploadResult:
+    """What one upload came to: the exit status and the line to print."""
+
     exit_code: int     # EXIT_OK, EXIT_REFUSED or EXIT_NO_ANSWER
     line: str          # the one line to print (stdout when OK, stderr otherwise)
 
@@ -284,7 +286,7 @@ class Uploader:
         self._call = call
         self._clock_ms = clock_ms
 
-    def upload(self, addresses: list[str]) -> Outcome:
+    def upload(self, addresses: list[str]) -> UploadResult:
         """Send ``addresses`` for the name; never raises for the network."""
         entry = self.store.get(self.fqdn) or TokenEntry(secrets.token_urlsafe(TOKEN_BYTES),
                                                         confirmed=False)
@@ -303,7 +305,7 @@ class Uploader:
                 if reply.get("Type") == "PutOk":
                     return self._succeeded(entry, server, shown, reply.get("Outcome"))
                 return self._refused(entry, server, reply)
-        return Outcome(EXIT_NO_ANSWER, self._no_answer_line(entry, problems))
+        return UploadResult(EXIT_NO_ANSWER, self._no_answer_line(entry, problems))
 
     def _try(self, server: Server, request: dict[str, Any],
              problems: list[str]) -> dict[str, Any] | None:
@@ -323,18 +325,18 @@ class Uploader:
         return reply
 
     def _succeeded(self, entry: TokenEntry, server: Server, shown: str,
-                   reply_outcome: object) -> Outcome:
+                   reply_outcome: object) -> UploadResult:
         """The line for a PutOk; ``reply_outcome`` is its ``Outcome`` (None
         from a front end older than the field: the token decides alone)."""
         via = server_text(server)
         if entry.confirmed and reply_outcome != OUTCOME_CLAIMED:
-            return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
+            return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
         if not entry.confirmed:
             self.store.save(self.fqdn, replace(entry, confirmed=True))
-        return Outcome(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved to "
+        return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved to "
                                 f"{shown_path(self.store.path)})")
 
-    def _refused(self, entry: TokenEntry, server: Server, reply: dict[str, Any]) -> Outcome:
+    def _refused(self, entry: TokenEntry, server: Server, reply: dict[str, Any]) -> UploadResult:
         """The line for a refusal, decided by the reply's ``Code``."""
         reason = str(reply.get("Error", reply))
         code = reply.get("Code")
@@ -343,17 +345,17 @@ class Uploader:
                 # Had a lost earlier upload claimed the name with this token,
                 # the store would have taken this one: the token owns nothing.
                 self.store.forget(self.fqdn)
-            return Outcome(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another key; "
+            return UploadResult(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another key; "
                                          "pass --token-file with its token or choose another "
                                          "name")
         if code is None:
             # Without a Code the refusal cannot be told from a transient one
             # or an ownership one, so say so rather than guess from the words.
-            return Outcome(EXIT_REFUSED, f"error: {server_text(server)} refused the upload of "
+            return UploadResult(EXIT_REFUSED, f"error: {server_text(server)} refused the upload of "
                                          f"{self.fqdn} without a Code, so put.py cannot tell "
                                          f"why (an older MyDNS front end?): {reason}; update "
                                          "the service or pass --server with a current one")
-        return Outcome(EXIT_REFUSED, f"error: {self.fqdn} refused: {reason}")
+        return UploadResult(EXIT_REFUSED, f"error: {self.fqdn} refused: {reason}")
 
     def _no_answer_line(self, entry: TokenEntry, problems: list[str]) -> str:
         tried = "; ".join(dict.fromkeys(problems))

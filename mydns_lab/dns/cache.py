@@ -1,5 +1,5 @@
 """Whole DNS responses kept for the plain queries a front end answers most:
-the fast path of :meth:`mydns_lab.dnsfront.DnsFrontEnd.handle`.
+the fast path of :meth:`mydns_lab.dns.answers.DnsFrontEnd.handle`.
 
 Pure: no sockets, no clock. The contract, all on one thread:
 

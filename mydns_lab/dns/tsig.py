@@ -3,8 +3,8 @@ a request's signature and signing the response.
 
 Pure but for :meth:`KeyRing.load`, which reads the keys file: no sockets,
 no clock (the caller passes ``now_s``). The DNS front end
-(:mod:`mydns_lab.dnsfront`) calls :func:`verify_request` with a request that
-:func:`mydns_lab.dnswire.edns_and_tsig` found a TSIG RR in, and gets back a
+(:mod:`mydns_lab.dns.answers`) calls :func:`verify_request` with a request that
+:func:`mydns_lab.dns.wire.edns_and_tsig` found a TSIG RR in, and gets back a
 :class:`Signer`, which it keeps until the response is packed: then
 :meth:`Signer.rr_size` reserves room for the TSIG RR and :meth:`Signer.sign`
 appends it, last. MACs are the full 32 bytes; the fudge is checked against

@@ -3,7 +3,7 @@
     python -m mydns_lab.analysis --servers 3,5,7 --clerks 1,3,5 --duration 10 \\
         [--clients 10] [--crash] [--unreliable] [--seed 1] [--out DIR]
 
-For each cell it starts the real lab (:class:`~mydns_lab.labprocess.LabProcess`,
+For each cell it starts the real lab (:class:`~mydns_lab.experiments.labprocess.LabProcess`,
 a fresh temporary data folder), runs the flood workload against every front
 end for ``--duration`` seconds, stops the lab and reads its final
 statistics. It writes ``DIR/analysis.csv`` (one row per cell) and

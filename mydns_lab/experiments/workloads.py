@@ -12,8 +12,8 @@ both ends; both record every JSON operation (call time, return time or
 unknown, result) and check the history with the linearizability checker.
 A violation fails the run and names the HTML timeline written.
 
-    python -m mydns_lab.workloads correctness [--clients 5] [--names 20] [--server HOST:PORT ...]
-    python -m mydns_lab.workloads flood [--clients 10] [--duration 10] [--put-ratio 0.3]
+    python -m mydns_lab.experiments.workloads correctness [--clients 5] [--names 20] [--server HOST:PORT ...]
+    python -m mydns_lab.experiments.workloads flood [--clients 10] [--duration 10] [--put-ratio 0.3]
 
 Every request has a timeout and bounded retries: a lost reply is counted,
 never waited for forever.
@@ -21,7 +21,6 @@ never waited for forever.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import secrets
@@ -37,6 +36,7 @@ import dns.message
 import dns.rdatatype
 
 from ..clients.jsonclient import AsyncJsonClient, parse_server
+from ..cmdline import UsageParser
 from ..lab.state import p50_p99
 from ..linearizability.models import KvModel, Operation
 from ..linearizability.search import LINEARIZABLE, check
@@ -338,8 +338,8 @@ async def flood(servers: list[tuple[str, int]], clients: int = 10, duration_s: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mydns_lab.workloads",
-                                     description=__doc__.split("\n\n")[0])
+    parser = UsageParser(prog="python -m mydns_lab.experiments.workloads",
+                         description=__doc__.split("\n\n")[0])
     parser.add_argument("workload", choices=["correctness", "flood"])
     parser.add_argument("--clients", type=int, default=None)
     parser.add_argument("--names", type=int, default=20)

@@ -1,6 +1,6 @@
 """The live view `sh run_dns.sh` shows when stdout is a terminal.
 
-:func:`render` turns a :class:`~mydns_lab.labstate.LabState` into a rich
+:func:`render` turns a :class:`~mydns_lab.lab.state.LabState` into a rich
 renderable and does nothing else: no I/O, no state of its own, and no clock
 besides ``LabState.elapsed()``. Tests print it into a string.
 :class:`LiveDashboard` puts it on screen and redraws it on every update.

@@ -268,10 +268,6 @@ class Lab:
         self.state.servers[node].restarts += 1
         self.state.log(f"s{node} restarted")
 
-    def set_faults(self, faults: LinkFaults) -> None:
-        assert self._control is not None
-        self._control.send(("faults", faults))
-
     # --- internals ----------------------------------------------------------------------
 
     def _prepare_data_folders(self) -> None:

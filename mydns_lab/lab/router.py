@@ -2,15 +2,14 @@
 passes through.
 
 It routes envelopes by address, applies the fault layer
-(:func:`mydns_lab.faults.message_fate`) under one seed, honours cut links,
-and counts every packet per link kind: ``raft`` (server to server),
+(:func:`mydns_lab.net.faults.message_fate`) under one seed, and counts every packet per link kind: ``raft`` (server to server),
 ``request`` (clerk to server) and ``reply`` (server to clerk). Status
 reports addressed to the launcher (address 0) are forwarded untouched and
 uncounted.
 
 The launcher controls it through a control pipe: attach a new pipe for an
 address (a restarted server: the pipe's descriptor arrives with
-``multiprocessing.reduction.recv_handle``), set faults, cut and heal links.
+``multiprocessing.reduction.recv_handle``) and set the faults.
 The router sends its counters to the launcher every quarter second.
 """
 
@@ -58,7 +57,6 @@ class RouterStats:
 # Control commands (launcher -> router), sent with Connection.send:
 #   ("attach", address)         then a descriptor via reduction.send_handle
 #   ("faults", LinkFaults)
-#   ("cut", a, b) / ("heal",)
 #   ("report",)                 answered at once with ("final-stats", counters)
 #   ("stop",)
 
@@ -71,7 +69,6 @@ class Router:
         self._rng = random.Random(f"router/{seed}")
         self._servers = server_ids
         self._faults = LinkFaults()
-        self._cut: set[tuple[int, int]] = set()
         self._heap: list[tuple[float, int, int, str, Envelope]] = []
         self._seq = 0
         self.stats = RouterStats()
@@ -125,9 +122,6 @@ class Router:
             counters = self.stats.links[link]
             counters.sent += 1
             self.stats.by_type[kind] = self.stats.by_type.get(kind, 0) + 1
-            if (src, dst) in self._cut:
-                counters.dropped += 1
-                continue
             delays = message_fate(self._rng, self._faults, kind in REPLY_TYPES)
             if not delays:
                 counters.dropped += 1
@@ -178,10 +172,6 @@ class Router:
                 self._pipes[address] = Connection(fd)
             case ("faults", faults):
                 self._faults = faults
-            case ("cut", a, b):
-                self._cut.add((a, b))
-            case ("heal",):
-                self._cut.clear()
             case ("report",):
                 self._control.send(("final-stats", self.stats.as_dict()))
             case ("stop",):

@@ -1,9 +1,9 @@
 """The history files the linearizability checker reads, as
-:class:`~mydns_lab.linearizability.Operation` lists.
+:class:`~mydns_lab.linearizability.models.Operation` lists.
 
 Two formats, both from third-party tools (see ../shared/fixtures/porcupine):
 porcupine's KV histories, one Clojure map per line, for
-:class:`~mydns_lab.linearizability.KvModel`; and Jepsen's etcd logs, whose
+:class:`~mydns_lab.linearizability.models.KvModel`; and Jepsen's etcd logs, whose
 ``INFO jepsen.util - P :type :f V`` lines describe one register, for
 :class:`~mydns_lab.linearizability.RegisterModel`. A file that does not parse
 raises :class:`HistoryFormatError` naming the file and line.

@@ -6,7 +6,7 @@ the batch's messages. At start-up the host calls :meth:`Storage.load` and
 builds the node from the result alone.
 
 :class:`MemoryStorage` serves the simulator and the tests. File storage for
-real servers lives in :mod:`mydns_lab.filestorage`.
+real servers lives in :mod:`mydns_lab.storage.files`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Files in the folder (``G`` is the generation, bumped by every snapshot)::
 
 Every file starts with an 8-byte magic naming its kind and a 4-byte format
 version. Records follow: a 4-byte length, the CRC32 of the payload, then
-the payload, encoded with :func:`mydns_lab.messages.encode`. A batch record
+the payload, encoded with :func:`mydns_lab.codec.encode`. A batch record
 holds the save's entries and the commit index after the save; replaying it
 with :func:`mydns_lab.storage.apply_save` truncates the log at the first
 entry's index and appends, so no separate truncation marker is needed and
@@ -245,7 +245,7 @@ durably, once it has (:meth:`FileStorage.end_recovery`)."""
 
 
 class FileStorage:
-    """:class:`mydns_lab.storage.Storage` backed by files in ``directory``.
+    """:class:`mydns_lab.storage.base.Storage` backed by files in ``directory``.
 
     Constructing one opens the folder (creating it if missing) and reads
     back exactly what earlier saves made durable. An in-memory mirror of the
