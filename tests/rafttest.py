@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 from mydns_lab.core.messages import (Entry, HardState, RaftMessage, RequestVote,
                                      RequestVoteResponse, Snapshot)
 from mydns_lab.host import handle_ready
-from mydns_lab.raft import Config, RaftNode, Ready, Role
+from mydns_lab.raft import Config, RaftNode, Ready, Role, Trace
 from mydns_lab.storage.base import MemoryStorage
 
 PEERS3 = (1, 2, 3)
@@ -80,20 +80,27 @@ class Member:
         self.applied.extend(rd.committed_entries)
 
 
+def silent(_line: str) -> None:
+    """The trace of a node whose role changes nobody reads."""
+
+
 def new_member(node_id: int = 1, peers: tuple[int, ...] = PEERS3, *, seed: int = 0,
-               storage: MemoryStorage | None = None, **options: object) -> Member:
-    """A node built from ``storage`` alone (a fresh one by default)."""
+               storage: MemoryStorage | None = None, trace: Trace = silent,
+               **options: object) -> Member:
+    """A node built from ``storage`` alone (a fresh one by default);
+    ``trace`` receives the core's role-change lines."""
     config = Config(node_id, peers, **options)  # type: ignore[arg-type]
     storage = storage or MemoryStorage()
-    node = RaftNode(config, storage.load(), random.Random(seed))
+    node = RaftNode(config, storage.load(), random.Random(seed), trace=trace)
     return Member(node, storage, config)
 
 
-def restart(member: Member, seed: int = 0, *, wiped: bool = False) -> Member:
+def restart(member: Member, seed: int = 0, *, wiped: bool = False,
+            trace: Trace = silent) -> Member:
     """The same node after a crash: rebuilt from what its storage holds,
     or, ``wiped``, on empty storage and recovering (its disk was lost)."""
     storage = MemoryStorage(recovering=True) if wiped else member.storage
-    node = RaftNode(member.config, storage.load(), random.Random(seed),
+    node = RaftNode(member.config, storage.load(), random.Random(seed), trace=trace,
                     recovering=storage.recovering)
     return Member(node, storage, member.config)
 

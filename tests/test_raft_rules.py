@@ -53,10 +53,10 @@ def test_5_1_higher_term_makes_any_role_follower(role: Role) -> None:
     immediately reverts to follower state" and adopts the larger term
     (forgetting its vote), whatever its role."""
     m = member_in_role(role)
-    m.step(Heartbeat(7, 2, 1, commit=0))
+    m.step(Heartbeat(term=7, src=2, dst=1, commit=0))
     assert m.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 2, 7),
-                               hard_state=HardState(7, 0, 0),
-                               messages=[HeartbeatResponse(7, 1, 2)])
+                               hard_state=HardState(term=7, vote=0, commit=0),
+                               messages=[HeartbeatResponse(term=7, src=1, dst=2)])
 
 
 def test_5_1_stale_leader_append_is_answered_with_newer_term_and_leader_steps_down() -> None:
@@ -67,18 +67,18 @@ def test_5_1_stale_leader_append_is_answered_with_newer_term_and_leader_steps_do
     assert old.node.term == 3
     newer = new_member(2, storage=storage_with([1], term=5))
     newer.step(*only(appends, AppendEntries)[:1])  # the one addressed to node 2
-    assert newer.handle() == Ready(messages=[HeartbeatResponse(5, 2, 1)])
+    assert newer.handle() == Ready(messages=[HeartbeatResponse(term=5, src=2, dst=1)])
     assert newer.node.log.last_index == 1, "a stale append must not touch the log"
     old.step(*newer.sent)
     assert old.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 0, 5),
-                                 hard_state=HardState(5, 0, 0))
+                                 hard_state=HardState(term=5, vote=0, commit=0))
 
 
 def test_5_1_stale_vote_request_is_ignored() -> None:
     """§5.1: "If a server receives a request with a stale term number, it
     rejects the request": no vote, no state change."""
     m = new_member(storage=storage_with(term=5))
-    m.step(RequestVote(3, 2, 1, last_index=10, last_term=3))
+    m.step(RequestVote(term=3, src=2, dst=1, last_index=10, last_term=3))
     assert m.handle() is None
     assert (m.node.term, m.node.vote) == (5, 0)
 
@@ -87,8 +87,9 @@ def test_5_1_stale_pre_vote_request_is_answered_with_newer_term() -> None:
     """§5.1 with pre-vote (thesis §9.6): a pre-candidate with an old term is
     told our term, so it catches up instead of campaigning forever."""
     m = new_member(storage=storage_with(term=5))
-    m.step(RequestVote(3, 2, 1, last_index=10, last_term=3, pre_vote=True))
-    assert m.handle() == Ready(messages=[RequestVoteResponse(5, 1, 2, False, pre_vote=True)])
+    m.step(RequestVote(term=3, src=2, dst=1, last_index=10, last_term=3, pre_vote=True))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=5, src=1, dst=2, granted=False,
+                                                             pre_vote=True)])
 
 
 def test_5_1_term_and_vote_are_durable_before_the_vote_response_is_sent() -> None:
@@ -96,14 +97,15 @@ def test_5_1_term_and_vote_are_durable_before_the_vote_response_is_sent() -> Non
     responding to RPCs": the new term and vote are in the same Ready as the
     granted vote, and handle_ready saves them before sending it."""
     m = new_member()
-    m.step(RequestVote(2, 2, 1, last_index=0, last_term=0))
+    m.step(RequestVote(term=2, src=2, dst=1, last_index=0, last_term=0))
     durable_at_send: list = []
     rd = handle_ready(m.node, m.storage,
                       lambda msg: durable_at_send.append((msg, m.storage.load().hard_state)),
                       lambda _rd: None)
-    assert rd == Ready(soft_state=SoftState(Role.FOLLOWER, 0, 2), hard_state=HardState(2, 2, 0),
-                       messages=[RequestVoteResponse(2, 1, 2, True)])
-    assert durable_at_send == [(RequestVoteResponse(2, 1, 2, True), HardState(2, 2, 0))]
+    granted = RequestVoteResponse(term=2, src=1, dst=2, granted=True)
+    assert rd == Ready(soft_state=SoftState(Role.FOLLOWER, 0, 2),
+                       hard_state=HardState(term=2, vote=2, commit=0), messages=[granted])
+    assert durable_at_send == [(granted, HardState(term=2, vote=2, commit=0))]
 
 
 # --- §5.2 leader election ---------------------------------------------------------------
@@ -130,14 +132,14 @@ def test_5_2_silent_follower_campaigns_pre_vote_first_term_unchanged_until_it_wi
     m = new_member(storage=storage_with([1, 1], term=1))
     tick_until_campaign(m)
     assert m.handle() == Ready(soft_state=SoftState(Role.PRE_CANDIDATE, 0, 1),
-                               messages=[RequestVote(2, 1, 2, 2, 1, pre_vote=True),
-                                         RequestVote(2, 1, 3, 2, 1, pre_vote=True)])
-    assert m.storage.load().hard_state == HardState(1, 0, 0)
-    m.step(RequestVoteResponse(2, 2, 1, True, pre_vote=True))
+                               messages=[RequestVote(term=2, src=1, dst=p, last_index=2,
+                                                     last_term=1, pre_vote=True) for p in (2, 3)])
+    assert m.storage.load().hard_state == HardState(term=1, vote=0, commit=0)
+    m.step(RequestVoteResponse(term=2, src=2, dst=1, granted=True, pre_vote=True))
     assert m.handle() == Ready(soft_state=SoftState(Role.CANDIDATE, 0, 2),
-                               hard_state=HardState(2, 1, 0),
-                               messages=[RequestVote(2, 1, 2, 2, 1),
-                                         RequestVote(2, 1, 3, 2, 1)])
+                               hard_state=HardState(term=2, vote=1, commit=0),
+                               messages=[RequestVote(term=2, src=1, dst=p, last_index=2,
+                                                     last_term=1) for p in (2, 3)])
 
 
 def test_5_2_candidate_increments_term_votes_for_itself_and_persists_both() -> None:
@@ -147,9 +149,10 @@ def test_5_2_candidate_increments_term_votes_for_itself_and_persists_both() -> N
     m = new_member(storage=storage_with([1], term=1), pre_vote=False)
     tick_until_campaign(m)
     assert m.handle() == Ready(soft_state=SoftState(Role.CANDIDATE, 0, 2),
-                               hard_state=HardState(2, 1, 0),
-                               messages=[RequestVote(2, 1, 2, 1, 1), RequestVote(2, 1, 3, 1, 1)])
-    assert m.storage.load().hard_state == HardState(2, 1, 0)
+                               hard_state=HardState(term=2, vote=1, commit=0),
+                               messages=[RequestVote(term=2, src=1, dst=p, last_index=1,
+                                                     last_term=1) for p in (2, 3)])
+    assert m.storage.load().hard_state == HardState(term=2, vote=1, commit=0)
 
 
 def test_5_2_one_vote_per_term_first_come_first_served() -> None:
@@ -157,13 +160,13 @@ def test_5_2_one_vote_per_term_first_come_first_served() -> None:
     term, on a first-come-first-served basis". Asking again for the same
     candidate (a retransmission) gets the same answer."""
     m = new_member()
-    m.step(RequestVote(1, 2, 1, 0, 0))
-    assert m.handle().messages == [RequestVoteResponse(1, 1, 2, True)]
-    m.step(RequestVote(1, 3, 1, 0, 0))
-    assert m.handle() == Ready(messages=[RequestVoteResponse(1, 1, 3, False)])
-    m.step(RequestVote(1, 2, 1, 0, 0))
-    assert m.handle() == Ready(messages=[RequestVoteResponse(1, 1, 2, True)])
-    assert m.storage.load().hard_state == HardState(1, 2, 0)
+    m.step(RequestVote(term=1, src=2, dst=1, last_index=0, last_term=0))
+    assert m.handle().messages == [RequestVoteResponse(term=1, src=1, dst=2, granted=True)]
+    m.step(RequestVote(term=1, src=3, dst=1, last_index=0, last_term=0))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=1, src=1, dst=3, granted=False)])
+    m.step(RequestVote(term=1, src=2, dst=1, last_index=0, last_term=0))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=1, src=1, dst=2, granted=True)])
+    assert m.storage.load().hard_state == HardState(term=1, vote=2, commit=0)
 
 
 def test_5_2_candidate_with_majority_becomes_leader_and_sends_noop_at_once() -> None:
@@ -173,15 +176,16 @@ def test_5_2_candidate_with_majority_becomes_leader_and_sends_noop_at_once() -> 
     m = new_member(storage=storage_with([1, 1], term=1), peers=(1, 2, 3, 4, 5), pre_vote=False)
     tick_until_campaign(m)
     m.drain()
-    m.step(RequestVoteResponse(2, 2, 1, True))
+    m.step(RequestVoteResponse(term=2, src=2, dst=1, granted=True))
     assert m.handle() is None, "2 of 5 votes is no majority"
-    m.step(RequestVoteResponse(2, 3, 1, False))
+    m.step(RequestVoteResponse(term=2, src=3, dst=1, granted=False))
     assert m.handle() is None
-    m.step(RequestVoteResponse(2, 4, 1, True))
-    noop = Entry(2, 3, b"")
+    m.step(RequestVoteResponse(term=2, src=4, dst=1, granted=True))
+    noop = Entry(term=2, index=3)
     assert m.handle() == Ready(
         soft_state=SoftState(Role.LEADER, 1, 2), entries=[noop],
-        messages=[AppendEntries(2, 1, p, 2, 1, (noop,), 0, probe=True) for p in (2, 3, 4, 5)])
+        messages=[AppendEntries(term=2, src=1, dst=p, prev_index=2, prev_term=1, entries=(noop,),
+                                commit=0, probe=True) for p in (2, 3, 4, 5)])
 
 
 @pytest.mark.parametrize("pre_vote", [False, True], ids=["candidate", "pre-candidate"])
@@ -193,10 +197,12 @@ def test_5_2_candidate_steps_down_on_append_from_leader_of_same_term(pre_vote: b
     tick_until_campaign(m)
     m.drain()
     term = m.node.term
-    entry = Entry(term, 1, b"x")
-    m.step(AppendEntries(term, 3, 1, 0, 0, (entry,), 0))
+    entry = Entry(term=term, index=1, data=b"x")
+    m.step(AppendEntries(term=term, src=3, dst=1, prev_index=0, prev_term=0, entries=(entry,),
+                         commit=0))
     assert m.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 3, term), entries=[entry],
-                               messages=[AppendEntriesResponse(term, 1, 3, True, match_index=1)])
+                               messages=[AppendEntriesResponse(term=term, src=1, dst=3,
+                                                               success=True, match_index=1)])
 
 
 def test_5_2_split_vote_leads_to_new_election_after_a_timeout() -> None:
@@ -205,15 +211,18 @@ def test_5_2_split_vote_leads_to_new_election_after_a_timeout() -> None:
     m = new_member(pre_vote=False)
     tick_until_campaign(m)
     m.drain()
-    m.step(RequestVote(1, 2, 1, 0, 0))  # node 2 is a candidate of the same term
-    m.step(RequestVoteResponse(1, 2, 1, False), RequestVoteResponse(1, 3, 1, False))
+    # node 2 is a candidate of the same term
+    m.step(RequestVote(term=1, src=2, dst=1, last_index=0, last_term=0))
+    m.step(RequestVoteResponse(term=1, src=2, dst=1, granted=False),
+           RequestVoteResponse(term=1, src=3, dst=1, granted=False))
     assert m.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 0, 1),
-                               messages=[RequestVoteResponse(1, 1, 2, False)])
+                               messages=[RequestVoteResponse(term=1, src=1, dst=2, granted=False)])
     ticks = tick_until_campaign(m)
     assert E <= ticks < 2 * E
     assert m.handle() == Ready(soft_state=SoftState(Role.CANDIDATE, 0, 2),
-                               hard_state=HardState(2, 1, 0),
-                               messages=[RequestVote(2, 1, 2, 0, 0), RequestVote(2, 1, 3, 0, 0)])
+                               hard_state=HardState(term=2, vote=1, commit=0),
+                               messages=[RequestVote(term=2, src=1, dst=p, last_index=0,
+                                                     last_term=0) for p in (2, 3)])
 
 
 def test_5_2_single_node_cluster_elects_itself_and_commits_alone() -> None:
@@ -222,13 +231,14 @@ def test_5_2_single_node_cluster_elects_itself_and_commits_alone() -> None:
     m = new_member(1, (1,))
     ticks = tick_until_campaign(m)
     assert E <= ticks < 2 * E and m.node.role is Role.LEADER
-    noop = Entry(1, 1, b"")
+    noop = Entry(term=1, index=1)
     assert m.handle() == Ready(soft_state=SoftState(Role.LEADER, 1, 1),
-                               hard_state=HardState(1, 1, 0), entries=[noop])
-    assert m.handle() == Ready(hard_state=HardState(1, 1, 1), committed_entries=[noop])
+                               hard_state=HardState(term=1, vote=1, commit=0), entries=[noop])
+    assert m.handle() == Ready(hard_state=HardState(term=1, vote=1, commit=1),
+                               committed_entries=[noop])
     assert m.node.propose(b"x") == (2, 1)
     m.drain()
-    assert m.applied == [noop, Entry(1, 2, b"x")] and m.sent == []
+    assert m.applied == [noop, Entry(term=1, index=2, data=b"x")] and m.sent == []
 
 
 def test_5_2_leader_sends_heartbeats_every_heartbeat_ticks() -> None:
@@ -240,7 +250,7 @@ def test_5_2_leader_sends_heartbeats_every_heartbeat_ticks() -> None:
         m.tick()
         assert m.handle() is None
     m.tick()
-    assert m.handle() == Ready(messages=[Heartbeat(1, 1, 2, 0), Heartbeat(1, 1, 3, 0)])
+    assert m.handle() == Ready(messages=[Heartbeat(term=1, src=1, dst=p, commit=0) for p in (2, 3)])
 
 
 def test_5_2_follower_hearing_heartbeats_never_campaigns() -> None:
@@ -250,7 +260,7 @@ def test_5_2_follower_hearing_heartbeats_never_campaigns() -> None:
     m = new_member(2)
     for _ in range(10):
         m.tick(E - 1)
-        m.step(Heartbeat(1, 1, 2, 0))
+        m.step(Heartbeat(term=1, src=1, dst=2, commit=0))
         m.drain()
     assert m.node.soft_state == SoftState(Role.FOLLOWER, 1, 1)
     assert E <= tick_until_campaign(m) < 2 * E
@@ -263,12 +273,15 @@ def test_pre_vote_request_never_changes_the_receivers_term() -> None:
     """Thesis §9.6: a pre-vote asks "would you vote for me?"; granting or
     refusing it changes neither the receiver's term nor its vote."""
     m = new_member(storage=storage_with([1], term=1))
-    m.step(RequestVote(5, 2, 1, last_index=1, last_term=1, pre_vote=True))
-    assert m.handle() == Ready(messages=[RequestVoteResponse(5, 1, 2, True, pre_vote=True)])
-    m.step(RequestVote(5, 3, 1, last_index=0, last_term=0, pre_vote=True))  # log behind
-    assert m.handle() == Ready(messages=[RequestVoteResponse(1, 1, 3, False, pre_vote=True)])
+    m.step(RequestVote(term=5, src=2, dst=1, last_index=1, last_term=1, pre_vote=True))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=5, src=1, dst=2, granted=True,
+                                                             pre_vote=True)])
+    # node 3's log is behind
+    m.step(RequestVote(term=5, src=3, dst=1, last_index=0, last_term=0, pre_vote=True))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=1, src=1, dst=3, granted=False,
+                                                             pre_vote=True)])
     assert (m.node.term, m.node.vote) == (1, 0)
-    assert m.storage.load().hard_state == HardState(1, 0, 0)
+    assert m.storage.load().hard_state == HardState(term=1, vote=0, commit=0)
 
 
 @pytest.mark.parametrize("pre_vote", [True, False], ids=["pre-vote", "vote"])
@@ -277,9 +290,9 @@ def test_leader_stickiness_follower_hearing_leader_ignores_vote_requests(pre_vot
     within election_ticks ignores (pre-)vote requests of any higher term;
     once that lease has run out, it answers them."""
     m = new_member(2, seed=1)
-    m.step(Heartbeat(1, 1, 2, commit=0))
+    m.step(Heartbeat(term=1, src=1, dst=2, commit=0))
     m.drain()
-    request = RequestVote(2, 3, 2, last_index=5, last_term=1, pre_vote=pre_vote)
+    request = RequestVote(term=2, src=3, dst=2, last_index=5, last_term=1, pre_vote=pre_vote)
     m.tick(E - 1)
     m.step(request)
     assert m.handle() is None, "a node in a leader's lease must ignore the request"
@@ -288,7 +301,8 @@ def test_leader_stickiness_follower_hearing_leader_ignores_vote_requests(pre_vot
     assert m.node.role is Role.FOLLOWER, "pick a seed whose timeout exceeds election_ticks"
     m.step(request)
     rd = m.handle()
-    assert rd.messages == [RequestVoteResponse(2, 2, 3, True, pre_vote)]
+    assert rd.messages == [RequestVoteResponse(term=2, src=2, dst=3, granted=True,
+                                               pre_vote=pre_vote)]
     assert m.node.term == (1 if pre_vote else 2)
 
 
@@ -313,7 +327,8 @@ def test_pre_vote_rejoining_partitioned_node_does_not_depose_healthy_leader() ->
         requests = only(c[3].drain(), RequestVote)
         if requests:
             break
-    assert requests == [RequestVote(term + 1, 3, p, 1, term, pre_vote=True) for p in (1, 2)]
+    assert requests == [RequestVote(term=term + 1, src=3, dst=p, last_index=1, last_term=term,
+                                    pre_vote=True) for p in (1, 2)]
     c.deliver(requests)
     assert c.stabilize() == [], "leader and follower must ignore the pre-votes"
     leader.tick()
@@ -331,17 +346,18 @@ def test_pre_vote_node_with_stale_log_cannot_win() -> None:
     behind = new_member(3, storage=storage_with([1], term=1))
     tick_until_campaign(behind)
     requests = behind.drain()
-    assert requests == [RequestVote(2, 3, 1, 1, 1, True), RequestVote(2, 3, 2, 1, 1, True)]
+    assert requests == [RequestVote(term=2, src=3, dst=p, last_index=1, last_term=1, pre_vote=True)
+                        for p in (1, 2)]
     voters.deliver(requests)
     answers = voters.stabilize()
     assert answers == []  # nothing among the voters
     replies = [m for v in voters.members.values() for m in v.sent]
-    assert replies == [RequestVoteResponse(1, 1, 3, False, True),
-                       RequestVoteResponse(1, 2, 3, False, True)]
+    assert replies == [RequestVoteResponse(term=1, src=1, dst=3, granted=False, pre_vote=True),
+                       RequestVoteResponse(term=1, src=2, dst=3, granted=False, pre_vote=True)]
     behind.step(*replies)
     assert behind.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 0, 1))
     assert [v.node.term for v in voters.members.values()] == [1, 1]
-    assert behind.storage.load().hard_state == HardState(1, 0, 0)
+    assert behind.storage.load().hard_state == HardState(term=1, vote=0, commit=0)
 
 
 # --- check-quorum (thesis §6.2) --------------------------------------------------------
@@ -357,7 +373,7 @@ def test_check_quorum_leader_steps_down_one_election_timeout_after_losing_majori
     for _ in range(3 * E):  # a majority (node 2) answers every tick
         m.tick()
         m.drain()
-        m.step(HeartbeatResponse(1, 2, 1))
+        m.step(HeartbeatResponse(term=1, src=2, dst=1))
     assert m.node.role is Role.LEADER
     for tick in range(1, E):
         m.tick()
@@ -385,12 +401,12 @@ def test_5_3_append_rejected_on_prev_mismatch_with_conflict_term_hint() -> None:
     index and term, then it refuses the new entries"; the rejection carries
     the fast back-up hint: the conflicting term and its first index."""
     m = new_member(storage=storage_with([1, 1, 2, 2, 2], term=3))
-    m.step(AppendEntries(3, 2, 1, prev_index=4, prev_term=3, entries=tuple(entries([3], 5)),
-                         commit=0))
+    m.step(AppendEntries(term=3, src=2, dst=1, prev_index=4, prev_term=3,
+                         entries=tuple(entries([3], 5)), commit=0))
     assert m.handle() == Ready(
         soft_state=SoftState(Role.FOLLOWER, 2, 3),
-        messages=[AppendEntriesResponse(3, 1, 2, False, rejected_index=4, conflict_term=2,
-                                        conflict_index=3)])
+        messages=[AppendEntriesResponse(term=3, src=1, dst=2, success=False, rejected_index=4,
+                                        conflict_term=2, conflict_index=3)])
     assert m.node.log.last_index == 5
 
 
@@ -398,9 +414,10 @@ def test_5_3_append_rejected_on_short_log_hints_last_index_plus_one() -> None:
     """§5.3 fast back-up: a follower lacking prev_index answers
     conflict_term=0 and conflict_index = its last index + 1."""
     m = new_member(storage=storage_with([1, 1], term=3))
-    m.step(AppendEntries(3, 2, 1, prev_index=5, prev_term=3, entries=(), commit=0))
-    assert m.handle().messages == [AppendEntriesResponse(3, 1, 2, False, rejected_index=5,
-                                                         conflict_term=0, conflict_index=3)]
+    m.step(AppendEntries(term=3, src=2, dst=1, prev_index=5, prev_term=3, entries=(), commit=0))
+    assert m.handle().messages == [AppendEntriesResponse(term=3, src=1, dst=2, success=False,
+                                                         rejected_index=5, conflict_term=0,
+                                                         conflict_index=3)]
 
 
 def test_5_3_conflicting_entries_are_truncated_and_replaced() -> None:
@@ -408,10 +425,12 @@ def test_5_3_conflicting_entries_are_truncated_and_replaced() -> None:
     different terms), delete the existing entry and all that follow it";
     storage loses them too."""
     m = new_member(storage=storage_with([1, 1, 2, 2], term=3))
-    new = Entry(3, 3, b"new")
-    m.step(AppendEntries(3, 2, 1, prev_index=2, prev_term=1, entries=(new,), commit=0))
+    new = Entry(term=3, index=3, data=b"new")
+    m.step(AppendEntries(term=3, src=2, dst=1, prev_index=2, prev_term=1, entries=(new,),
+                         commit=0))
     assert m.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 2, 3), entries=[new],
-                               messages=[AppendEntriesResponse(3, 1, 2, True, match_index=3)])
+                               messages=[AppendEntriesResponse(term=3, src=1, dst=2, success=True,
+                                                               match_index=3)])
     assert m.node.log.last_index == 3
     assert m.storage.load().entries == entries([1, 1]) + [new]
 
@@ -421,10 +440,11 @@ def test_5_3_stale_duplicate_append_never_truncates_newer_entries() -> None:
     duplicated AppendEntries whose entries we already hold changes nothing
     (and acknowledges only what it carried)."""
     m = new_member(storage=storage_with([1, 1, 1, 1], term=1))
-    m.step(AppendEntries(1, 2, 1, prev_index=1, prev_term=1, entries=tuple(entries([1], 2)),
-                         commit=0))
+    m.step(AppendEntries(term=1, src=2, dst=1, prev_index=1, prev_term=1,
+                         entries=tuple(entries([1], 2)), commit=0))
     assert m.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 2, 1),
-                               messages=[AppendEntriesResponse(1, 1, 2, True, match_index=2)])
+                               messages=[AppendEntriesResponse(term=1, src=1, dst=2, success=True,
+                                                               match_index=2)])
     assert m.node.log.last_index == 4
     assert m.storage.load().entries == entries([1, 1, 1, 1])
 
@@ -434,15 +454,17 @@ def test_5_3_follower_commit_is_min_of_leader_commit_and_last_new_entry() -> Non
     commitIndex = min(leaderCommit, index of last new entry)": entries past
     the ones this message vouches for may still be wrong."""
     m = new_member(storage=storage_with([1, 1, 1, 1, 1], term=1))
-    m.step(AppendEntries(1, 2, 1, 2, 1, tuple(entries([1], 3)), commit=5))
+    m.step(AppendEntries(term=1, src=2, dst=1, prev_index=2, prev_term=1,
+                         entries=tuple(entries([1], 3)), commit=5))
     rd = m.handle()
-    assert rd.hard_state == HardState(1, 0, 3)
+    assert rd.hard_state == HardState(term=1, vote=0, commit=3)
     assert rd.committed_entries == entries([1, 1, 1])
-    m.step(AppendEntries(1, 2, 1, 3, 1, (), commit=5))
-    assert m.handle() == Ready(messages=[AppendEntriesResponse(1, 1, 2, True, match_index=3)])
-    m.step(AppendEntries(1, 2, 1, 5, 1, (), commit=4))
+    m.step(AppendEntries(term=1, src=2, dst=1, prev_index=3, prev_term=1, entries=(), commit=5))
+    assert m.handle() == Ready(messages=[AppendEntriesResponse(term=1, src=1, dst=2, success=True,
+                                                               match_index=3)])
+    m.step(AppendEntries(term=1, src=2, dst=1, prev_index=5, prev_term=1, entries=(), commit=4))
     rd = m.handle()
-    assert rd.hard_state == HardState(1, 0, 4)
+    assert rd.hard_state == HardState(term=1, vote=0, commit=4)
     assert rd.committed_entries == entries([1], 4)
 
 
@@ -456,12 +478,13 @@ def test_5_3_heartbeat_never_commits_beyond_what_the_follower_holds() -> None:
     c.stabilize(isolate(3))
     assert leader.node.log.committed == 2
     leader.tick()
-    assert leader.handle().messages == [Heartbeat(1, 1, 2, 2), Heartbeat(1, 1, 3, 0)]
+    assert leader.handle().messages == [Heartbeat(term=1, src=1, dst=2, commit=2),
+                                        Heartbeat(term=1, src=1, dst=3, commit=0)]
     follower = new_member(storage=storage_with([1, 1], term=1))
-    follower.step(Heartbeat(1, 2, 1, commit=5))
+    follower.step(Heartbeat(term=1, src=2, dst=1, commit=5))
     assert follower.handle() == Ready(soft_state=SoftState(Role.FOLLOWER, 2, 1),
-                                      hard_state=HardState(1, 0, 2),
-                                      messages=[HeartbeatResponse(1, 1, 2)],
+                                      hard_state=HardState(term=1, vote=0, commit=2),
+                                      messages=[HeartbeatResponse(term=1, src=1, dst=2)],
                                       committed_entries=entries([1, 1]))
 
 
@@ -531,14 +554,15 @@ def test_5_3_leader_never_overwrites_or_deletes_its_own_entries() -> None:
     m = new_member(storage=storage_with([1, 1], term=1))
     elect(m)
     before = m.storage.load().entries
-    m.step(AppendEntries(2, 2, 1, 1, 1, (Entry(2, 2, b"evil"),), commit=2))
+    m.step(AppendEntries(term=2, src=2, dst=1, prev_index=1, prev_term=1,
+                         entries=(Entry(term=2, index=2, data=b"evil"),), commit=2))
     assert m.handle() is None
-    m.step(AppendEntriesResponse(2, 3, 1, False, rejected_index=2, conflict_term=9,
-                                 conflict_index=1))
+    m.step(AppendEntriesResponse(term=2, src=3, dst=1, success=False, rejected_index=2,
+                                 conflict_term=9, conflict_index=1))
     rd = m.handle()
     assert rd.entries == [] and only(rd.messages, AppendEntries)[0].prev_index == 0
     assert m.node.role is Role.LEADER
-    assert m.storage.load().entries == before == entries([1, 1]) + [Entry(2, 3, b"")]
+    assert m.storage.load().entries == before == entries([1, 1]) + [Entry(term=2, index=3)]
 
 
 # --- §5.4 safety ---------------------------------------------------------------------
@@ -557,10 +581,10 @@ def test_5_4_1_vote_only_for_candidate_with_up_to_date_log(
     compare the last terms, then (same last term) the lengths. The higher
     term is adopted either way."""
     m = new_member(storage=storage_with([1, 1, 2], term=2))
-    m.step(RequestVote(3, 2, 1, last_index, last_term))
+    m.step(RequestVote(term=3, src=2, dst=1, last_index=last_index, last_term=last_term))
     rd = m.handle()
-    assert rd.messages == [RequestVoteResponse(3, 1, 2, granted)]
-    assert rd.hard_state == HardState(3, 2 if granted else 0, 0)
+    assert rd.messages == [RequestVoteResponse(term=3, src=1, dst=2, granted=granted)]
+    assert rd.hard_state == HardState(term=3, vote=2 if granted else 0, commit=0)
 
 
 def test_5_4_2_figure_8_leader_commits_old_term_entry_only_with_one_of_its_own() -> None:
@@ -581,12 +605,13 @@ def test_5_4_2_figure_8_leader_commits_old_term_entry_only_with_one_of_its_own()
     rd = leader.handle()
     assert rd.hard_state is None and rd.committed_entries == []
     assert leader.node.log.committed == 1, "a term-2 entry committed by counting replicas"
-    assert rd.messages == [AppendEntries(4, 1, 2, 2, 2, (Entry(4, 3, b""),), 1)]
+    assert rd.messages == [AppendEntries(term=4, src=1, dst=2, prev_index=2, prev_term=2,
+                                         entries=(Entry(term=4, index=3),), commit=1)]
     c.deliver(rd.messages)
     c.deliver(follower.drain())                        # acks index 3
     rd = leader.handle()
-    assert rd.hard_state == HardState(4, 1, 3)
-    assert rd.committed_entries == [Entry(2, 2, b"e2"), Entry(4, 3, b"")]
+    assert rd.hard_state == HardState(term=4, vote=1, commit=3)
+    assert rd.committed_entries == [Entry(term=2, index=2, data=b"e2"), Entry(term=4, index=3)]
 
 
 # --- persistence (Figure 2) -------------------------------------------------------------
@@ -597,14 +622,14 @@ def test_persisted_vote_survives_restart_and_blocks_second_vote_in_same_term() -
     for 2 in term 5 and restarts from storage alone refuses 3 in term 5
     (PySyncObj forgets the vote here and can elect two leaders)."""
     m = new_member()
-    m.step(RequestVote(5, 2, 1, 0, 0))
-    assert m.handle().messages == [RequestVoteResponse(5, 1, 2, True)]
+    m.step(RequestVote(term=5, src=2, dst=1, last_index=0, last_term=0))
+    assert m.handle().messages == [RequestVoteResponse(term=5, src=1, dst=2, granted=True)]
     m = restart(m, seed=9)
     assert (m.node.term, m.node.vote) == (5, 2)
-    m.step(RequestVote(5, 3, 1, 0, 0))
-    assert m.handle() == Ready(messages=[RequestVoteResponse(5, 1, 3, False)])
-    m.step(RequestVote(5, 2, 1, 0, 0))
-    assert m.handle() == Ready(messages=[RequestVoteResponse(5, 1, 2, True)])
+    m.step(RequestVote(term=5, src=3, dst=1, last_index=0, last_term=0))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=5, src=1, dst=3, granted=False)])
+    m.step(RequestVote(term=5, src=2, dst=1, last_index=0, last_term=0))
+    assert m.handle() == Ready(messages=[RequestVoteResponse(term=5, src=1, dst=2, granted=True)])
 
 
 def test_persisted_log_and_snapshot_survive_restart() -> None:
@@ -621,9 +646,9 @@ def test_persisted_log_and_snapshot_survive_restart() -> None:
     m = restart(m, seed=4)
     log = m.node.log
     assert (m.node.term, m.node.vote, log.committed) == (1, 1, 4)
-    assert log.snapshot == Snapshot(3, 1, b"state@3")
-    assert log.entries_between(4, 4) == [Entry(1, 4, b"c")] and log.last_index == 4
-    assert m.handle() == Ready(committed_entries=[Entry(1, 4, b"c")])
+    assert log.snapshot == Snapshot(index=3, term=1, data=b"state@3")
+    assert log.entries_between(4, 4) == [Entry(term=1, index=4, data=b"c")] and log.last_index == 4
+    assert m.handle() == Ready(committed_entries=[Entry(term=1, index=4, data=b"c")])
 
 
 # --- batching and pipelining -----------------------------------------------------------
@@ -641,9 +666,10 @@ def test_proposal_goes_out_in_the_very_next_ready() -> None:
     the entry to every follower, without a tick or a heartbeat."""
     _, leader = replicating_cluster()
     index, term = leader.node.propose(b"x")
-    entry = Entry(term, index, b"x")
+    entry = Entry(term=term, index=index, data=b"x")
     assert leader.handle() == Ready(entries=[entry], messages=[
-        AppendEntries(1, 1, p, 1, 1, (entry,), 1) for p in (2, 3)])
+        AppendEntries(term=1, src=1, dst=p, prev_index=1, prev_term=1, entries=(entry,), commit=1)
+        for p in (2, 3)])
 
 
 def test_batching_proposals_between_readies_go_in_one_append_per_follower() -> None:
@@ -652,9 +678,11 @@ def test_batching_proposals_between_readies_go_in_one_append_per_follower() -> N
     _, leader = replicating_cluster()
     for data in (b"a", b"b", b"c"):
         leader.node.propose(data)
-    batch = (Entry(1, 2, b"a"), Entry(1, 3, b"b"), Entry(1, 4, b"c"))
+    batch = (Entry(term=1, index=2, data=b"a"), Entry(term=1, index=3, data=b"b"),
+             Entry(term=1, index=4, data=b"c"))
     assert leader.handle() == Ready(entries=list(batch), messages=[
-        AppendEntries(1, 1, p, 1, 1, batch, 1) for p in (2, 3)])
+        AppendEntries(term=1, src=1, dst=p, prev_index=1, prev_term=1, entries=batch, commit=1)
+        for p in (2, 3)])
 
 
 def test_pipelining_second_batch_is_sent_before_first_is_acknowledged() -> None:
@@ -664,8 +692,10 @@ def test_pipelining_second_batch_is_sent_before_first_is_acknowledged() -> None:
     leader.node.propose(b"a")
     leader.drain()
     leader.node.propose(b"b")
-    second = (Entry(1, 3, b"b"),)
-    assert leader.handle().messages == [AppendEntries(1, 1, p, 2, 1, second, 1) for p in (2, 3)]
+    second = (Entry(term=1, index=3, data=b"b"),)
+    assert leader.handle().messages == [AppendEntries(term=1, src=1, dst=p, prev_index=2,
+                                                      prev_term=1, entries=second, commit=1)
+                                        for p in (2, 3)]
     assert list(leader.node.progress(2).inflight) == [2, 3]
 
 
@@ -679,16 +709,19 @@ def test_read_index_on_new_leader_waits_until_an_entry_of_its_term_commits() -> 
     elect(m)
     m.node.read_index(7)
     assert m.handle() is None, "no read round before the no-op commits"
-    m.step(AppendEntriesResponse(1, 2, 1, True, match_index=1))
+    m.step(AppendEntriesResponse(term=1, src=2, dst=1, success=True, match_index=1))
     rd = m.handle()
-    assert rd.hard_state == HardState(1, 1, 1) and rd.read_states == []
-    assert rd.messages == [Heartbeat(1, 1, 2, 1, read_seq=1),
-                           AppendEntries(1, 1, 2, 1, 1, (), 1),
-                           Heartbeat(1, 1, 3, 0, read_seq=1)]
-    m.step(HeartbeatResponse(1, 3, 1, read_seq=1))
-    noop = Entry(1, 1, b"")  # node 3 answered, so its probe is sent again
+    assert rd.hard_state == HardState(term=1, vote=1, commit=1) and rd.read_states == []
+    assert rd.messages == [Heartbeat(term=1, src=1, dst=2, commit=1, read_seq=1),
+                           AppendEntries(term=1, src=1, dst=2, prev_index=1, prev_term=1,
+                                         entries=(), commit=1),
+                           Heartbeat(term=1, src=1, dst=3, commit=0, read_seq=1)]
+    m.step(HeartbeatResponse(term=1, src=3, dst=1, read_seq=1))
+    noop = Entry(term=1, index=1)  # node 3 answered, so its probe is sent again
     assert m.handle() == Ready(read_states=[ReadState(7, 1)],
-                               messages=[AppendEntries(1, 1, 3, 0, 0, (noop,), 1, probe=True)])
+                               messages=[AppendEntries(term=1, src=1, dst=3, prev_index=0,
+                                                       prev_term=0, entries=(noop,), commit=1,
+                                                       probe=True)])
 
 
 def test_read_index_needs_majority_heartbeat_acks_and_appends_nothing() -> None:
@@ -698,13 +731,13 @@ def test_read_index_needs_majority_heartbeat_acks_and_appends_nothing() -> None:
     c, leader = replicating_cluster(5)
     last = leader.node.log.last_index
     leader.node.read_index(9)
-    assert leader.handle() == Ready(messages=[Heartbeat(1, 1, p, 1, read_seq=1)
+    assert leader.handle() == Ready(messages=[Heartbeat(term=1, src=1, dst=p, commit=1, read_seq=1)
                                               for p in (2, 3, 4, 5)])
-    leader.step(HeartbeatResponse(1, 2, 1, read_seq=1))
+    leader.step(HeartbeatResponse(term=1, src=2, dst=1, read_seq=1))
     assert leader.handle() is None, "leader and one follower are 2 of 5"
-    leader.step(HeartbeatResponse(1, 3, 1, read_seq=0))  # an older round: no
+    leader.step(HeartbeatResponse(term=1, src=3, dst=1, read_seq=0))  # an older round: no
     assert leader.handle() is None
-    leader.step(HeartbeatResponse(1, 4, 1, read_seq=1))
+    leader.step(HeartbeatResponse(term=1, src=4, dst=1, read_seq=1))
     assert leader.handle() == Ready(read_states=[ReadState(9, 1)])
     assert leader.node.log.last_index == last and leader.storage.load().entries[-1].index == last
 
@@ -737,12 +770,13 @@ def test_read_index_never_released_by_a_leader_that_lost_leadership(how: str) ->
     leader.node.read_index(5)
     leader.drain()
     if how == "higher-term":
-        leader.step(HeartbeatResponse(2, 2, 1))
+        leader.step(HeartbeatResponse(term=2, src=2, dst=1))
     else:
         for _ in range(E):
             leader.tick()
     assert leader.node.role is Role.FOLLOWER
-    leader.step(HeartbeatResponse(1, 2, 1, read_seq=1), HeartbeatResponse(1, 3, 1, read_seq=1))
+    leader.step(HeartbeatResponse(term=1, src=2, dst=1, read_seq=1),
+                HeartbeatResponse(term=1, src=3, dst=1, read_seq=1))
     leader.drain()
     assert all(rd.read_states == [] for rd in leader.readies)
 
@@ -760,11 +794,11 @@ def test_7_compact_drops_entries_and_hands_snapshot_to_host_without_install() ->
         m.node.propose(data)
     m.drain()
     m.node.compact(3, b"state@3")
-    snap = Snapshot(3, 1, b"state@3")
+    snap = Snapshot(index=3, term=1, data=b"state@3")
     assert m.handle() == Ready(snapshot=snap, install_snapshot=False)
     assert m.node.log.first_index == 4 and m.node.log.term_at(2) is None
     assert m.storage.load().snapshot == snap
-    assert m.storage.load().entries == [Entry(1, 4, b"c")]
+    assert m.storage.load().entries == [Entry(term=1, index=4, data=b"c")]
     m.node.compact(2, b"older")
     assert m.handle() is None, "compacting below the snapshot is a no-op"
 
@@ -784,17 +818,21 @@ def test_7_follower_behind_compaction_installs_snapshot_then_replication_continu
     c.stabilize(cut)
     leader.tick()  # a heartbeat reaches node 3 once the partition heals
     delivered = c.stabilize()
-    snap = Snapshot(3, 1, b"state@3")
-    assert only(delivered, InstallSnapshot) == [InstallSnapshot(1, 1, 3, snap)]
+    snap = Snapshot(index=3, term=1, data=b"state@3")
+    assert only(delivered, InstallSnapshot) == [
+        InstallSnapshot(term=1, src=1, dst=3, snapshot=snap)]
     install = [rd for rd in c[3].readies if rd.install_snapshot]
-    assert install == [Ready(hard_state=HardState(1, 0, 3), snapshot=snap, install_snapshot=True,
-                             messages=[AppendEntriesResponse(1, 3, 1, True, match_index=3)])]
+    assert install == [Ready(hard_state=HardState(term=1, vote=0, commit=3), snapshot=snap,
+                             install_snapshot=True,
+                             messages=[AppendEntriesResponse(term=1, src=3, dst=1, success=True,
+                                                             match_index=3)])]
     assert c[3].installed == [snap]
-    assert c[3].applied == [Entry(1, 4, b"c"), Entry(1, 5, b"d")]
+    assert c[3].applied == [Entry(term=1, index=4, data=b"c"), Entry(term=1, index=5, data=b"d")]
     assert leader.node.progress(3).state is PeerState.REPLICATE
     leader.node.propose(b"e")
     delivered = c.stabilize()
-    assert AppendEntries(1, 1, 3, 5, 1, (Entry(1, 6, b"e"),), 5) in delivered
-    assert c[3].applied[-1] == Entry(1, 6, b"e")
+    assert AppendEntries(term=1, src=1, dst=3, prev_index=5, prev_term=1,
+                         entries=(Entry(term=1, index=6, data=b"e"),), commit=5) in delivered
+    assert c[3].applied[-1] == Entry(term=1, index=6, data=b"e")
     assert c[3].storage.load().snapshot == snap
     assert c[3].storage.load().entries == leader.storage.load().entries
