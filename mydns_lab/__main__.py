@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cmdline import (UsageParser, add_boolean_flag, non_negative_seconds, port_number,
-                      positive_int, ttl_seconds)
-from .lab.launcher import Lab, LabFailure, LabOptions, print_final_table
+from .cmdline import (UsageParser, add_boolean_flag, ip_address, non_negative_seconds,
+                      port_number, positive_int, ttl_seconds)
+from .lab.launcher import (MAX_SERVERS, Lab, LabFailure, LabOptions, StartFailure,
+                           print_final_table)
+from .lab.preflight import zone_name
 from .lab.state import LabState
 
 PLAIN_STATUS_INTERVAL_S = 3.0
@@ -42,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--data-dir", type=Path, default=Path("mydns-data"), help="data folder (./mydns-data)")
     flag("--fresh", action="store_true", help="delete the data folder first: start empty")
     flag("--port", type=port_number, default=9876, help="first front-end port (9876)")
-    flag("--bind", default="127.0.0.1", help="address the front ends listen on (127.0.0.1)")
-    flag("--zone", default="mydns.", help="DNS zone served (mydns.)")
+    flag("--bind", type=ip_address, default="127.0.0.1",
+         help="address the front ends listen on (127.0.0.1; 0.0.0.0 or :: for all)")
+    flag("--zone", type=zone_name, default="mydns.", help="DNS zone served (mydns.)")
     flag("--ttl", type=ttl_seconds, default=60, help="TTL of answers in seconds (60)")
     flag("--dns-reads", choices=["cache", "linearizable"], default="cache",
          help="answer DNS from each front end's copy of the records (cache, the default) "
@@ -64,15 +67,29 @@ def options_from(argv: list[str] | None) -> LabOptions:
     args = parser.parse_args(argv)
     if args.port + args.nclerks - 1 > 65535:
         parser.error(f"--port {args.port} leaves no room for {args.nclerks} front ends")
-    zone = args.zone if args.zone.endswith(".") else args.zone + "."
+    if args.nservers > MAX_SERVERS:
+        parser.error(f"--nservers {args.nservers} is too many; at most {MAX_SERVERS}")
     seed = args.seed if args.seed is not None else int(time.time() * 1000) % 1_000_000
     return LabOptions(nservers=args.nservers, nclerks=args.nclerks,
                       dns_duration=args.dns_duration, crash=args.crash,
                       unreliable=args.unreliable, long_reordering=args.long_reordering,
                       seed=seed, data_dir=args.data_dir, fresh=args.fresh, port=args.port,
-                      bind=args.bind, zone=zone, ttl=args.ttl, dashboard=args.dashboard,
+                      bind=args.bind, zone=args.zone, ttl=args.ttl, dashboard=args.dashboard,
                       fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys,
                       workload=args.workload)
+
+
+def notes(options: LabOptions) -> list[str]:
+    """Flags that are allowed but probably not what was meant, one line each."""
+    found = []
+    if options.nservers % 2 == 0:
+        tolerated = (options.nservers - 1) // 2
+        found.append(f"--nservers {options.nservers} tolerates {tolerated} failed "
+                     f"server{'' if tolerated == 1 else 's'}, "
+                     f"no more than --nservers {options.nservers - 1} does")
+    if options.long_reordering and not options.unreliable:
+        found.append("--long-reordering does nothing without --unreliable")
+    return found
 
 
 def plain_status(state: LabState) -> str:
@@ -84,7 +101,8 @@ def plain_status(state: LabState) -> str:
             f"up={up}/{state.nservers} commit={commit} ops={state.total_ops()} "
             f"ops/s={state.ops_per_second():.0f} p50={p50:.1f}ms p99={p99:.1f}ms "
             f"packets={packets['sent']} dropped={packets['dropped']} "
-            f"crashes={state.crashes_injected}")
+            f"crashes={state.crashes_injected}"
+            + (f"\n{alarm}" if (alarm := state.disk_alarm()) else ""))
 
 
 class _Terminate(Exception):
@@ -111,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 last[0] = state.elapsed()
                 print(plain_status(state), flush=True)
 
+    for note in notes(options):
+        print(f"mydns: note: {note}", file=sys.stderr)
     lab = Lab(options, show)
-    failure = ""
-    print(f"MyDNS lab: seed={options.seed} (replay with --seed {options.seed})", flush=True)
+    failure = start_failure = ""
     try:
         lab.prepare()
     except LabFailure as exc:
@@ -122,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     workload = None
     try:
         lab.start()
+        print(f"MyDNS lab: seed={options.seed} (replay with --seed {options.seed})", flush=True)
         if live is not None:
             live.start()
         if options.workload:
@@ -131,14 +151,20 @@ def main(argv: list[str] | None = None) -> int:
             lab.run()
     except (KeyboardInterrupt, _Terminate):
         pass
+    except StartFailure as exc:
+        start_failure = str(exc)
     except LabFailure as exc:
         failure = str(exc)
     finally:
         if live is not None:
             live.stop()
         stats = lab.stop()
-        print_final_table(stats)
-        print(f"statistics written to {options.data_dir / 'last-run.json'}")
+        if not start_failure:  # nothing ran: the error line says all
+            print_final_table(stats)
+            print(f"statistics written to {options.data_dir / 'last-run.json'}")
+    if start_failure:
+        print(f"mydns: error: {start_failure}", file=sys.stderr)
+        return 2
     if failure:
         print(f"mydns: error: {failure}", file=sys.stderr)
         return 1

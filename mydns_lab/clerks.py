@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .core.messages import NO_NODE
-from .protocol import REFUSALS, ClientReply, ClientRequest, Outcome, Record, Status, StoreOp
+from .protocol import FINAL, ClientReply, ClientRequest, Outcome, Record, StoreOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,8 @@ class ClerkTiming:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """A finished operation: ``status`` is OK or one of
-    :data:`mydns_lab.protocol.REFUSALS` (never a retry); the other fields
+    """A finished operation: ``status`` is one of
+    :data:`mydns_lab.protocol.FINAL` (never a retry); the other fields
     are the final :class:`~mydns_lab.protocol.ClientReply`'s."""
 
     op: StoreOp
@@ -44,6 +44,7 @@ class Finished:
     outcome: str = Outcome.NONE
     serial: int = 0
     full: bool = False
+    more: bool = False
 
 
 class Clerk:
@@ -88,9 +89,9 @@ class Clerk:
         """Feed an answer; returns the outcome once the operation is done."""
         if self._op is None or reply.client_id != self.client_id or reply.seq != self._seq:
             return None  # a late answer to an earlier attempt or operation
-        if reply.status == Status.OK or reply.status in REFUSALS:
+        if reply.status in FINAL:
             finished = Finished(self._op, reply.status, reply.value, self._attempts, reply.records,
-                                reply.outcome, reply.serial, reply.full)
+                                reply.outcome, reply.serial, reply.full, reply.more)
             self._leader = reply.src
             self._op = None
             self._deadline_ms = None

@@ -9,6 +9,7 @@ flag reads the same everywhere.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -59,6 +60,17 @@ def port_number(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {value}")
     return value
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address in canonical form (``0.0.0.0`` and ``::``:
+    every address of the host); host names are refused, since one name
+    may stand for several addresses."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address such as 127.0.0.1, 0.0.0.0 or ::, got {text!r}") from None
 
 
 def ttl_seconds(text: str) -> int:

@@ -58,7 +58,8 @@ class RecordOp:
     ``owner`` matches and ``seq`` is not older), ``record_delete`` (when
     ``owner`` matches), ``record_get`` and ``record_list`` (linearizable
     reads), ``record_changes`` (a watch: what changed after serial
-    ``since``). ``ipv4`` holds only IPv4 addresses and ``ipv6`` only IPv6:
+    ``since``; with ``name`` set, the next page of a full listing, after
+    that name). ``ipv4`` holds only IPv4 addresses and ``ipv6`` only IPv6:
     the sender splits them by family (:func:`mydns_lab.records.split_addresses`).
     ``seq`` is the uploader's sequence number, nothing else.
     """
@@ -113,10 +114,17 @@ class Status:
     ERROR = "error"             # the operation is invalid; ``value`` says why
     OWNED = "owned"             # the name was claimed by another owner
     STALE = "stale"             # the upload's seq is older than the stored record's
+    NO_SPACE = "no_space"       # the leader's disk is (nearly) full: no writes until space is freed
 
 
 REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE})
 """Every status of an operation the store refused: final, not to retry."""
+
+FINAL = REFUSALS | {Status.OK, Status.NO_SPACE}
+"""Every status a clerk stops at: an answer, not a reason to try another
+server. ``NO_SPACE`` is final for this attempt (every server shares the
+leader's view until space is freed); it is not kept in the session table,
+so the same request succeeds once writes resume."""
 
 
 class Outcome:
@@ -138,7 +146,8 @@ class ClientReply:
     change, ``records`` and the zone's ``serial`` for a read; a watch's
     ``records`` are every record when ``full`` is set, else the ones that
     changed after the serial it named (a deleted name as a record with no
-    owner), and it resumes from ``serial``.
+    owner), and it resumes from ``serial``. A full answer comes in pages:
+    ``more`` says another follows (see ``RecordOp``).
     """
 
     src: int
@@ -152,6 +161,7 @@ class ClientReply:
     outcome: str = Outcome.NONE
     serial: int = 0
     full: bool = False
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

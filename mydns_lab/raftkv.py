@@ -14,6 +14,7 @@ requests and Ready batches and delivers what it replies.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -28,6 +29,9 @@ WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record
 READ_KINDS = frozenset({"get", "record_get", "record_list"})
 WATCH_KIND = "record_changes"
 CHANGELOG_LENGTH = 10_000
+FULL_PAGE = 2_000
+"""Records per page of a full listing: small enough that one answer is
+encoded, routed and taken well inside a front end's watch timeout."""
 WATCH_HOLD_TICKS = 20
 """A watch with nothing new is answered empty after this many ticks, well
 inside a clerk's request timeout, so the clerk does not go elsewhere."""
@@ -56,6 +60,7 @@ class Result:
     outcome: str = Outcome.NONE
     serial: int = 0
     full: bool = False
+    more: bool = False
 
 
 class KVStateMachine:
@@ -71,6 +76,8 @@ class KVStateMachine:
         # answers older watches with the full list.
         self.changes: collections.deque[tuple[int, str]] = collections.deque(
             maxlen=CHANGELOG_LENGTH)
+        self._names: list[str] = []   # the record names sorted, as of serial _names_at
+        self._names_at = -1
 
     def apply(self, index: int, cmd: Command) -> tuple[Result, bool]:
         """Apply the command at log ``index``; returns its result and
@@ -101,7 +108,7 @@ class KVStateMachine:
         if op.kind == "record_list":
             return Result(Status.OK, records=tuple(self.records.values()), serial=self.serial)
         if op.kind == "record_changes":
-            return self.changes_since(op.since)
+            return self.changes_since(op.since, op.name)
         try:
             name = checked_op(op).name
         except InvalidRecord as exc:
@@ -109,16 +116,23 @@ class KVStateMachine:
         found = self.records.get(name)
         return Result(Status.OK, records=(found,) if found else (), serial=self.serial)
 
-    def changes_since(self, serial: int) -> Result:
+    def changes_since(self, serial: int, after: str = "") -> Result:
         """What changed after ``serial``: the changed records (a deleted
-        name as a record with no owner), or every record with ``full`` set
-        when the log of changes does not reach back that far; ``serial`` of
-        the result is where the next watch resumes."""
+        name as a record with no owner), or, when the log of changes does
+        not reach back that far, every record with ``full`` set; ``serial``
+        of the result is where the next watch resumes.
+
+        A full answer comes in pages of at most :data:`FULL_PAGE` records
+        in name order, ``more`` set while pages follow: ``after`` (the last
+        name of the page before) asks for the next one. The pages are taken
+        at the serials they were asked at; a watcher that then asks for the
+        changes since the first page's serial has every record."""
+        if after:
+            return self._full_page(after)
         if serial == self.serial:
             return Result(Status.OK, serial=self.serial)
         if serial > self.serial or not self.changes or self.changes[0][0] > serial + 1:
-            return Result(Status.OK, records=tuple(self.records.values()), serial=self.serial,
-                          full=True)
+            return self._full_page("")
         recent: list[str] = []
         for at, name in reversed(self.changes):  # newest first: stop at the old ones
             if at <= serial:
@@ -127,6 +141,16 @@ class KVStateMachine:
         names = dict.fromkeys(reversed(recent))  # oldest change first, each name once
         changed = tuple(self.records.get(name) or Record(name) for name in names)
         return Result(Status.OK, records=changed, serial=self.serial)
+
+    def _full_page(self, after: str) -> Result:
+        """The page of every record that starts after the name ``after``."""
+        if self._names_at != self.serial:  # sort once per serial, not per page
+            self._names, self._names_at = sorted(self.records), self.serial
+        start = bisect.bisect_right(self._names, after) if after else 0
+        names = self._names[start:start + FULL_PAGE]
+        return Result(Status.OK, records=tuple(self.records[n] for n in names),
+                      serial=self.serial, full=True,
+                      more=start + len(names) < len(self._names))
 
     def cached_result(self, client_id: int, seq: int) -> Result | None:
         """The result of ``(client_id, seq)`` if it is the last one applied."""
@@ -243,6 +267,10 @@ class KVServer:
         self._watches: list[tuple[int, ClientRequest]] = []           # (expiry tick, request)
         self._ticks = 0
         self._next_ctx = 1
+        # Set by the host to why its disk cannot take writes ("": it can).
+        # New writes are then refused with NO_SPACE and the log is not
+        # compacted; reads and watches go on.
+        self.disk_full = ""
 
     # --- requests -------------------------------------------------------------
 
@@ -263,6 +291,9 @@ class KVServer:
                 cached = self.machine.cached_result(req.client_id, req.seq)
                 if cached is not None:
                     self._answer(req, cached)
+                    return
+                if self.disk_full and self.node.role is Role.LEADER:
+                    self._answer(req, Result(Status.NO_SPACE, self.disk_full))
                     return
                 data = self._codec.encode(Command(req.client_id, req.seq, req.op, time_ms))
                 index, term = self.node.propose(data)
@@ -292,8 +323,11 @@ class KVServer:
         """Called by the host with every node tick: answers the watches held
         for a change (at most once a tick, however many changes there were:
         under load that batches many changes into one answer) and expires
-        the ones held too long."""
+        the ones held too long. Nothing is answered while this leader's
+        applied state may lag the cluster's (see :meth:`_state_is_current`)."""
         self._ticks += 1
+        if not self._state_is_current():
+            return
         self._answer_watches()
         if self._watches and self._watches[0][0] <= self._ticks:
             due = [req for expiry, req in self._watches if expiry <= self._ticks]
@@ -302,8 +336,11 @@ class KVServer:
                 self._answer(req, self.machine.query(req.op))
 
     def maybe_compact(self, raft_state_bytes: int) -> bool:
-        """Snapshot when the persisted Raft state has outgrown the limit."""
+        """Snapshot when the persisted Raft state has outgrown the limit
+        (not while the disk is full: a snapshot is the largest write)."""
         if self._max_raft_state is None or raft_state_bytes <= self._max_raft_state:
+            return False
+        if self.disk_full:
             return False
         if self.machine.applied_index <= self.node.log.snapshot.index:
             return False
@@ -311,6 +348,17 @@ class KVServer:
         return True
 
     # --- internals --------------------------------------------------------------------
+
+    def _state_is_current(self) -> bool:
+        """Whether the applied state holds every committed change: an entry
+        of this leader's term has committed (before that its commit index may
+        lag the cluster's, Raft §8) and everything committed is applied. A
+        watch answered earlier would hand a front end a copy missing
+        acknowledged records: after a restart, DNS would deny names that
+        exist (NXDOMAIN, cached by resolvers)."""
+        log = self.node.log
+        return (log.term_at(log.committed) == self.node.term
+                and self.machine.applied_index >= log.committed)
 
     def _watch(self, req: ClientRequest) -> None:
         """A front end keeping its copy of the records current. Answered by
@@ -323,18 +371,20 @@ class KVServer:
         self._watches.append((self._ticks + WATCH_HOLD_TICKS, req))
 
     def _answer_watches(self) -> None:
+        """Answer every held watch that has something: changes after its
+        serial, or the next page of a full listing."""
         serial = self.machine.serial
-        if any(_since(req) != serial for _, req in self._watches):
+        if any(_due(req, serial) for _, req in self._watches):
             waiting = self._watches
-            self._watches = [(e, r) for e, r in waiting if _since(r) == serial]
+            self._watches = [(e, r) for e, r in waiting if not _due(r, serial)]
             # Front ends mostly wait at the same serial: collect those changes once.
-            answers: dict[int, Result] = {}
+            answers: dict[tuple[int, str], Result] = {}
             for _, req in waiting:
-                since = _since(req)
-                if since != serial:
-                    if since not in answers:
-                        answers[since] = self.machine.query(req.op)
-                    self._answer(req, answers[since])
+                if _due(req, serial):
+                    key = _watch_key(req)
+                    if key not in answers:
+                        answers[key] = self.machine.query(req.op)
+                    self._answer(req, answers[key])
 
     def _install(self, snapshot: Snapshot) -> None:
         self.machine.restore(snapshot)
@@ -389,10 +439,18 @@ class KVServer:
     def _answer(self, req: ClientRequest, result: Result, leader_hint: int = 0) -> None:
         self._reply(ClientReply(req.dst, req.src, req.client_id, req.seq, result.status,
                                 result.value, leader_hint, result.records, result.outcome,
-                                result.serial, result.full))
+                                result.serial, result.full, result.more))
 
 
-def _since(watch: ClientRequest) -> int:
-    """The serial a held watch resumes from (watches are RecordOps)."""
+def _watch_key(watch: ClientRequest) -> tuple[int, str]:
+    """(the serial a held watch resumes from, the name a full listing
+    continues after); watches are RecordOps."""
     assert isinstance(watch.op, RecordOp)
-    return watch.op.since
+    return watch.op.since, watch.op.name
+
+
+def _due(watch: ClientRequest, serial: int) -> bool:
+    """A watch is answered once something changed after its serial, and at
+    once when it asks for the next page of a full listing."""
+    since, after = _watch_key(watch)
+    return since != serial or bool(after)

@@ -21,6 +21,7 @@ class ServerStatus:
     last_index: int
     snapshot_index: int
     raft_state_bytes: int
+    disk_full: str = ""  # why its disk takes no writes now ("": it does)
 
 
 @dataclass(frozen=True, slots=True)

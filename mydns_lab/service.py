@@ -41,8 +41,10 @@ import json
 import os
 import secrets
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -78,11 +80,15 @@ class FrontEndSettings:
 class RecordCache:
     """This front end's copy of the committed records (a RecordView).
 
-    Fed only by :meth:`apply`, with the leader's answers to watches.
+    Fed only by :meth:`apply` and :meth:`replace`, with the leader's answers
+    to watches. Until the first answer has been taken it is not ``loaded``: it
+    holds nothing yet, and DNS must not answer from it (an empty copy would
+    deny names that exist, and resolvers cache such denials).
     """
 
     def __init__(self) -> None:
         self.serial = 0
+        self.loaded = False
         self._records: dict[str, Record] = {}
         self._parents: dict[str, int] = {}  # name -> how many records lie below it
 
@@ -96,18 +102,30 @@ class RecordCache:
         return len(self._records)
 
     def apply(self, records: tuple[Record, ...], serial: int, full: bool) -> None:
-        """Take a watch answer: ``full`` replaces everything, else the named
-        records change (no owner: deleted); ``serial`` is where the next
-        watch resumes."""
+        """Take a watch answer at once: ``full`` replaces everything, else
+        the named records change (no owner: deleted); ``serial`` is where
+        the next watch resumes. Any answer to a watch from serial 0 is the
+        whole store, so after the first one the cache is ``loaded``."""
         if full:
             self._records, self._parents = {}, {}
         for record in records:
             self._forget(record.name)
             if record.owner:
-                self._records[record.name] = record
-                for parent in _parents_of(record.name):
-                    self._parents[parent] = self._parents.get(parent, 0) + 1
+                self._add(record)
         self.serial = serial
+        self.loaded = True
+
+    def replace(self, fresh: RecordCache, serial: int) -> None:
+        """Take ``fresh``'s records as of ``serial`` whole (a full listing
+        that was gathered beside this copy)."""
+        self._records, self._parents = fresh._records, fresh._parents
+        self.serial = serial
+        self.loaded = True
+
+    def _add(self, record: Record) -> None:
+        self._records[record.name] = record
+        for parent in _parents_of(record.name):
+            self._parents[parent] = self._parents.get(parent, 0) + 1
 
     def _forget(self, name: str) -> None:
         if self._records.pop(name, None) is not None:
@@ -155,14 +173,17 @@ class RequestError(Exception):
     """A request we refuse; the message goes back to the client as is, with
     a machine-readable ``code``: ``bad_request``, ``invalid`` (a name or
     address), ``owned`` (another key's name), ``stale`` (an older Seq than
-    stored) or ``unavailable`` (the cluster did not answer; try again)."""
+    stored), ``nospace`` (the store's disk is full: writes resume once its
+    operator frees space; reads go on) or ``unavailable`` (the cluster did
+    not answer; try again)."""
 
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
 
 
-_REFUSAL_CODES = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale"}
+_REFUSAL_CODES = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale",
+                  Status.NO_SPACE: "nospace"}
 """The ``Code`` of each status the record store refuses with."""
 
 
@@ -317,7 +338,9 @@ class DnsService:
         """The reply to send for ``packet``, or None to send nothing."""
         self.counters.requests_received += 1
         name = self._dns.queried_name(packet) if self._linearizable else None
-        if name is not None:
+        if not self._cache.loaded:
+            reply = self._not_loaded(packet, tcp)
+        elif name is not None:
             reply = await self._read_through(packet, name, tcp)
         else:
             reply = self._dns.handle(packet, tcp=tcp, now_s=time.time())
@@ -336,10 +359,19 @@ class DnsService:
         if self._linearizable or len(packet) < 3 or packet[2] & 0x78:  # opcode != QUERY
             return None
         self.counters.requests_received += 1
-        reply = self._dns.handle(packet, tcp=False, now_s=time.time())
+        if self._cache.loaded:
+            reply = self._dns.handle(packet, tcp=False, now_s=time.time())
+        else:
+            reply = self._not_loaded(packet, tcp=False)
         if isinstance(reply, Answer):
             self.counters.replies_sent += 1
         return reply
+
+    def _not_loaded(self, packet: bytes, tcp: bool) -> Reply:
+        """SERVFAIL for a query, before the first copy of the records has
+        loaded: a resolver tries another server and caches nothing for long,
+        where NXDOMAIN would be cached for the SOA minimum."""
+        return self._dns.handle_with_view(packet, _Unavailable(), tcp=tcp, now_s=time.time())
 
     async def _read_through(self, packet: bytes, name: str, tcp: bool):
         try:
@@ -372,7 +404,8 @@ class DnsService:
 
 
 class _Unavailable:
-    """A view whose lookups fail: the read-through mode without a quorum.
+    """A view whose lookups fail: the read-through mode without a quorum,
+    or any mode before the first copy of the records has loaded.
     DnsFrontEnd turns the exception into SERVFAIL."""
 
     serial = 0
@@ -447,10 +480,34 @@ async def _watch_records(client: ClusterClient, cache: RecordCache) -> None:
         try:
             finished = await client.call(RecordOp("record_changes", since=cache.serial),
                                          WATCH_TIMEOUT_S)
+            if finished.status != Status.OK:
+                continue
+            if finished.full:
+                await _load_full_listing(client, cache, finished)
+            else:
+                cache.apply(finished.records, finished.serial, full=False)
         except ClusterTimeout:
             continue  # no quorum: keep answering from what we have
-        if finished.status == Status.OK:
-            cache.apply(finished.records, finished.serial, finished.full)
+
+
+async def _load_full_listing(client: ClusterClient, cache: RecordCache, first: Finished) -> None:
+    """Gather a full listing page by page beside ``cache`` and swap it in
+    whole at the end, so DNS answers from a complete copy (or SERVFAIL,
+    before the first) while a large store loads, and no page is large
+    enough to stall the loop. The copy is as of the first page's serial:
+    the next watch asks for the changes since, which covers whatever moved
+    while the pages came. A page that does not come starts it over."""
+    fresh = RecordCache()
+    page = first
+    while True:
+        fresh.apply(page.records, first.serial, full=False)
+        if not page.more or not page.records:
+            break
+        page = await client.call(RecordOp("record_changes", since=first.serial,
+                                          name=page.records[-1].name), WATCH_TIMEOUT_S)
+        if page.status != Status.OK or not page.full:
+            return
+    cache.replace(fresh, first.serial)
 
 
 def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:
@@ -468,20 +525,101 @@ async def _report_status(index: int, client: ClusterClient, counters: FrontEndCo
             pass
 
 
-async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Connection) -> None:
+# --- start-up: what a front end listens on, and how it tells the launcher ---------------
+
+class Proto(StrEnum):
+    UDP = "UDP"
+    TCP = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One socket the lab listens on: what the launcher checks before
+    anything starts, and what a front end names when it cannot bind.
+    ``port_flag`` is the flag that chose the port, for the hint."""
+
+    proto: Proto
+    address: str
+    port: int
+    port_flag: str = "--port"
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.proto} {host}:{self.port}"
+
+
+def listen_endpoints(settings: FrontEndSettings, index: int) -> tuple[Endpoint, ...]:
+    """Every socket front end ``index`` binds, in the order it binds them."""
+    port = settings.port + index
+    return Endpoint(Proto.UDP, settings.bind, port), Endpoint(Proto.TCP, settings.bind, port)
+
+
+@dataclass(frozen=True, slots=True)
+class FrontEndListening:
+    """Sent once on the start pipe: every endpoint is bound; serving."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrontEndFailed:
+    """Sent once on the start pipe instead, before the process exits 1:
+    the front end could not start. ``endpoint`` and ``errno`` are set when
+    binding that endpoint failed; ``reason`` is the error's own words."""
+
+    index: int
+    reason: str
+    endpoint: Endpoint | None = None
+    errno: int | None = None
+
+
+class _BindError(Exception):
+    def __init__(self, endpoint: Endpoint, error: OSError) -> None:
+        super().__init__(f"{endpoint}: {error.strerror or error}")
+        self.endpoint, self.error = endpoint, error
+
+
+async def _listen(settings: FrontEndSettings, index: int, json_front: JsonFrontEnd,
+                  dns: DnsService) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
+    """Bind the UDP and TCP endpoints; raises _BindError naming the one
+    that failed (nothing stays bound)."""
+    udp, tcp = listen_endpoints(settings, index)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpFrontEnd(json_front, dns), local_addr=(udp.address, udp.port))
+    except OSError as exc:
+        raise _BindError(udp, exc) from None
+    try:
+        server = await asyncio.start_server(
+            lambda r, w: _serve_tcp_client(dns, r, w), tcp.address, tcp.port)
+    except OSError as exc:
+        transport.close()
+        raise _BindError(tcp, exc) from None
+    return transport, server
+
+
+async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Connection,
+                 started: Connection) -> bool:
+    """Serve until SIGTERM or the router goes; False when the front end
+    could not start (after telling the launcher on ``started`` why)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     client = ClusterClient(conn, address, settings.servers)
     counters = FrontEndCounters()
     cache = RecordCache()
-    json_front = JsonFrontEnd(client, counters)
-    dns = DnsService(client, settings, cache, counters)
-    port = settings.port + index
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _UdpFrontEnd(json_front, dns), local_addr=(settings.bind, port))
-    tcp_server = await asyncio.start_server(
-        lambda r, w: _serve_tcp_client(dns, r, w), settings.bind, port)
+    try:
+        json_front = JsonFrontEnd(client, counters)
+        dns = DnsService(client, settings, cache, counters)
+        transport, tcp_server = await _listen(settings, index, json_front, dns)
+    except _BindError as exc:
+        _tell(started, FrontEndFailed(index, str(exc), exc.endpoint, exc.error.errno))
+        return False
+    except Exception as exc:  # a zone or keys file the launcher did not refuse: say so, not die
+        _tell(started, FrontEndFailed(index, f"{type(exc).__name__}: {exc}"))
+        return False
+    _tell(started, FrontEndListening(index))
     background = [asyncio.ensure_future(_report_status(index, client, counters)),
                   asyncio.ensure_future(_watch_records(client, cache))]
     try:
@@ -497,10 +635,24 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
             # The final counters, so the launcher's table counts every operation.
             client.send_status(LAUNCHER, _status(index, client, counters))
             client.flush_now()
+    return True
 
 
-def run_clerk(index: int, address: int, settings: FrontEndSettings, conn: Connection) -> None:
-    """Process entry point of clerk ``index`` (front end on port + index)."""
+def _tell(started: Connection, message: FrontEndListening | FrontEndFailed) -> None:
+    """The one message of the start pipe; a launcher gone already is no error."""
+    try:
+        started.send(message)
+        started.close()
+    except OSError:
+        pass
+
+
+def run_clerk(index: int, address: int, settings: FrontEndSettings, conn: Connection,
+              started: Connection) -> None:
+    """Process entry point of clerk ``index`` (front end on port + index).
+    It sends one message on ``started``, :class:`FrontEndListening` once
+    every endpoint is bound, or :class:`FrontEndFailed`, then exits 1."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve(index, address, settings, conn))
+    if not asyncio.run(_serve(index, address, settings, conn, started)):
+        sys.exit(1)

@@ -27,8 +27,8 @@ from typing import Callable
 
 import pytest
 
-from mydns_lab import codec
-from mydns_lab.core.messages import Snapshot
+from mydns_lab import codec, raftkv
+from mydns_lab.core.messages import AppendEntriesResponse, Snapshot
 from mydns_lab.protocol import (ClientRequest, Command, KvOp, KvSnapshot, Outcome, Record, RecordOp,
                                 Status)
 from mydns_lab.raft import Role
@@ -713,6 +713,21 @@ def test_snapshot_restore_round_trip() -> None:
     assert (copy.data, copy.records, copy.sessions, copy.serial) == ({}, {}, {}, 0)
 
 
+def test_a_full_listing_comes_in_pages_in_name_order() -> None:
+    apply = Applier()
+    count = 2 * raftkv.FULL_PAGE + 7
+    for i in range(count):
+        apply(set_op(f"h{i:05}", "192.0.2.1"))
+    machine = apply.machine
+    pages = [machine.changes_since(count + 5)]     # a serial it cannot answer with a delta
+    while pages[-1].more:
+        pages.append(machine.changes_since(count + 5, after=pages[-1].records[-1].name))
+    assert [len(p.records) for p in pages] == [raftkv.FULL_PAGE, raftkv.FULL_PAGE, 7]
+    assert all(p.full and p.serial == machine.serial for p in pages)
+    names = [r.name for p in pages for r in p.records]
+    assert names == sorted(machine.records)
+
+
 def test_snapshot_without_outcomes_restores() -> None:
     """A snapshot written before session outcomes had their own field
     restores, its sessions' outcomes empty."""
@@ -812,3 +827,82 @@ def test_records_through_the_cluster(make_kvlab: MakeKvLab, seed: int) -> None:
     assert dataclasses.replace(got, updated_ms=0) == expected, lab.why(f"stored {got}")
     assert got.updated_ms > 0, lab.why("the change was not stamped with the leader's time")
     lab.check_linearizable([r for r in lab.sim.history() if isinstance(r.op, KvOp)])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_first_watch_after_a_restart_holds_every_record(make_kvlab: MakeKvLab, seed: int) -> None:
+    """A front end that starts watching from nothing right after the whole
+    cluster restarted gets, in its very first answer, every record that was
+    acknowledged before: a new leader answers watches only once its applied
+    state is current. Otherwise DNS would deny names that exist."""
+    lab = make_kvlab(seed, 3)
+    owner = lab.make_client()
+    names = [f"host{i}" for i in range(40)]
+    for i, name in enumerate(names):
+        assert lab.do(owner, set_op(name, f"192.0.2.{i + 1}")).status == Status.OK
+    for i in lab.sim.peers:
+        lab.start1(i)
+    lab.connect_all()
+    watcher = lab.make_client()
+    watch = lab.do(watcher, RecordOp("record_changes", since=0), limit_ms=5_000)
+    assert watch.finished is not None and watch.status == Status.OK, lab.why(f"watch: {watch}")
+    got = sorted(r.name for r in watch.finished.records if r.owner)
+    assert got == sorted(names), lab.why(f"first watch after restart held {len(got)} of "
+                                         f"{len(names)} names, serial {watch.finished.serial}")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_new_leader_holds_watches_until_its_state_is_current(make_kvlab: MakeKvLab,
+                                                             seed: int) -> None:
+    """Until an entry of its own term commits, a leader's commit index (and
+    so its applied state) may lag the cluster's: it answers no watch then,
+    so no front end loads a copy that misses acknowledged records."""
+    lab = make_kvlab(seed, 3)
+    owner = lab.make_client()
+    assert lab.do(owner, set_op("kept", "192.0.2.1")).status == Status.OK
+    for i in lab.sim.peers:
+        lab.start1(i)
+    lab.connect_all()
+    assert lab.run_until(lambda: lab.sim.leader() is not None, 5_000), lab.why("no leader")
+    leader = lab.sim.leader()
+    assert leader is not None
+    # The followers' acknowledgements of appends no longer reach the leader,
+    # so its no-op cannot commit; heartbeats still flow, so it keeps leading.
+    send = lab.sim.net.send
+
+    def drop_append_acks(msg: object, now_ms: int) -> None:
+        if not (isinstance(msg, AppendEntriesResponse) and msg.dst == leader):
+            send(msg, now_ms)
+
+    lab.sim.net.send = drop_append_acks  # type: ignore[method-assign]
+    node = lab.sim.node(leader)
+    assert node.log.term_at(node.log.committed) != node.term, lab.why("no-op already committed")
+    watch = lab.sim.submit(lab.make_client([leader]), RecordOp("record_changes", since=0))
+    lab.run_for(2_000)   # time for the clerk to find the leader and for several holds
+    assert node.log.term_at(node.log.committed) != node.term, lab.why("no-op committed in the cut")
+    assert watch.return_ms is None, lab.why(f"answered before the no-op committed: {watch}")
+    assert lab.sim.leader() == leader, lab.why("the leader stepped down")
+    lab.sim.net.send = send  # type: ignore[method-assign]
+    assert lab.run_until(lambda: watch.return_ms is not None, 5_000), lab.why("never answered")
+    assert watch.finished is not None
+    assert [r.name for r in watch.finished.records] == ["kept"], lab.why(f"watch: {watch}")
+
+
+def test_a_leader_with_a_full_disk_refuses_writes_and_serves_reads(make_kvlab: MakeKvLab) -> None:
+    lab = make_kvlab(1, 3)
+    client = lab.make_client()
+    assert lab.do(client, set_op("before", "192.0.2.1")).status == Status.OK
+    leader = lab.sim.leader()
+    assert leader is not None
+    kv = lab.sim.servers[leader].kv
+    assert kv is not None
+    kv.disk_full = "the disk of /data is full"
+    refused = lab.do(client, set_op("during", "192.0.2.2"))
+    assert (refused.status, refused.value) == (Status.NO_SPACE, "the disk of /data is full")
+    assert refused.finished is not None and refused.finished.attempts == 1, \
+        lab.why("a full disk is an answer, not a reason to try every server")
+    read = lab.do(client, RecordOp("record_get", "before"))
+    assert read.status == Status.OK and read.finished and read.finished.records
+    kv.disk_full = ""
+    # The same name goes through once space is back: the refusal was not kept.
+    assert lab.do(client, set_op("during", "192.0.2.2")).status == Status.OK

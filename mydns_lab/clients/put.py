@@ -75,7 +75,7 @@ TOKEN_BYTES = 24
 EXIT_OK, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2
 
 # The reply fields put.py acts on (their values: docs/service.md, mydns_lab/service.py)
-CODE_OWNED, CODE_UNAVAILABLE = "owned", "unavailable"
+CODE_OWNED, CODE_UNAVAILABLE, CODE_NO_SPACE = "owned", "unavailable", "nospace"
 OUTCOME_CLAIMED = "claimed"
 
 JsonCall = Callable[[Server, dict[str, Any], float, int], dict[str, Any]]
@@ -333,8 +333,8 @@ class Uploader:
             return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
         if not entry.confirmed:
             self.store.save(self.fqdn, replace(entry, confirmed=True))
-        return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved to "
-                                f"{shown_path(self.store.path)})")
+        return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved "
+                                     f"to {shown_path(self.store.path)})")
 
     def _refused(self, entry: TokenEntry, server: Server, reply: dict[str, Any]) -> UploadResult:
         """The line for a refusal, decided by the reply's ``Code``."""
@@ -345,16 +345,21 @@ class Uploader:
                 # Had a lost earlier upload claimed the name with this token,
                 # the store would have taken this one: the token owns nothing.
                 self.store.forget(self.fqdn)
-            return UploadResult(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another key; "
-                                         "pass --token-file with its token or choose another "
-                                         "name")
+            return UploadResult(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another "
+                                              "key; pass --token-file with its token or choose "
+                                              "another name")
         if code is None:
             # Without a Code the refusal cannot be told from a transient one
             # or an ownership one, so say so rather than guess from the words.
-            return UploadResult(EXIT_REFUSED, f"error: {server_text(server)} refused the upload of "
-                                         f"{self.fqdn} without a Code, so put.py cannot tell "
-                                         f"why (an older MyDNS front end?): {reason}; update "
-                                         "the service or pass --server with a current one")
+            return UploadResult(EXIT_REFUSED, f"error: {server_text(server)} refused the upload "
+                                              f"of {self.fqdn} without a Code, so put.py cannot "
+                                              f"tell why (an older MyDNS front end?): {reason}; "
+                                              "update the service or pass --server with a "
+                                              "current one")
+        if code == CODE_NO_SPACE:
+            return UploadResult(EXIT_REFUSED, f"error: {self.fqdn} not updated: the service's "
+                                              "disk is full and it takes no writes until its "
+                                              f"operator frees space ({reason})")
         return UploadResult(EXIT_REFUSED, f"error: {self.fqdn} refused: {reason}")
 
     def _no_answer_line(self, entry: TokenEntry, problems: list[str]) -> str:

@@ -92,13 +92,20 @@ class LabProcess:
         return [("127.0.0.1", self.port + i) for i in range(self.nclerks)]
 
     def start(self) -> LabProcess:
+        """:meth:`launch`, then wait until every front end answers."""
+        self.launch()
+        assert self.proc is not None
+        wait_for(self._all_answer, 30, f"every front end of the lab to answer ({self.replay})")
+        self.started_pids = self.descendants() | {self.proc.pid}
+        return self
+
+    def launch(self) -> LabProcess:
+        """Start the launcher and return at once (to watch a start-up)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         log.close()
-        wait_for(self._all_answer, 30, f"every front end of the lab to answer ({self.replay})")
-        self.started_pids = self.descendants() | {self.proc.pid}
         return self
 
     def descendants(self) -> set[int]:

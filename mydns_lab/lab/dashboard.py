@@ -57,8 +57,10 @@ def render(state: LabState) -> RenderableType:
     Pure apart from reading ``state`` (and its clock through ``elapsed()``);
     works on a LabState that has received no report at all.
     """
+    alarm = state.disk_alarm()
     return Group(
         _title(state),
+        *([Text(alarm, style="bold red")] if alarm else []),
         _servers_table(state),
         _side_by_side(_links_table(state), _leader_history(state)),
         _side_by_side(_clerks_table(state), _client_summary(state)),

@@ -6,6 +6,12 @@ pipe to the router; the router has a control pipe to the launcher, which
 also carries every status report. When a server is restarted its new pipe's
 router end is passed to the router with ``reduction.send_handle``.
 
+Starting: ``prepare`` locks the data folder (one lab per folder, see
+:mod:`.datalock`), checks every socket the front ends will bind and the
+keys file, and only then touches the data; ``start`` spawns everything and
+waits until every front end says it listens (:class:`FrontEndListening`)
+or one says it cannot (:class:`FrontEndFailed`), which raises StartFailure.
+
 Stopping (duration reached, Ctrl-C, SIGTERM): SIGTERM to every child, a
 wait of at most 3 s in all, then SIGKILL for any left; the final statistics
 print as a table and go to ``<data-dir>/last-run.json``.
@@ -17,7 +23,6 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -31,13 +36,18 @@ from ..codec import DecodeError, decode
 from ..core.quorum import majority
 from ..dns.tsig import KeyFileError, KeyRing
 from ..net.faults import LinkFaults
-from ..service import FrontEndSettings, run_clerk
+from ..service import (Endpoint, FrontEndFailed, FrontEndListening, FrontEndSettings,
+                       listen_endpoints, run_clerk)
 from ..storage.files import CorruptStorageError, holds_saved_state, mark_recovering
+from .datalock import DataFolderError, DataFolderLock
+from .preflight import bind_problem, endpoint_problem
 from .router import run_router
 from .server import ServerSettings, run_server, server_folder
 from .state import LabState
 
 CLERK_ADDRESS_BASE = 100
+MAX_SERVERS = CLERK_ADDRESS_BASE  # server addresses 1..n stay below the clerks'
+FRONT_END_START_S = 20.0
 CLUSTER_FILE = "cluster.json"
 STOP_GRACE_S = 3.0
 # spawn, not fork: a forked child would inherit every other pipe end the
@@ -48,6 +58,11 @@ _ctx = multiprocessing.get_context("spawn")
 
 class LabFailure(Exception):
     """The lab cannot go on (its router died); the message says why."""
+
+
+class StartFailure(LabFailure):
+    """A front end could not start; ``start`` raised it, and the caller
+    stops what did start."""
 
 
 @dataclass(slots=True)
@@ -105,22 +120,51 @@ class Lab:
         self._control: Connection | None = None
         self._router: Any = None
         self._timers = _Timers()
+        self._lock: DataFolderLock | None = None
+        self._unwritable: set[str] = set()  # files whose last write failed (said once)
 
     # --- life cycle -----------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Set up the data folder; raises LabFailure (nothing started) when
-        it cannot be used, with what to do about it."""
+        """Lock the data folder, check every endpoint and the keys file,
+        then (``--fresh``) empty the folder and set it up. Raises LabFailure
+        (nothing started, the lock released) with what to do about it."""
         opts = self.options
-        if opts.fresh and opts.data_dir.exists():
-            shutil.rmtree(opts.data_dir)
-        opts.data_dir.mkdir(parents=True, exist_ok=True)
-        self._prepare_data_folders()
-        if opts.keys_file is not None:
-            try:
-                KeyRing.load(str(opts.keys_file))
-            except (OSError, KeyFileError) as exc:
-                raise LabFailure(f"cannot use --keys {opts.keys_file}: {exc}") from None
+        try:
+            self._lock = DataFolderLock.take(opts.data_dir)
+        except DataFolderError as exc:
+            raise LabFailure(str(exc)) from None
+        try:
+            for endpoint in self.endpoints():
+                problem = endpoint_problem(endpoint)
+                if problem:
+                    raise LabFailure(problem)
+            if opts.keys_file is not None:
+                try:
+                    KeyRing.load(str(opts.keys_file))
+                except (OSError, KeyFileError) as exc:
+                    raise LabFailure(f"cannot use --keys {opts.keys_file}: {exc}") from None
+            if opts.fresh:
+                self._lock.empty_folder()
+            self._prepare_data_folders()
+        except DataFolderError as exc:
+            self.release()
+            raise LabFailure(str(exc)) from None
+        except BaseException:
+            self.release()
+            raise
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every socket the lab listens on: what ``prepare`` checks."""
+        settings = self._front_end_settings()
+        return [endpoint for index in range(self.options.nclerks)
+                for endpoint in listen_endpoints(settings, index)]
+
+    def release(self) -> None:
+        """Let go of the data folder (``stop`` does; the process's end would)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def start(self) -> None:
         opts = self.options
@@ -140,8 +184,9 @@ class Lab:
             self._control.send(("faults", LinkFaults.classic_unreliable(opts.long_reordering)))
         for node in self._servers:
             self._spawn_server(node, child_ends[node])
-        for index, address in enumerate(self._clerk_addresses()):
-            self._spawn_clerk(index, address, child_ends[address])
+        started = {self._spawn_clerk(index, address, child_ends[address]): index
+                   for index, address in enumerate(self._clerk_addresses())}
+        self._await_front_ends(started)
         if opts.crash:
             self._timers.next_crash = time.monotonic() + self._rng.uniform(*opts.crash_interval_s)
         self.state.log(f"started {opts.nservers} servers and {opts.nclerks} clerks "
@@ -204,8 +249,27 @@ class Lab:
                 _signal(process, signal.SIGKILL)
                 process.join(0.5)
         stats = self.state.final_stats(self.options.as_json())
-        (self.options.data_dir / "last-run.json").write_text(json.dumps(stats, indent=2) + "\n")
+        self._write_quietly(self.options.data_dir / "last-run.json",
+                            json.dumps(stats, indent=2) + "\n")
+        self.release()
         return stats
+
+    def _write_quietly(self, path: Path, text: str) -> None:
+        """Replace ``path`` with ``text`` atomically; a failure (a full
+        disk) is one line in the event log, never the end of the lab: the
+        file is for operators, the service does not depend on it."""
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if path.name not in self._unwritable:
+                self._unwritable.add(path.name)
+                self.state.log(f"launcher: cannot write {path} ({exc.strerror or exc}); "
+                               "free space there, the lab goes on without it")
+        else:
+            self._unwritable.discard(path.name)
 
     def _write_status_file(self) -> None:
         """``<data-dir>/status.json``: who is up and who leads, for operators
@@ -216,12 +280,10 @@ class Lab:
             fresh = status is not None and view.up and status.pid == view.pid
             role = status.role if fresh and status else ("starting" if view.up else "down")
             servers[str(node)] = {"up": view.up, "pid": view.pid, "role": role,
-                                  "term": status.term if status else 0}
-        path = self.options.data_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"leader": self.state.leader, "term": self.state.leader_term,
-                                   "servers": servers}))
-        os.replace(tmp, path)
+                                  "term": status.term if status else 0,
+                                  "disk_full": status.disk_full if fresh and status else ""}
+        self._write_quietly(self.options.data_dir / "status.json", json.dumps(
+            {"leader": self.state.leader, "term": self.state.leader_term, "servers": servers}))
 
     def _freeze_router_stats(self, until: float) -> None:
         """Take the network's counters as they stand before anything stops:
@@ -311,16 +373,66 @@ class Lab:
         view = self.state.servers[node]
         view.up, view.pid = True, process.pid or 0
 
-    def _spawn_clerk(self, index: int, address: int, conn: Connection) -> None:
+    def _front_end_settings(self) -> FrontEndSettings:
         opts = self.options
-        settings = FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
-                                    opts.dns_reads,
-                                    str(opts.keys_file) if opts.keys_file else None)
+        return FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
+                                opts.dns_reads, str(opts.keys_file) if opts.keys_file else None)
+
+    def _spawn_clerk(self, index: int, address: int, conn: Connection) -> Connection:
+        """Start clerk ``index``; returns the read end of its start pipe."""
+        started, started_child = _ctx.Pipe(duplex=False)
         process = _ctx.Process(target=run_clerk, name=f"mydns-clerk-{index}",
-                               args=(index, address, settings, conn))
+                               args=(index, address, self._front_end_settings(), conn,
+                                     started_child))
         process.start()
         conn.close()
+        started_child.close()  # so the clerk's exit reads as EOF here
         self._children[address] = _Child(f"clerk{index}", process)
+        return started
+
+    def _await_front_ends(self, pending: dict[Connection, int]) -> None:
+        """Wait for each front end's start message (``pending``: start pipe
+        -> index), taking status reports meanwhile. Raises StartFailure for
+        the first that failed, exited without a word, or stayed silent for
+        FRONT_END_START_S."""
+        assert self._control is not None
+        deadline = time.monotonic() + FRONT_END_START_S
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    silent = ", ".join(str(i) for i in sorted(pending.values()))
+                    raise StartFailure(f"front end {silent} did not start listening within "
+                                       f"{FRONT_END_START_S:g} s; the host may be overloaded")
+                for ready in wait([self._control, *pending], left):
+                    if ready is not self._control:
+                        self._front_end_started(pending.pop(ready), ready)
+                        continue
+                    try:
+                        self._drain_control()
+                    except (EOFError, OSError):
+                        raise StartFailure(self._router_failure()) from None
+        finally:
+            for conn in pending:
+                conn.close()
+
+    def _front_end_started(self, index: int, conn: Connection) -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        conn.close()
+        match message:
+            case FrontEndListening():
+                return
+            case FrontEndFailed(endpoint=Endpoint() as endpoint, errno=error, reason=reason):
+                raise StartFailure(f"front end {index}: " + bind_problem(endpoint, error, reason))
+            case FrontEndFailed(reason=reason):
+                raise StartFailure(f"front end {index} could not start: {reason}")
+        process = self._children[self._clerk_addresses()[index]].process
+        process.join(1.0)
+        raise StartFailure(f"front end {index} (pid {process.pid}) exited with code "
+                           f"{process.exitcode} before it listened")
 
     def _drain_control(self) -> None:
         assert self._control is not None

@@ -22,12 +22,13 @@ from pathlib import Path
 from .. import codec
 from ..host import drain
 from ..net.procs import die_with_parent
-from ..reports import Event, ServerStatus
 from ..net.transport import LAUNCHER, Outbox, receive
 from ..protocol import ClientRequest
 from ..raft import Config, RaftNode
 from ..raftkv import KVServer
-from ..storage.files import FileStorage
+from ..reports import Event, ServerStatus
+from ..storage.files import FileStorage, StorageError
+from .diskspace import DiskAlarm, out_of_space
 
 STATUS_INTERVAL_S = 0.25
 
@@ -63,55 +64,98 @@ def run_server(node_id: int, settings: ServerSettings, conn: Connection, incarna
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides when we stop
     signal.signal(signal.SIGTERM, _stop)
-    storage = FileStorage(server_folder(settings.data_dir, node_id), fsync=settings.fsync)
-    outbox = Outbox(conn)
+    server = _Server(node_id, settings, Outbox(conn), incarnation)
     try:
-        _serve(node_id, settings, storage, outbox, conn, incarnation)
+        server.serve(conn)
     except (_Stop, EOFError, BrokenPipeError, ConnectionResetError):
         pass
     finally:
-        storage.close()
+        server.storage.close()
 
 
-def _serve(node_id: int, settings: ServerSettings, storage: FileStorage, outbox: Outbox,
-           conn: Connection, incarnation: int) -> None:
-    state = storage.load()
-    config = Config(node_id, settings.peers, election_ticks=settings.election_ticks,
-                    heartbeat_ticks=settings.heartbeat_ticks)
+class _Server:
+    """One server's state across turns: its storage, node and record store,
+    rebuilt from disk when a write finds the disk full."""
 
-    def trace(line: str) -> None:
-        outbox.send(LAUNCHER, Event(f"s{node_id}", line))
+    def __init__(self, node_id: int, settings: ServerSettings, outbox: Outbox,
+                 incarnation: int) -> None:
+        self.node_id = node_id
+        self.settings = settings
+        self.outbox = outbox
+        self.folder = server_folder(settings.data_dir, node_id)
+        self.alarm = DiskAlarm(self.folder, len(settings.peers))
+        self.rng = random.Random(f"{settings.seed}/{node_id}/{incarnation}")
+        self.storage = FileStorage(self.folder, fsync=settings.fsync)
+        self.node, self.kv = self._boot()
 
-    def send(msg: object) -> None:
-        outbox.send(msg.dst, msg)  # type: ignore[attr-defined]
+    def _boot(self) -> tuple[RaftNode, KVServer]:
+        """A node and record store built from what storage holds."""
+        settings = self.settings
+        state = self.storage.load()
+        config = Config(self.node_id, settings.peers, election_ticks=settings.election_ticks,
+                        heartbeat_ticks=settings.heartbeat_ticks)
+        node = RaftNode(config, state, self.rng, trace=self.trace,
+                        recovering=self.storage.recovering)
+        kv = KVServer(node, state.snapshot, self.send, settings.max_raft_state, codec=codec)
+        kv.disk_full = self.alarm.reason
+        return node, kv
 
-    rng = random.Random(f"{settings.seed}/{node_id}/{incarnation}")
-    node = RaftNode(config, state, rng, trace=trace, recovering=storage.recovering)
-    kv = KVServer(node, state.snapshot, send, settings.max_raft_state, codec=codec)
+    def trace(self, line: str) -> None:
+        self.outbox.send(LAUNCHER, Event(f"s{self.node_id}", line))
 
-    tick_s = settings.tick_interval_s
-    next_tick = time.monotonic() + tick_s
-    next_status = 0.0
-    while True:
-        conn.poll(max(0.0, next_tick - time.monotonic()))
-        now_ms = int(time.time() * 1000)
-        for msg in receive(conn, trace):
-            if isinstance(msg, ClientRequest):
-                kv.submit(msg, now_ms)
-            else:
-                node.step(msg)
-        now = time.monotonic()
-        if now >= next_tick:
-            node.tick()
-            kv.tick()
-            # After a stall (a slow fsync, a paused process) catch up by at
-            # most one tick rather than firing a burst of elections.
-            next_tick = max(next_tick + tick_s, now)
-        drain(node, kv, storage, send, kv.apply)
-        if now >= next_status:
-            next_status = now + STATUS_INTERVAL_S
-            outbox.send(LAUNCHER, ServerStatus(
-                node_id, os.getpid(), node.role.value, node.term, node.leader,
-                node.log.committed, kv.machine.applied_index, node.log.last_index,
-                node.log.snapshot.index, storage.size_bytes()))
-        outbox.flush()
+    def send(self, msg: object) -> None:
+        self.outbox.send(msg.dst, msg)  # type: ignore[attr-defined]
+
+    def serve(self, conn: Connection) -> None:
+        """The loop: messages in, ticks, every Ready out, status reports."""
+        tick_s = self.settings.tick_interval_s
+        next_tick = time.monotonic() + tick_s
+        next_status = 0.0
+        while True:
+            conn.poll(max(0.0, next_tick - time.monotonic()))
+            now_ms = int(time.time() * 1000)
+            for msg in receive(conn, self.trace):
+                if isinstance(msg, ClientRequest):
+                    self.kv.submit(msg, now_ms)
+                else:
+                    self.node.step(msg)
+            now = time.monotonic()
+            if now >= next_tick:
+                self.node.tick()
+                self.kv.tick()
+                # After a stall (a slow fsync, a paused process) catch up by at
+                # most one tick rather than firing a burst of elections.
+                next_tick = max(next_tick + tick_s, now)
+            self._drain()
+            if now >= next_status:
+                next_status = now + STATUS_INTERVAL_S
+                self._check_disk()
+                self.outbox.send(LAUNCHER, self._status())
+            self.outbox.flush()
+
+    def _drain(self) -> None:
+        """:func:`drain`; a write that finds the disk full raises the alarm
+        and rebuilds the node from what is durable, as a crash and restart
+        would (its in-memory state is ahead of the disk), without dying."""
+        try:
+            drain(self.node, self.kv, self.storage, self.send, self.kv.apply)
+        except StorageError as exc:
+            if not out_of_space(exc):
+                raise
+            self.alarm.raise_alarm("a write failed")
+            self.trace(f"disk full: {exc}; writes refused until space is freed")
+            self.storage.close()
+            self.storage = FileStorage(self.folder, fsync=self.settings.fsync)
+            self.node, self.kv = self._boot()
+
+    def _check_disk(self) -> None:
+        snapshot_bytes = len(self.node.log.snapshot.data)
+        if self.alarm.check(snapshot_bytes, self.settings.max_raft_state or 0):
+            self.kv.disk_full = self.alarm.reason
+            self.trace(self.alarm.reason or "disk has room again: writes accepted")
+
+    def _status(self) -> ServerStatus:
+        node, kv = self.node, self.kv
+        return ServerStatus(self.node_id, os.getpid(), node.role.value, node.term, node.leader,
+                            node.log.committed, kv.machine.applied_index, node.log.last_index,
+                            node.log.snapshot.index, self.storage.size_bytes(), self.alarm.reason)

@@ -64,6 +64,16 @@ class LabState:
         for i in range(1, self.nservers + 1):
             self.servers.setdefault(i, ServerView(i))
 
+    def disk_alarm(self) -> str:
+        """One line for the operator when a running server's disk takes no
+        writes ("" when none): which servers, and why, in its own words."""
+        full = {n: v.status.disk_full for n, v in sorted(self.servers.items())
+                if v.up and v.status is not None and v.status.disk_full}
+        if not full:
+            return ""
+        names = ",".join(f"s{n}" for n in full)
+        return f"DISK FULL on {names}: {next(iter(full.values()))}"
+
     # --- updates --------------------------------------------------------------------
 
     def on_report(self, report: object) -> None:

@@ -1,0 +1,136 @@
+"""What DNS says while the lab restarts holding many names.
+
+Starts the real lab (3 servers, 3 front ends, fsync on) on loopback, claims
+``--names`` names through the JSON protocol, SIGKILLs the launcher and
+every process at once, starts the lab again on the same data folder and,
+from the moment it is launched, asks every front end for one stored name
+over UDP DNS every few milliseconds. It prints what each front end
+answered and when: the first answer of any kind, the first correct one,
+and how many NXDOMAIN (a lie a resolver would cache), SERVFAIL and
+timeouts came in between.
+
+    .venv/bin/python bench/bench_restart.py [--names 100000] [--watch 40]
+
+The target (issue "Resilience"): no NXDOMAIN, ever. The time to the first
+correct answer is also the recovery figure of the issue on speed (5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mydns_lab.clients.jsonclient import AsyncJsonClient
+from mydns_lab.experiments.labprocess import LabProcess, wait_for
+
+CLIENTS = 64
+
+
+async def claim_names(servers: list[tuple[str, int]], count: int) -> int:
+    """Claim host0..host{count-1}, CLIENTS in flight; returns how many were acknowledged."""
+    acknowledged = 0
+    queue = list(range(count))
+
+    async def worker(index: int) -> None:
+        nonlocal acknowledged
+        conn = AsyncJsonClient(servers[index % len(servers)])
+        await conn.open()
+        try:
+            while queue:
+                i = queue.pop()
+                request = {"Type": "Put", "Key": f"host{i}", "Value": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                           "Seq": 1, "Token": "bench-restart"}
+                for _ in range(5):
+                    reply = await conn.call(request, 3.0)
+                    if reply is not None and reply.get("Type") == "PutOk":
+                        acknowledged += 1
+                        break
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker(i) for i in range(CLIENTS)))
+    return acknowledged
+
+
+def watch_restart(servers: list[tuple[str, int]], name: str, expected: str,
+                  watch_s: float) -> dict[tuple[str, int], dict]:
+    """Poll ``name`` on every front end for ``watch_s`` seconds from now."""
+    started = time.monotonic()
+    seen = {s: {"rcodes": Counter(), "first_any": None, "first_ok": None} for s in servers}
+    query = dns.message.make_query(name, "A")
+    sockets = {}
+    for server in servers:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(0.05)
+        sockets[server] = sock
+    while time.monotonic() - started < watch_s:
+        for server, sock in sockets.items():
+            query.id = (query.id + 1) & 0xFFFF
+            sock.sendto(query.to_wire(), server)
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                seen[server]["rcodes"]["timeout"] += 1
+                continue
+            reply = dns.message.from_wire(data)
+            at = time.monotonic() - started
+            record = seen[server]
+            record["first_any"] = record["first_any"] or at
+            rcode = dns.rcode.to_text(reply.rcode())
+            ok = reply.rcode() == dns.rcode.NOERROR and any(
+                expected in rrset.to_text() for rrset in reply.answer)
+            record["rcodes"]["correct" if ok else rcode] += 1
+            if ok and record["first_ok"] is None:
+                record["first_ok"] = at
+    for sock in sockets.values():
+        sock.close()
+    return seen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--names", type=int, default=100_000)
+    parser.add_argument("--watch", type=float, default=40.0, metavar="SECONDS")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
+        data_dir = Path(tmp) / "data"
+        first = LabProcess(data_dir, nservers=3, nclerks=3).start()
+        try:
+            started = time.monotonic()
+            acknowledged = asyncio.run(claim_names(first.servers(), args.names))
+            print(f"claimed {acknowledged} of {args.names} names in {time.monotonic() - started:.1f} s")
+        finally:
+            first.kill_everything()
+        second = LabProcess(data_dir, nservers=3, nclerks=3, port=first.port).launch()
+        try:
+            last = args.names - 1
+            seen = watch_restart(second.servers(), f"host{last}.mydns.",
+                                 f"10.{last >> 16 & 255}.{last >> 8 & 255}.{last & 255}", args.watch)
+        finally:
+            wait_for(lambda: second.proc is not None, 1, "the launcher")
+            second.started_pids = second.descendants() | {second.proc.pid}  # type: ignore[union-attr]
+            second.stop()
+    lies = 0
+    for server, record in seen.items():
+        counts = dict(record["rcodes"])
+        lies += counts.get("NXDOMAIN", 0)
+        first_any = f"{record['first_any']:.2f} s" if record["first_any"] else "never"
+        first_ok = f"{record['first_ok']:.2f} s" if record["first_ok"] else "never"
+        print(f"front end {server[1]}: first answer {first_any}, first correct {first_ok}, {counts}")
+    print(f"NXDOMAIN answers for a stored name: {lies} (target 0)")
+    return 1 if lies else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
