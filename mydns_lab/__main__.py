@@ -9,6 +9,7 @@ flag is accepted as ``--crash``, ``--crash true``, ``--crash=true`` and
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import time
@@ -17,8 +18,8 @@ from typing import Any
 
 from .cmdline import (UsageParser, add_boolean_flag, ip_address, non_negative_seconds,
                       port_number, positive_int, ttl_seconds)
-from .lab.launcher import (MAX_SERVERS, Lab, LabFailure, LabOptions, StartFailure,
-                           print_final_table)
+from .lab.launcher import (LOOPBACK_NETWORKS, MAX_SERVERS, Lab, LabFailure, LabOptions,
+                           StartFailure, print_final_table)
 from .lab.preflight import zone_name
 from .lab.state import LabState
 
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--dns-reads", choices=["cache", "linearizable"], default="cache",
          help="answer DNS from each front end's copy of the records (cache, the default) "
               "or read each name through the cluster (linearizable)")
+    flag("--trusted", type=networks, default=LOOPBACK_NETWORKS, metavar="CIDR,...",
+         help="networks whose JSON Stats requests are answered (loopback)")
     flag("--keys", type=Path, default=None, metavar="FILE",
          help="TSIG keys allowed to send RFC 2136 updates (see docs/service.md)")
     flag("--no-dashboard", dest="dashboard", action="store_false",
@@ -60,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
          help="start the cluster, run this client workload for --dnsDuration seconds "
               "(10 if 0), print its summary and exit non-zero if it failed")
     return p
+
+
+def networks(text: str) -> tuple[str, ...]:
+    """``--trusted``: comma-separated networks in CIDR notation (an address
+    alone is a network of one), each in canonical form."""
+    try:
+        return tuple(str(ipaddress.ip_network(part.strip(), strict=False))
+                     for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected networks such as 127.0.0.0/8,192.168.1.0/24, got {text!r}") from None
 
 
 def options_from(argv: list[str] | None) -> LabOptions:
@@ -76,7 +90,7 @@ def options_from(argv: list[str] | None) -> LabOptions:
                       seed=seed, data_dir=args.data_dir, fresh=args.fresh, port=args.port,
                       bind=args.bind, zone=args.zone, ttl=args.ttl, dashboard=args.dashboard,
                       fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys,
-                      workload=args.workload)
+                      workload=args.workload, trusted=args.trusted)
 
 
 def notes(options: LabOptions) -> list[str]:

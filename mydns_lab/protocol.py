@@ -8,7 +8,7 @@ gives clerks ids above every server id. Pure types; bytes are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from .core.messages import NO_NODE
@@ -62,6 +62,16 @@ class RecordOp:
     that name). ``ipv4`` holds only IPv4 addresses and ``ipv6`` only IPv6:
     the sender splits them by family (:func:`mydns_lab.records.split_addresses`).
     ``seq`` is the uploader's sequence number, nothing else.
+
+    The ``tsig_*`` fields stamp a change planned from a TSIG-signed DNS
+    UPDATE (empty for every other op): the key's name, the request's Time
+    Signed (seconds), its MAC (hex) and the op's place among the ops that
+    request planned (0, 1, ...). The store refuses a stamp older than the
+    last it accepted for that key, or of a message it already took (RFC
+    8945 5.2.3; the rule is
+    :meth:`mydns_lab.raftkv.KVStateMachine.accept_signed`). They say
+    which message carried the op, not what it does, so equality leaves
+    them out: two ops making the same change compare equal.
     """
 
     kind: str
@@ -72,6 +82,10 @@ class RecordOp:
     owner: str = ""
     seq: int = 0
     since: int = 0
+    tsig_key: str = field(default="", compare=False)
+    tsig_time: int = field(default=0, compare=False)
+    tsig_mac: str = field(default="", compare=False)
+    tsig_part: int = field(default=0, compare=False)
 
 
 StoreOp = Union[KvOp, RecordOp]
@@ -115,12 +129,16 @@ class Status:
     OWNED = "owned"             # the name was claimed by another owner
     STALE = "stale"             # the upload's seq is older than the stored record's
     NO_SPACE = "no_space"       # the leader's disk is (nearly) full: no writes until space is freed
+    REPLAYED = "replayed"       # a signed op older than its key's last, or of a message taken
 
 
 REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE})
-"""Every status of an operation the store refused: final, not to retry."""
+"""Every status of an operation the store refused: final, not to retry.
+Each has a JSON ``Code``; ``REPLAYED`` is not here because only ops stamped
+from a TSIG-signed DNS UPDATE can get it, and DNS answers it as a TSIG
+error (BADTIME), not as a JSON refusal."""
 
-FINAL = REFUSALS | {Status.OK, Status.NO_SPACE}
+FINAL = REFUSALS | {Status.OK, Status.NO_SPACE, Status.REPLAYED}
 """Every status a clerk stops at: an answer, not a reason to try another
 server. ``NO_SPACE`` is final for this attempt (every server shares the
 leader's view until space is freed); it is not kept in the session table,
@@ -175,3 +193,7 @@ class KvSnapshot:
     outcomes: tuple[str, ...] = ()
     """The :class:`Outcome` of each session's last result, in the order of
     ``sessions`` (empty in snapshots written before outcomes had a field)."""
+    signed: tuple[tuple[str, int, str, int], ...] = ()
+    """Replay protection for TSIG keys: (key name, Time Signed, MAC, last
+    part) for each message accepted at its key's latest Time Signed (empty
+    in snapshots written before it had a field)."""

@@ -70,6 +70,10 @@ class KVStateMachine:
         self.records: dict[str, Record] = {}
         self.serial = 0  # bumped by every record change: the zone's SOA serial
         self.sessions: dict[int, tuple[int, Result]] = {}
+        # Per TSIG key name: the latest Time Signed accepted, and for each
+        # message (its MAC) accepted at that time the last part applied.
+        # Replicated and in snapshots: the authority on replays.
+        self.signed: dict[str, tuple[int, dict[str, int]]] = {}
         self.applied_index = 0
         # Recent record changes, (serial, name), for watches. Derived, not
         # replicated: a replica restored from a snapshot starts it empty and
@@ -165,10 +169,15 @@ class KVStateMachine:
         ordered = sorted(self.sessions.items())
         sessions = tuple((c, s, r.status, r.value) for c, (s, r) in ordered)
         outcomes = tuple(r.outcome for _, (_, r) in ordered)
-        return self._codec.encode(KvSnapshot(items, records, sessions, self.serial, outcomes))
+        signed = tuple((key, time_s, mac, part)
+                       for key, (time_s, parts) in sorted(self.signed.items())
+                       for mac, part in sorted(parts.items()))
+        return self._codec.encode(KvSnapshot(items, records, sessions, self.serial, outcomes,
+                                             signed))
 
     def restore(self, snapshot: Snapshot) -> None:
         self.data, self.records, self.sessions, self.serial = {}, {}, {}, 0
+        self.signed = {}
         self.changes.clear()
         self.applied_index = snapshot.index
         if not snapshot.data:
@@ -182,6 +191,8 @@ class KVStateMachine:
         outcomes = state.outcomes or (Outcome.NONE,) * len(state.sessions)
         self.sessions = {c: (s, Result(st, v, outcome=o))
                          for (c, s, st, v), o in zip(state.sessions, outcomes, strict=True)}
+        for key, time_s, mac, part in state.signed:
+            self.signed.setdefault(key, (time_s, {}))[1][mac] = part
 
     def _execute(self, op: KvOp) -> Result:
         current = self.data.get(op.key, "")
@@ -210,6 +221,11 @@ class KVStateMachine:
             return Result(Status.ERROR, str(exc))
         if op.kind not in ("record_set", "record_delete"):
             return Result(Status.ERROR, f"{op.kind} is not a write")
+        if op.tsig_key and not self.accept_signed(op):
+            return Result(Status.REPLAYED, f"the update of {op.name!r} signed by key "
+                                            f"{op.tsig_key!r} at {op.tsig_time} was taken before, "
+                                            "or a newer one from that key was (a replay, or an "
+                                            "old update arriving late); sign a new one")
         current = self.records.get(op.name)
         if not op.owner:
             return Result(Status.ERROR, f"changing {op.name!r} needs the owner's token")
@@ -230,6 +246,30 @@ class KVStateMachine:
                                          f"older than the stored {current.seq}; nothing changed")
         self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
         return Result(Status.OK, outcome=Outcome.UPDATED)
+
+    def accept_signed(self, op: RecordOp) -> bool:
+        """RFC 8945 5.2.3 for an op stamped from a TSIG-signed UPDATE: check
+        its Time Signed against its key's last and, when accepted, record it
+        in the same step. Called by the write path before any other check
+        but validation, so an authentic message uses up its time even if
+        the op is then refused for another reason.
+
+        Accepted: a Time Signed newer than the key's last; or the same one
+        from a message (MAC) not seen yet (two updates signed in one
+        second), or the next part of a message already accepted (one UPDATE
+        plans one op per name, all with its Time Signed and MAC, parts 0,
+        1, ... run in order). Refused: an older Time Signed, and a part
+        already seen, which is what a replay of an accepted message starts
+        with (its first op is part 0 again)."""
+        last = self.signed.get(op.tsig_key)
+        if last is None or op.tsig_time > last[0]:
+            self.signed[op.tsig_key] = (op.tsig_time, {op.tsig_mac: op.tsig_part})
+            return True
+        time_s, parts = last
+        if op.tsig_time < time_s or parts.get(op.tsig_mac, -1) >= op.tsig_part:
+            return False
+        parts[op.tsig_mac] = op.tsig_part
+        return True
 
     def _store(self, record: Record) -> None:
         self.records[record.name] = record

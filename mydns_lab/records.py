@@ -14,13 +14,19 @@ from dataclasses import replace
 
 from .protocol import RecordOp
 
-__all__ = ["InvalidRecord", "normalize_name",
+__all__ = ["InvalidRecord", "MAX_SEQ", "normalize_name",
            "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner"]
 
 MAX_NAME_OCTETS = 253
 MAX_ADDRESSES = 32
 MAX_TXT_OCTETS = 255
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_SEQ = 2**63 - 1
+"""The largest sequence number: a signed 64-bit integer, which the codec
+(msgpack) and every client language carry."""
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+"""One label, either case; matched with ``fullmatch`` (``$`` would let a
+trailing newline in) before lower-casing (``str.lower`` makes the Kelvin
+sign a "k")."""
 
 
 class InvalidRecord(ValueError):
@@ -33,20 +39,21 @@ def normalize_name(name: object) -> str:
     most 253 octets in all. A trailing dot is accepted and dropped."""
     if not isinstance(name, str):
         raise InvalidRecord(f"a name must be a string, not {type(name).__name__}")
-    lowered = name.strip().lower().removesuffix(".")
-    if not lowered:
+    given = name.strip().removesuffix(".")
+    if not given:
         raise InvalidRecord("the name is empty")
-    if len(lowered) > MAX_NAME_OCTETS:
-        raise InvalidRecord(f"name is {len(lowered)} octets long; at most {MAX_NAME_OCTETS} allowed")
-    for label in lowered.split("."):
+    if len(given) > MAX_NAME_OCTETS:
+        raise InvalidRecord(f"name is {len(given)} octets long; at most {MAX_NAME_OCTETS} allowed")
+    for label in given.split("."):
         if not label:
-            raise InvalidRecord(f"name {name!r} has an empty label")
+            raise InvalidRecord(f"name {given.lower()!r} has an empty label")
         if len(label) > 63:
-            raise InvalidRecord(f"label {label[:20]!r}... is {len(label)} octets; at most 63 allowed")
-        if not _LABEL.match(label):
-            raise InvalidRecord(
-                f"label {label!r} may hold only a-z, 0-9 and '-', and may not start or end with '-'")
-    return lowered
+            raise InvalidRecord(f"label {label[:20].lower()!r}... is {len(label)} octets; "
+                                "at most 63 allowed")
+        if not _LABEL.fullmatch(label):
+            raise InvalidRecord(f"label {label.lower()!r} may hold only a-z, 0-9 and '-', "
+                                "and may not start or end with '-'")
+    return given.lower()
 
 
 def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -102,8 +109,8 @@ def checked_op(op: RecordOp) -> RecordOp:
     name = normalize_name(op.name)
     if op.kind != "record_set":
         return replace(op, name=name)
-    if not isinstance(op.seq, int) or op.seq < 0:
-        raise InvalidRecord("the sequence number must be a non-negative integer")
+    if not isinstance(op.seq, int) or not 0 <= op.seq <= MAX_SEQ:
+        raise InvalidRecord(f"the sequence number must be an integer from 0 to {MAX_SEQ}")
     ipv4, wrong_family = split_addresses(list(op.ipv4))
     if wrong_family:
         raise InvalidRecord(f"{wrong_family[0]} is not an IPv4 address; split addresses by family")

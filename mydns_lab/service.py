@@ -12,10 +12,12 @@ honest:
         -> {"Type":"Response","Key":K,"Value":V}   ("" when K is unknown)
     {"Type":"Stats"}
         -> {"Type":"Stats","RequestsReceived":N,"RepliesSent":N,...}
-           (this front end's counters, for measuring loss)
+           (this front end's counters, for measuring loss: to trusted sources only)
 
-A request may carry an ``Id`` (number or string); the reply echoes it, so a
-client can drop a late answer to an earlier request.
+A request may carry an ``Id`` (an integer of 64 bits at most, or a string of
+MAX_ID_CHARS at most); the reply echoes it, so a client can drop a late
+answer. Every datagram but an untrusted Stats gets one reply, never longer
+than the request or MAX_SMALL_REPLY_BYTES (see :func:`_fitted`).
 
 V is an address or a list of addresses. Without ``Seq`` the front end
 stamps the upload with its wall clock in milliseconds, so later uploads win.
@@ -37,6 +39,7 @@ holds a zero byte, and everything on TCP) is answered by
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import secrets
@@ -55,7 +58,7 @@ from .net.cluster_client import ClusterClient, ClusterTimeout
 from .net.procs import die_with_parent
 from .net.transport import LAUNCHER
 from .protocol import Outcome, Record, RecordOp, Status
-from .records import InvalidRecord, checked_op, json_owner, split_addresses
+from .records import MAX_SEQ, InvalidRecord, checked_op, json_owner, split_addresses
 from .reports import ClerkStatus
 
 STATUS_INTERVAL_S = 0.25
@@ -64,6 +67,13 @@ QUERY_TIMEOUT_S = 2.0
 WATCH_TIMEOUT_S = 1.0
 TCP_IDLE_TIMEOUT_S = 10.0
 MAX_LATENCY_SAMPLES = 512
+MAX_SMALL_REPLY_BYTES = 512
+"""A JSON reply may be this long even to a shorter request (a DNS answer
+without EDNS is as long); beyond it, no longer than the request."""
+MAX_ERROR_CHARS = 200
+MAX_ID_CHARS = 64
+MAX_TOKEN_CHARS = 256
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,7 @@ class FrontEndSettings:
     ttl: int = 60
     dns_reads: str = "cache"          # or "linearizable"
     keys_file: str | None = None      # TSIG keys for RFC 2136 updates
+    trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # CIDR networks whose Stats are answered
 
 
 class RecordCache:
@@ -161,6 +172,7 @@ class FrontEndCounters:
     puts_failed: int = 0
     queries_ok: int = 0
     queries_failed: int = 0
+    internal_errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
     def record_latency(self, started: float) -> None:
@@ -170,12 +182,13 @@ class FrontEndCounters:
 
 
 class RequestError(Exception):
-    """A request we refuse; the message goes back to the client as is, with
-    a machine-readable ``code``: ``bad_request``, ``invalid`` (a name or
-    address), ``owned`` (another key's name), ``stale`` (an older Seq than
-    stored), ``nospace`` (the store's disk is full: writes resume once its
-    operator frees space; reads go on) or ``unavailable`` (the cluster did
-    not answer; try again)."""
+    """A request we refuse; the message goes back to the client (shortened to
+    MAX_ERROR_CHARS), with a machine-readable ``code``: ``bad_request``,
+    ``invalid`` (a name or address), ``owned`` (another key's name),
+    ``stale`` (an older Seq than stored), ``nospace`` (the store's disk is
+    full: writes resume once its operator frees space; reads go on),
+    ``unavailable`` (the cluster did not answer; try again), ``too_large``
+    (see :func:`_fitted`). A bug inside the front end answers ``internal``."""
 
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
@@ -188,7 +201,19 @@ _REFUSAL_CODES = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: 
 
 
 def _error(reason: str, code: str) -> dict[str, Any]:
-    return {"Type": "Error", "Error": reason, "Code": code}
+    return {"Type": "Error", "Error": _shortened(reason, MAX_ERROR_CHARS), "Code": code}
+
+
+def _shortened(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:max(0, chars - 3)] + "..."
+
+
+def _quoted(value: object) -> str:
+    """A client's value in an error: a short string quoted, else its JSON type."""
+    if isinstance(value, str):
+        return repr(_shortened(value, 40))
+    kinds = {dict: "an object", list: "an array", bool: "a boolean", int: "a number"}
+    return kinds.get(type(value), "a number" if isinstance(value, float) else "null")
 
 
 def _addresses_value(record: Record) -> str | list[str]:
@@ -197,14 +222,22 @@ def _addresses_value(record: Record) -> str | list[str]:
 
 
 class JsonFrontEnd:
-    """Answers the JSON protocol through a :class:`ClusterClient`."""
+    """Answers the JSON protocol through a :class:`ClusterClient`; Stats
+    only to sources in ``trusted`` (networks in CIDR notation)."""
 
-    def __init__(self, client: ClusterClient, counters: FrontEndCounters) -> None:
+    def __init__(self, client: ClusterClient, counters: FrontEndCounters,
+                 trusted: tuple[str, ...] = LOOPBACK_NETWORKS) -> None:
         self._client = client
         self.counters = counters
+        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        self._internal_errors_seen: set[str] = set()
 
-    async def handle(self, data: bytes) -> bytes:
-        """One request datagram in, one reply datagram out. Never raises."""
+    async def handle(self, data: bytes, source: str | None = None) -> bytes | None:
+        """One request datagram from IP address ``source`` (None: not from
+        the network, never trusted) in, one reply datagram out, at most
+        ``max(len(data), MAX_SMALL_REPLY_BYTES)`` long; None (send nothing)
+        for Stats from an untrusted source. Never raises: an exception
+        inside is a bug, answered with Code ``internal``."""
         self.counters.requests_received += 1
         started = time.monotonic()
         request: Any = None
@@ -212,40 +245,66 @@ class JsonFrontEnd:
             request = _decode_json(data)
             self._check(request)
             if request["Type"] == "Stats":
+                if not self._is_trusted(source):
+                    return None  # the operator's counters: silence leaves a spoofer nothing
                 reply = self._stats()
             else:
                 reply = await self._counted(request)
                 self.counters.record_latency(started)
         except RequestError as exc:
             reply = _error(str(exc), exc.code)
-        # Echo the Id so a client can tell this answer from a late one.
-        if isinstance(request, dict) and isinstance(request.get("Id"), (int, str)):
-            reply["Id"] = request["Id"]
+        except Exception as exc:
+            reply = self._internal_error(exc)
         self.counters.replies_sent += 1
-        return json.dumps(reply, separators=(",", ":")).encode()
+        return _fitted(reply, _echoed_id(request), max(len(data), MAX_SMALL_REPLY_BYTES))
+
+    def _internal_error(self, exc: Exception) -> dict[str, Any]:
+        """The reply to a request that failed inside the front end; the
+        first failure of each kind goes to stderr, the rest are counted."""
+        self.counters.internal_errors += 1
+        kind = type(exc).__name__
+        if kind not in self._internal_errors_seen:
+            self._internal_errors_seen.add(kind)
+            print(f"front end: internal error on a JSON request: {kind}: {str(exc)[:200]!r} "
+                  "(later ones of this kind are counted, not printed)", file=sys.stderr, flush=True)
+        return _error(f"the front end failed on this request ({kind}), which may or may not "
+                      "have taken effect; this is a bug in MyDNS, please report it", "internal")
 
     def _stats(self) -> dict[str, Any]:
         """This front end's own counters, for workloads measuring loss."""
         c = self.counters
         return {"Type": "Stats", "RequestsReceived": c.requests_received,
                 "RepliesSent": c.replies_sent, "PutsOk": c.puts_ok, "PutsFailed": c.puts_failed,
-                "QueriesOk": c.queries_ok, "QueriesFailed": c.queries_failed}
+                "QueriesOk": c.queries_ok, "QueriesFailed": c.queries_failed,
+                "InternalErrors": c.internal_errors}
+
+    def _is_trusted(self, source: str | None) -> bool:
+        if source is None:
+            return False
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 sender
+        return any(address in network for network in self._trusted)
 
     def _check(self, request: Any) -> None:
         """Refuse a request that is not a known Type with a string Key."""
         if not isinstance(request, dict):
             raise RequestError("request must be a JSON object with a Type")
-        if request.get("Type") not in ("Put", "Query", "Stats"):
-            raise RequestError(f"unknown Type {request.get('Type')!r}; use \"Put\" or \"Query\"")
-        if request["Type"] != "Stats" and not isinstance(request.get("Key"), str):
+        kind = request.get("Type")
+        if not isinstance(kind, str) or kind not in ("Put", "Query", "Stats"):
+            raise RequestError(f"unknown Type {_quoted(kind)}; use \"Put\" or \"Query\"")
+        if kind != "Stats" and not isinstance(request.get("Key"), str):
             raise RequestError("Key must be a string (the host name)")
 
     async def _counted(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A checked Put or Query, counted ok, or failed when it raises RequestError."""
+        """A checked Put or Query, counted ok, or failed when it raises."""
         put = request["Type"] == "Put"
         try:
             reply = await (self._put(request) if put else self._query(request))
-        except RequestError:
+        except Exception:
             if put:
                 self.counters.puts_failed += 1
             else:
@@ -259,11 +318,14 @@ class JsonFrontEnd:
 
     async def _put(self, request: dict[str, Any]) -> dict[str, Any]:
         token = request.get("Token")
-        if token is not None and not isinstance(token, str):
-            raise RequestError("Token must be a string")
+        if token is not None and not _is_text(token, MAX_TOKEN_CHARS):
+            raise RequestError(f"Token must be a string of at most {MAX_TOKEN_CHARS} characters "
+                               "(text: no lone surrogate \\ud800-\\udfff)")
         seq = request.get("Seq", int(time.time() * 1000))
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise RequestError("Seq must be a non-negative integer")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+            # The codec carries no more than 64 bits: refuse here, not in a clerk.
+            raise RequestError(f"Seq must be an integer from 0 to {MAX_SEQ} "
+                               "(put.py sends the time in milliseconds)")
         value = request.get("Value")
         try:
             ipv4, ipv6 = split_addresses(_as_list(value))
@@ -307,11 +369,70 @@ def _checked(op: RecordOp) -> RecordOp:
         raise RequestError(str(exc), "invalid") from None
 
 
+def _is_text(value: object, max_chars: int) -> bool:
+    """A string of at most ``max_chars`` that UTF-8 can carry (JSON's
+    ``\\ud800`` escapes make lone surrogates, which it cannot)."""
+    if not isinstance(value, str) or len(value) > max_chars:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decode_json(data: bytes) -> Any:
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise RequestError("request is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise RequestError(f"request is not valid JSON: {exc}") from None
+
+
+def _echoed_id(request: Any) -> int | str | None:
+    """The request's ``Id`` if it is one to echo: an integer of at most 64
+    bits, or a string of at most MAX_ID_CHARS characters."""
+    request_id = request.get("Id") if isinstance(request, dict) else None
+    if isinstance(request_id, int) and -2**63 <= request_id < 2**64:
+        return request_id
+    if isinstance(request_id, str) and len(request_id) <= MAX_ID_CHARS:
+        return request_id
+    return None
+
+
+def _fitted(reply: dict[str, Any], request_id: int | str | None, limit: int) -> bytes:
+    """``reply`` with ``request_id`` as bytes of at most ``limit``. What
+    does not fit is left out in this order: the Id; a PutOk's echoed Key
+    and Value (the upload was taken: Outcome and a new Token must come
+    back); an Error's text, shortened. A Response that does not fit
+    becomes the error ``too_large``, which names the request size needed."""
+    if request_id is not None:
+        reply["Id"] = request_id
+    data = _json_bytes(reply)
+    if len(data) <= limit:
+        return data
+    reply.pop("Id", None)
+    if reply["Type"] == "PutOk":
+        reply.pop("Key", None)
+        reply.pop("Value", None)
+    elif reply["Type"] == "Response":
+        reply = _error(f"the answer is {len(data)} bytes, longer than this request may draw; "
+                       f"pad the request to {len(data)} bytes (any other field, such as "
+                       "\"Pad\", is ignored) or ask over DNS", "too_large")
+    data = _json_bytes(reply)
+    while len(data) > limit and reply["Type"] == "Error" and reply["Error"]:
+        keep = len(reply["Error"]) - (len(data) - limit) - 4  # each char is 1 byte or more
+        reply["Error"] = reply["Error"][:keep] + "..." if keep > 0 else ""
+        data = _json_bytes(reply)
+    # Invariant: every reply fits; the smallest (an Error without text, a
+    # PutOk without echoes) is far below MAX_SMALL_REPLY_BYTES.
+    assert len(data) <= limit, data[:100]
+    return data
+
+
+def _json_bytes(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":")).encode()
 
 
 def _as_list(value: object) -> list[Any]:
@@ -430,7 +551,7 @@ class _UdpFrontEnd(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._is_json(data):
-            handler = self._json.handle(data)
+            handler = self._json.handle(data, addr[0])
         else:
             reply = self._dns.answer_now(data)
             if reply is not None:
@@ -610,7 +731,7 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     counters = FrontEndCounters()
     cache = RecordCache()
     try:
-        json_front = JsonFrontEnd(client, counters)
+        json_front = JsonFrontEnd(client, counters, settings.trusted)
         dns = DnsService(client, settings, cache, counters)
         transport, tcp_server = await _listen(settings, index, json_front, dns)
     except _BindError as exc:

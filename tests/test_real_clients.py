@@ -81,6 +81,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("real-clients")
     keys = folder / "keys.txt"
     keys.write_text(KEYS)
+    keys.chmod(0o600)  # the launcher refuses a keys file others can read
     with LabProcess(folder / "data", "--keys", str(keys), nservers=3, nclerks=2,
                     seed=7) as lab:
         for name, value in (("web", ["10.1.2.3", "fd00::53"]), ("many", MANY)):

@@ -60,8 +60,10 @@ the keys file and name ownership are :mod:`mydns_lab.dns.tsig`'s. Only
 TSIG-signed UPDATEs are accepted (HMAC-SHA256, full 32-byte MAC, fudge
 checked against ``now_s``; RFC 8945): unknown key or other algorithm is
 NOTAUTH/BADKEY, a wrong MAC NOTAUTH/BADSIG, a time off by more than the
-fudge NOTAUTH/BADTIME (signed); what else refuses an UPDATE is listed in
-:mod:`mydns_lab.dns.update`.
+fudge (at most 300 s) NOTAUTH/BADTIME (signed), and so is a signed UPDATE
+this front end verified before (its :class:`~mydns_lab.dns.tsig.SeenMacs`)
+or the store refuses as a replay (see :mod:`mydns_lab.dns.update`); what
+else refuses an UPDATE is listed there.
 """
 
 from __future__ import annotations
@@ -75,13 +77,13 @@ from dnslib import (AAAA, EDNS0, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, D
 
 from ..protocol import Record, RecordOp
 from .cache import ResponseCache
-from .tsig import KeyRing, Signer, verify_request
+from .tsig import BADTIME, KeyRing, SeenMacs, Signer, verify_request
 from .update import RecordView, Refusal, plan_update, refusal_from_results
-from .wire import (BADVERS, C_ANY, C_IN, EDE_NOT_AUTHORITATIVE, F_OPCODE, F_QR, F_RD, FORMERR,
-                   HEADER_SIZE, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, OPT_EDE, QUERY, REFUSED,
-                   SERVFAIL, T_A, T_AAAA, T_ANY, T_AXFR, T_HINFO, T_IXFR, T_MAILA, T_MAILB, T_NS,
-                   T_OPT, T_SOA, T_TKEY, T_TSIG, T_TXT, UPDATE, Edns, Question, WireError,
-                   WireMessage, WireRR, Zone, edns_and_tsig, parse_message)
+from .wire import (BADVERS, C_ANY, C_IN, EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, F_OPCODE, F_QR,
+                   F_RD, FORMERR, HEADER_SIZE, NOERROR, NOTAUTH, NOTIMP, NXDOMAIN, OPT_EDE, QUERY,
+                   REFUSED, SERVFAIL, T_A, T_AAAA, T_ANY, T_AXFR, T_HINFO, T_IXFR, T_MAILA,
+                   T_MAILB, T_NS, T_OPT, T_SOA, T_TKEY, T_TSIG, T_TXT, UPDATE, Edns, Question,
+                   WireError, WireMessage, WireRR, Zone, edns_and_tsig, parse_message)
 
 __all__ = ["Answer", "Drop", "UpdateNeeded", "Reply", "SubtreeView", "DnsFrontEnd",
            "UDP_PAYLOAD_MAX"]
@@ -156,6 +158,15 @@ def _refuse(resp: _Response, rcode: int, ede: tuple[int, str] | None = None) -> 
     every refusal (a query's, TSIG's, an UPDATE's :class:`Refusal`) is made."""
     resp.rcode, resp.aa, resp.answers, resp.authority = rcode, False, [], []
     resp.ede = ede
+    return resp
+
+
+def _refuse_update(resp: _Response, refusal: Refusal, now_s: int) -> _Response:
+    """``resp`` refused as ``refusal`` says, its TSIG error (a replay's
+    BADTIME) in the signature, which stays the key's."""
+    _refuse(resp, refusal.rcode, refusal.ede)
+    if refusal.tsig_error and resp.signer is not None:
+        resp.signer = resp.signer.with_error(refusal.tsig_error, now_s)
     return resp
 
 
@@ -237,6 +248,7 @@ class DnsFrontEnd:
         self._ns_label = DNSLabel(ns if ns.endswith(".") else ns + ".")
         self._hostmaster = DNSLabel(("hostmaster".encode(),) + self.zone.labels)
         self.responses = ResponseCache()
+        self.seen_updates = SeenMacs()
 
     # --- entry points ---
 
@@ -323,7 +335,7 @@ class DnsFrontEnd:
             if failure is not None:
                 return Answer(_pack(failure, tcp))
         if opcode == UPDATE:
-            return self._update(msg, resp, view, tcp)
+            return self._update(msg, resp, view, tcp, int(now_s))
         return Answer(_pack(self._query(resp, view), tcp))
 
     # --- queries ---
@@ -393,8 +405,9 @@ class DnsFrontEnd:
 
     def _check_tsig(self, packet: bytes, record: WireRR, resp: _Response,
                     now_s: int) -> _Response | None:
-        """Verify the request's TSIG (:func:`mydns_lab.dns.tsig.verify_request`).
-        Sets ``resp.signer``; returns the error response to send instead, if any."""
+        """Verify the request's TSIG (:func:`mydns_lab.dns.tsig.verify_request`)
+        and, for an UPDATE, that this front end has not seen it before. Sets
+        ``resp.signer``; returns the error response to send instead, if any."""
         try:
             resp.signer = verify_request(packet, record, self.keyring, now_s)
         except (WireError, struct.error):
@@ -402,18 +415,29 @@ class DnsFrontEnd:
         if resp.signer.error:
             resp.rcode = NOTAUTH
             return resp
+        key = resp.signer.key
+        assert key is not None  # verified
+        if resp.opcode == UPDATE and not self.seen_updates.first_sight(
+                key.name, resp.signer.request_mac, resp.signer.request_time, now_s):
+            reason = "this signed update was received before; sign a new one to send it again"
+            return _refuse_update(resp, Refusal(NOTAUTH, (EDE_PROHIBITED, reason),
+                                                tsig_error=BADTIME), now_s)
         return None
 
     # --- updates ---
 
-    def _update(self, msg: WireMessage, resp: _Response, view: RecordView, tcp: bool) -> Reply:
+    def _update(self, msg: WireMessage, resp: _Response, view: RecordView, tcp: bool,
+                now_s: int) -> Reply:
         """An UPDATE whose TSIG (if any) verified: :func:`mydns_lab.dns.update.plan_update`
         against ``view`` decides; this packs the refusal, the empty success,
         or the ``finish`` of :class:`UpdateNeeded`."""
-        key = resp.signer.key if resp.signer is not None else None
-        planned = plan_update(msg, key, self.zone, view)
+        signer = resp.signer
+        key = signer.key if signer is not None else None
+        planned = plan_update(msg, key, self.zone, view,
+                              time_signed=signer.request_time if signer else 0,
+                              mac=signer.request_mac if signer else b"")
         if isinstance(planned, Refusal):
-            return Answer(_pack(_refuse(resp, planned.rcode, planned.ede), tcp))
+            return Answer(_pack(_refuse_update(resp, planned, now_s), tcp))
         if not planned:
             return Answer(_pack(resp, tcp))
         ops = planned
@@ -423,7 +447,7 @@ class DnsFrontEnd:
                 done = replace(resp)  # finish may be called more than once
                 refusal = refusal_from_results(ops, results)
                 if refusal is not None:
-                    _refuse(done, refusal.rcode, refusal.ede)
+                    _refuse_update(done, refusal, now_s)
                 return _pack(done, tcp)
             except Exception:  # never raise into the caller's event loop
                 return _bare(resp.id, resp.opcode << 11, SERVFAIL)

@@ -8,9 +8,28 @@ no clock (the caller passes ``now_s``). The DNS front end
 :class:`Signer`, which it keeps until the response is packed: then
 :meth:`Signer.rr_size` reserves room for the TSIG RR and :meth:`Signer.sign`
 appends it, last. MACs are the full 32 bytes; the fudge is checked against
-``now_s``. Errors: an unknown key or another algorithm is BADKEY and a
-wrong MAC BADSIG (both answered unsigned), a time off by more than the
-fudge BADTIME (signed).
+``now_s``, and a fudge above :data:`TSIG_FUDGE_S` (300 s) counts as 300 s:
+the signer chooses the fudge (up to 65,535 s), and every second of it is a
+second a captured message could be replayed. Errors: an unknown key or
+another algorithm is BADKEY and a wrong MAC BADSIG (both answered
+unsigned), a time off by more than the fudge BADTIME (signed).
+
+**Replays** (RFC 8945 5.2.3). A signed UPDATE is accepted once. The
+front end keeps the MACs of the UPDATEs it verified while they could still
+pass the time check (:class:`SeenMacs`), a cheap first line; the authority
+is the record store, which refuses an op whose Time Signed is older than
+the last it accepted for the key, or that belongs to a message it already
+took (:meth:`mydns_lab.raftkv.KVStateMachine.accept_signed`; the front
+end stamps every op it plans with the key, Time Signed and MAC, see
+:mod:`mydns_lab.dns.update`). Either way the answer is NOTAUTH with TSIG
+error BADTIME, signed (:meth:`Signer.with_error`). BADTIME because that
+is 5.2.3's answer: a server that caches the most recent Time Signed of a
+key should answer BADTIME to a message with an earlier one. We give it to
+the same message seen again too (an equal Time Signed and MAC: a replay
+inside the window, the attack the time check is there to stop); no other
+error fits (BADSIG says the MAC is wrong and sends users after their key),
+and a BADTIME answer carries our clock in Other Data, all a client whose
+clock is really off needs.
 
 **Ownership.** Names written through TSIG are owned by
 ``token_hash("tsig:" + key name)`` (:func:`tsig_owner`): a name claimed with
@@ -39,6 +58,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import heapq
 import re
 import struct
 from dataclasses import dataclass
@@ -47,10 +67,12 @@ from typing import Iterable
 from ..records import InvalidRecord, normalize_name, token_hash
 from .wire import C_ANY, T_TSIG, Labels, WireError, WireRR, lower_labels, read_name, wire_name
 
-__all__ = ["KeyFileError", "TsigKey", "KeyRing", "TsigFields", "Signer", "tsig_owner",
-           "parse_tsig_rdata", "tsig_digest", "verify_request", "TSIG_FUDGE_S"]
+__all__ = ["KeyFileError", "TsigKey", "KeyRing", "TsigFields", "Signer", "SeenMacs",
+           "tsig_owner", "parse_tsig_rdata", "tsig_digest", "verify_request", "TSIG_FUDGE_S",
+           "BADSIG", "BADKEY", "BADTIME"]
 
-TSIG_FUDGE_S = 300       # RFC 8945 recommends 300 s
+TSIG_FUDGE_S = 300       # RFC 8945 recommends 300 s; also the most we accept from a request
+SEEN_MACS_MAX = 100_000  # the front end's replay cache; the store's check does not depend on it
 MIN_SECRET_BYTES = 16
 BADSIG, BADKEY, BADTIME = 16, 17, 18
 HMAC_SHA256 = (b"hmac-sha256",)
@@ -216,7 +238,8 @@ def tsig_digest(secret: bytes, key_labels: Labels, message: bytes, fields: TsigF
 class Signer:
     """How to put a TSIG RR on a response: signed with ``key``, the
     keyring's key that verified the request, or without one unsigned (an
-    empty MAC, for BADKEY and BADSIG)."""
+    empty MAC, for BADKEY and BADSIG). ``request_time`` is the request's
+    Time Signed."""
 
     key_labels: Labels
     key: TsigKey | None
@@ -224,6 +247,15 @@ class Signer:
     time_signed: int
     error: int = 0
     other: bytes = b""
+    request_time: int = 0
+
+    def with_error(self, error: int, now_s: int) -> Signer:
+        """This signer for an answer with the TSIG error ``error``, still
+        signed with the key: BADTIME (RFC 8945 5.2.3) carries the request's
+        Time Signed and, in Other Data, the server's clock ``now_s``."""
+        other = struct.pack("!HI", now_s >> 32, now_s & 0xFFFFFFFF) if error == BADTIME else b""
+        return Signer(self.key_labels, self.key, self.request_mac, self.request_time, error,
+                      other, self.request_time)
 
     def rr_size(self) -> int:
         mac = 32 if self.key is not None else 0
@@ -265,7 +297,37 @@ def verify_request(packet: bytes, record: WireRR, keyring: KeyRing, now_s: int) 
     expected = tsig_digest(key.secret, record.labels, message, fields)
     if len(fields.mac) != len(expected) or not hmac.compare_digest(fields.mac, expected):
         return Signer(record.labels, None, b"", now_s, BADSIG)
-    if abs(now_s - fields.time_signed) > fields.fudge:
-        return Signer(key.labels, key, fields.mac, fields.time_signed, BADTIME,
-                      struct.pack("!HI", now_s >> 32, now_s & 0xFFFFFFFF))
-    return Signer(key.labels, key, fields.mac, now_s)
+    signer = Signer(key.labels, key, fields.mac, now_s, request_time=fields.time_signed)
+    if abs(now_s - fields.time_signed) > min(fields.fudge, TSIG_FUDGE_S):
+        return signer.with_error(BADTIME, now_s)
+    return signer
+
+
+class SeenMacs:
+    """The MACs of the signed UPDATEs one front end verified, each kept
+    while its Time Signed could still pass the time check (Time Signed +
+    :data:`TSIG_FUDGE_S`; after that the check refuses it anyway): RFC 8945
+    5.2.3's cache against replays, the front end's cheap first line. It
+    forgets the oldest when full and knows nothing of the other front ends;
+    the record store's check (:mod:`mydns_lab.dns.update`) covers both."""
+
+    def __init__(self, max_entries: int = SEEN_MACS_MAX) -> None:
+        self._max_entries = max_entries
+        self._expiry: dict[tuple[str, bytes], int] = {}
+        self._heap: list[tuple[int, tuple[str, bytes]]] = []  # (expiry, entry), soonest first
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def first_sight(self, key_name: str, mac: bytes, time_signed: int, now_s: int) -> bool:
+        """Remember the message ``mac`` signed by ``key_name``; False when it
+        was already remembered (a replay, or the client re-sending it)."""
+        while self._heap and (self._heap[0][0] < now_s or len(self._heap) >= self._max_entries):
+            _, entry = heapq.heappop(self._heap)
+            del self._expiry[entry]
+        entry = (key_name, mac)
+        if entry in self._expiry:
+            return False
+        self._expiry[entry] = time_signed + TSIG_FUDGE_S
+        heapq.heappush(self._heap, (time_signed + TSIG_FUDGE_S, entry))
+        return True

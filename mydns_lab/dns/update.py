@@ -7,7 +7,8 @@ thread:
 * :class:`mydns_lab.dns.answers.DnsFrontEnd` reads the request, checks its
   EDNS version and TSIG (:func:`mydns_lab.dns.tsig.verify_request`), then
   calls :func:`plan_update` with the message, the key that signed it (None
-  when unsigned), its :class:`~mydns_lab.dns.wire.Zone` and the
+  when unsigned) with the request's Time Signed and MAC, its
+  :class:`~mydns_lab.dns.wire.Zone` and the
   :class:`RecordView` it answers from: the front end's own view, or the one
   its caller passed to ``handle_with_view``. Nothing here keeps a view:
   every function that reads records takes it as an argument.
@@ -25,7 +26,8 @@ pass through to the front end, which answers SERVFAIL.
 **What is accepted.** Only TSIG-signed UPDATEs (the signature is checked
 before :func:`plan_update`: unknown key or other algorithm NOTAUTH/BADKEY,
 wrong MAC NOTAUTH/BADSIG, time off by more than the fudge NOTAUTH/BADTIME;
-RFC 8945). Unsigned: REFUSED. Zone section not ``SOA IN``: FORMERR; not our
+RFC 8945; and a replay, NOTAUTH/BADTIME: see "Replays" below). Unsigned:
+REFUSED. Zone section not ``SOA IN``: FORMERR; not our
 zone, or an RR outside it: NOTZONE. A name the key is not granted (see the
 keys file in :mod:`mydns_lab.dns.tsig`), owned by another key or token, the
 apex, or a type other than A/AAAA being added: REFUSED.
@@ -42,21 +44,34 @@ front end's TTL). The store replaces a name's whole address set, so each
 touched name becomes one ``record_set`` (keeping its TXT, ``seq`` = stored
 seq + 1) or, when no address is left, one ``record_delete``. Names are
 changed one op at a time: if a later op fails, earlier names stay changed.
+
+**Replays** (RFC 8945 5.2.3). Every op carries the stamp of the request
+that planned it: ``tsig_key`` (the key's name), ``tsig_time`` (its Time
+Signed), ``tsig_mac`` (its MAC, hex) and ``tsig_part`` (0, 1, ... in the
+order the ops run). The record store refuses, with ``Status.REPLAYED`` and
+nothing changed, an op whose Time Signed is older than the last it accepted
+for the key, or equal and of a message whose part it already saw
+(:meth:`mydns_lab.raftkv.KVStateMachine.accept_signed`): so all the ops of
+one request go through, and the same request again is refused at its first
+op, whatever the store holds by then. A ``record_set``'s ``seq`` (stored +
+1) orders nothing here; the stamp does, deletes included.
+:func:`refusal_from_results` turns ``REPLAYED`` into NOTAUTH with TSIG
+error BADTIME (:mod:`mydns_lab.dns.tsig` says why that error).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
-from ..protocol import REFUSALS, Record, RecordOp
+from ..protocol import REFUSALS, Record, RecordOp, Status
 from ..records import InvalidRecord, split_addresses
-from .tsig import TsigKey
+from .tsig import BADTIME, TsigKey
 from .wire import (C_ANY, C_IN, C_NONE, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED, EDE_OTHER,
-                   EDE_PROHIBITED, FORMERR, META_TYPES, NOTIMP, NOTZONE, NXDOMAIN, NXRRSET, REFUSED,
-                   SERVFAIL, T_A, T_AAAA, T_ANY, T_NS, T_SOA, T_TXT, YXDOMAIN, YXRRSET, Labels,
-                   WireMessage, WireRR, Zone, lower_labels)
+                   EDE_PROHIBITED, FORMERR, META_TYPES, NOTAUTH, NOTIMP, NOTZONE, NXDOMAIN, NXRRSET,
+                   REFUSED, SERVFAIL, T_A, T_AAAA, T_ANY, T_NS, T_SOA, T_TXT, YXDOMAIN, YXRRSET,
+                   Labels, WireMessage, WireRR, Zone, lower_labels)
 
 __all__ = ["RecordView", "Refusal", "plan_update", "refusal_from_results"]
 
@@ -76,18 +91,21 @@ class RecordView(Protocol):
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why an UPDATE fails as a whole: the response's rcode and, when the
-    request had EDNS, the Extended DNS Error (info code, text) to attach."""
+    request had EDNS, the Extended DNS Error (info code, text) to attach;
+    ``tsig_error`` (RFC 8945, 0 for none) goes in the signed answer's TSIG RR."""
 
     rcode: int
     ede: tuple[int, str] | None = None
+    tsig_error: int = 0
 
 
-def plan_update(msg: WireMessage, key: TsigKey | None, zone: Zone,
-                view: RecordView) -> tuple[RecordOp, ...] | Refusal:
+def plan_update(msg: WireMessage, key: TsigKey | None, zone: Zone, view: RecordView, *,
+                time_signed: int, mac: bytes) -> tuple[RecordOp, ...] | Refusal:
     """The ops an UPDATE needs, or why it is refused (see the module doc).
 
     ``msg`` has exactly one question, the zone section; ``key`` is the key
-    that verified its TSIG, None when it had none. Checks, in order: signed,
+    that verified its TSIG, None when it had none, and ``time_signed`` and
+    ``mac`` that TSIG's, stamped on every op. Checks, in order: signed,
     zone section, prerequisites (RFC 2136 3.2) against ``view``, then the
     prescan and translation of the update section (3.4)."""
     if key is None:
@@ -98,8 +116,12 @@ def plan_update(msg: WireMessage, key: TsigKey | None, zone: Zone,
         return Refusal(FORMERR)
     if zone.relative(section.labels) != ():
         return Refusal(NOTZONE, (EDE_NOT_AUTHORITATIVE, f"this server updates only {zone.name}"))
-    return (_check_prerequisites(msg.answers, zone, view)
-            or _plan(msg.authority, key, zone, view))
+    planned = (_check_prerequisites(msg.answers, zone, view)
+               or _plan(msg.authority, key, zone, view))
+    if isinstance(planned, Refusal):
+        return planned
+    return tuple(replace(op, tsig_key=key.name, tsig_time=time_signed, tsig_mac=mac.hex(),
+                         tsig_part=part) for part, op in enumerate(planned))
 
 
 def refusal_from_results(ops: Sequence[RecordOp],
@@ -111,6 +133,8 @@ def refusal_from_results(ops: Sequence[RecordOp],
     for status, value in results:
         if status == "ok":
             continue
+        if status == Status.REPLAYED:
+            return Refusal(NOTAUTH, (EDE_PROHIBITED, str(value)), tsig_error=BADTIME)
         if status in REFUSALS:
             return Refusal(REFUSED, (EDE_PROHIBITED, str(value)))
         return Refusal(SERVFAIL, (EDE_OTHER, str(value)))

@@ -53,7 +53,7 @@ EDE_OTHER, EDE_PROHIBITED, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED = 0, 18, 20,
 
 Labels = tuple[bytes, ...]
 
-_LDH_LABEL = re.compile(rb"^[A-Za-z0-9-]{1,63}$")
+_LDH_LABEL = re.compile(rb"[A-Za-z0-9-]{1,63}")  # fullmatch: "$" lets a trailing newline in
 
 
 class WireError(ValueError):
@@ -231,7 +231,7 @@ class Zone:
     def record_name(relative: Labels) -> str | None:
         """The stored form of a relative name (:func:`mydns_lab.records.normalize_name`),
         or None if no record can have it (the apex included)."""
-        if not relative or not all(_LDH_LABEL.match(label) for label in relative):
+        if not relative or not all(_LDH_LABEL.fullmatch(label) for label in relative):
             return None
         try:
             return normalize_name(b".".join(relative).decode("ascii"))

@@ -3,7 +3,8 @@ tests, the benchmarks and the workloads.
 
 A :class:`LabProcess` starts the launcher as a subprocess on loopback ports
 it checked are free and a temporary data folder, waits until every front
-end answers, and on exit stops it and checks that no process it started is
+end answers (JSON through the cluster, and DNS from a loaded copy of the
+records), and on exit stops it and checks that no process it started is
 left. Waiting is always polling a condition against a deadline.
 """
 
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import dnslib
 import psutil
 
 from ..clients.jsonclient import NoAnswer, json_call
@@ -70,6 +72,24 @@ def front_ends_answer(servers: Iterable[tuple[str, int]]) -> bool:
         return False
 
 
+def dns_answers(servers: Iterable[tuple[str, int]], zone: str) -> bool:
+    """Whether every front end answers DNS from a loaded copy of the
+    records now: a query for a name of ``zone`` gets anything but SERVFAIL
+    (which a front end says until its copy has loaded) within 1 s."""
+    query = dnslib.DNSRecord.question(f"readiness-probe.{zone}", "A").pack()
+    for server in servers:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.sendto(query, server)
+                reply = sock.recv(4096)
+            except OSError:
+                return False
+        if len(reply) < 4 or reply[3] & 0x0F == dnslib.RCODE.SERVFAIL:
+            return False
+    return True
+
+
 class LabProcess:
     def __init__(self, data_dir: Path, *flags: str, nservers: int = 3, nclerks: int = 2,
                  seed: int = 1, port: int | None = None) -> None:
@@ -81,6 +101,8 @@ class LabProcess:
                      "--data-dir", str(data_dir), "--port", str(self.port), "--seed", str(seed),
                      "--nservers", str(nservers), "--nclerks", str(nclerks), *flags]
         self.log_path = data_dir.parent / f"{data_dir.name}-launcher.log"
+        zone = flags[flags.index("--zone") + 1] if "--zone" in flags[:-1] else "mydns."
+        self.zone = zone if zone.endswith(".") else zone + "."
         self.proc: subprocess.Popen | None = None
         self.started_pids: set[int] = set()
 
@@ -154,7 +176,7 @@ class LabProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"launcher exited early:\n{self.output()[-3000:]}")
-        return front_ends_answer(self.servers())
+        return front_ends_answer(self.servers()) and dns_answers(self.servers(), self.zone)
 
     def __enter__(self) -> LabProcess:
         return self.start()

@@ -7,6 +7,10 @@ never leaves a folder locked; the pid written in the file only names the
 holder for the refusal, the lock itself is the truth. The file stays (a
 second lab opens the same inode), and the descriptor is not inherited by
 children (Python opens it close-on-exec, and they are spawned).
+
+The folder is private: created 0700, and once locked an existing one loses
+any group and other permissions (it holds the log, the keys' names and
+owner hashes); the lock file is 0600.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 from pathlib import Path
+
+from ..storage.files import FILE_MODE, FOLDER_MODE
 
 LOCK_FILE = "lab.lock"
 
@@ -33,12 +40,12 @@ class DataFolderLock:
 
     @classmethod
     def take(cls, folder: Path) -> DataFolderLock:
-        """Create ``folder`` if need be and lock it; raises DataFolderError
-        when another process holds it (naming its pid) or the folder cannot
-        be made or opened."""
+        """Create ``folder`` if need be, lock it and make it private;
+        raises DataFolderError when another process holds it (naming its
+        pid) or the folder cannot be made, opened or made private."""
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise DataFolderError(f"cannot use --data-dir {folder}: {exc.strerror or exc}; "
                                   "pass a folder you can write") from None
@@ -51,6 +58,13 @@ class DataFolderLock:
                 raise DataFolderError(f"cannot lock {folder / LOCK_FILE}: {exc.strerror}") from None
             raise DataFolderError(f"data folder {folder} is in use by another lab ({holder}); "
                                   "stop that lab first, or pass another --data-dir") from None
+        try:
+            _make_private(folder, fd)
+        except OSError as exc:
+            os.close(fd)
+            raise DataFolderError(f"cannot make data folder {folder} private "
+                                  f"({exc.strerror or exc}); run chmod 700 {folder}, or pass "
+                                  "a folder of your own as --data-dir") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return cls(folder, fd)
@@ -74,6 +88,16 @@ class DataFolderLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
+
+
+def _make_private(folder: Path, lock_fd: int) -> None:
+    """Take group and other permissions away from ``folder`` (never adding
+    any: a read-only folder stays read-only) and from the lock file, which
+    an older lab may have made 0644."""
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & ~FOLDER_MODE:
+        os.chmod(folder, mode & FOLDER_MODE)
+    os.fchmod(lock_fd, FILE_MODE)
 
 
 def _read_holder(fd: int) -> str:

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import random
 import signal
+import stat
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,9 +37,9 @@ from ..codec import DecodeError, decode
 from ..core.quorum import majority
 from ..dns.tsig import KeyFileError, KeyRing
 from ..net.faults import LinkFaults
-from ..service import (Endpoint, FrontEndFailed, FrontEndListening, FrontEndSettings,
-                       listen_endpoints, run_clerk)
-from ..storage.files import CorruptStorageError, holds_saved_state, mark_recovering
+from ..service import (LOOPBACK_NETWORKS, Endpoint, FrontEndFailed, FrontEndListening,
+                       FrontEndSettings, listen_endpoints, run_clerk)
+from ..storage.files import FILE_MODE, CorruptStorageError, holds_saved_state, mark_recovering
 from .datalock import DataFolderError, DataFolderLock
 from .preflight import bind_problem, endpoint_problem
 from .router import run_router
@@ -87,6 +88,7 @@ class LabOptions:
     workload: str | None = None
     dns_reads: str = "cache"
     keys_file: Path | None = None
+    trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # who may ask a front end for Stats
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -140,6 +142,8 @@ class Lab:
                 if problem:
                     raise LabFailure(problem)
             if opts.keys_file is not None:
+                if problem := keys_file_problem(opts.keys_file):
+                    raise LabFailure(problem)
                 try:
                     KeyRing.load(str(opts.keys_file))
                 except (OSError, KeyFileError) as exc:
@@ -260,7 +264,7 @@ class Lab:
         file is for operators, the service does not depend on it."""
         tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(text)
+            _write_private(tmp, text)
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -338,7 +342,7 @@ class Lab:
         opts = self.options
         marker = opts.data_dir / CLUSTER_FILE
         if not marker.exists():
-            marker.write_text(json.dumps({"servers": opts.nservers}) + "\n")
+            _write_private(marker, json.dumps({"servers": opts.nservers}) + "\n")
             return
         try:
             recorded = json.loads(marker.read_text())["servers"]
@@ -376,7 +380,8 @@ class Lab:
     def _front_end_settings(self) -> FrontEndSettings:
         opts = self.options
         return FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
-                                opts.dns_reads, str(opts.keys_file) if opts.keys_file else None)
+                                opts.dns_reads, str(opts.keys_file) if opts.keys_file else None,
+                                opts.trusted)
 
     def _spawn_clerk(self, index: int, address: int, conn: Connection) -> Connection:
         """Start clerk ``index``; returns the read end of its start pipe."""
@@ -493,6 +498,29 @@ class Lab:
         victim = self._rng.choice(up)
         self.kill_server(victim)
         self._timers.restarts[victim] = now + self._rng.uniform(*opts.restart_delay_s)
+
+
+def keys_file_problem(path: Path) -> str:
+    """Why the keys file must not be used as it is ("" if it may): its
+    secrets sign updates, so group or others may neither read nor change it.
+    A file that cannot be read is left to ``KeyRing.load`` to explain."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return ""
+    if not mode & 0o066:
+        return ""
+    access = "readable" if mode & 0o044 else "writable"
+    return (f"keys file {path} is {access} by group or others (mode {mode:04o}), and its "
+            f"secrets sign updates; make it private: chmod 600 {path}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """``path`` holding ``text``, readable by its owner alone (FILE_MODE)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, FILE_MODE)  # a file that was there keeps its mode otherwise
+        out.write(text)
 
 
 def _holds_data(folder: Path) -> bool:

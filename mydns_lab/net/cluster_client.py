@@ -4,7 +4,10 @@ A front end may have many requests in flight; each runs on its own
 :class:`~mydns_lab.clerks.Clerk` (one operation at a time per clerk, as
 exactly-once needs), taken from a pool. Clerk ids are random 62-bit numbers
 drawn when the clerk is made, so a restarted front end never reuses the
-session of an earlier one.
+session of an earlier one. After a burst, at most :data:`MAX_IDLE_CLERKS`
+stay in the pool; the rest are dropped (each clerk costs a few KB here,
+and every clerk id that wrote is a session the store keeps, so the pool is
+sized to reuse clerks under any ordinary load).
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from multiprocessing.connection import Connection
 from ..clerks import Clerk, ClerkTiming, Finished
 from ..protocol import ClientReply, ClientRequest, StoreOp
 from .transport import Outbox, receive
+
+
+MAX_IDLE_CLERKS = 64
+"""Idle clerks kept for reuse; more than this many concurrent operations
+make new clerks, which are dropped once they finish."""
 
 
 class ClusterTimeout(Exception):
@@ -53,15 +61,25 @@ class ClusterClient:
         self.closed = asyncio.Event()
         self._loop.add_reader(conn.fileno(), self._on_readable)
 
+    @property
+    def clerks_busy(self) -> int:
+        return len(self._busy)
+
+    @property
+    def clerks_idle(self) -> int:
+        return len(self._idle)
+
     async def call(self, op: StoreOp, timeout_s: float) -> Finished:
-        """Run ``op`` until the cluster answers; raises ClusterTimeout."""
+        """Run ``op`` until the cluster answers; raises ClusterTimeout, or
+        whatever sending ``op`` raised (an op the codec cannot carry). Either
+        way the clerk is back in the pool, idle, when it returns."""
         clerk = self._idle.pop() if self._idle else self._new_clerk()
         future: asyncio.Future[Finished] = self._loop.create_future()
         self._busy[clerk.client_id] = (clerk, future)
         self.counters.calls += 1
-        clerk.start(op, now_ms())
-        self._arm(clerk)
         try:
+            clerk.start(op, now_ms())
+            self._arm(clerk)
             outcome = await asyncio.wait_for(future, timeout_s)
             self.counters.retries += outcome.attempts - 1
             return outcome
@@ -69,9 +87,13 @@ class ClusterClient:
             clerk.abandon()
             self.counters.timeouts += 1
             raise ClusterTimeout(f"the cluster did not answer within {timeout_s:g} s") from None
+        except BaseException:
+            clerk.abandon()  # an exception (or cancellation) mid-operation: the clerk is free again
+            raise
         finally:
             del self._busy[clerk.client_id]
-            self._idle.append(clerk)
+            if len(self._idle) < MAX_IDLE_CLERKS:
+                self._idle.append(clerk)
 
     def send_status(self, dst: int, msg: object) -> None:
         self._outbox.send(dst, msg)

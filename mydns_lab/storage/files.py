@@ -16,6 +16,9 @@ Files in the folder (``G`` is the generation, bumped by every snapshot)::
                    then one batch record per save() that touched the log
     *.tmp          a replacement being written; removed at start-up
 
+The folder is made 0700 and every file 0600 (:data:`FOLDER_MODE`,
+:data:`FILE_MODE`): the log holds every record and owner hash.
+
 Every file starts with an 8-byte magic naming its kind and a 4-byte format
 version. Records follow: a 4-byte length, the CRC32 of the payload, then
 the payload, encoded with :func:`mydns_lab.codec.encode`. A batch record
@@ -238,6 +241,11 @@ def _entries_size(entries: Sequence[Entry]) -> int:
 # --- the storage ----------------------------------------------------------------
 
 
+FILE_MODE = 0o600
+"""Every file storage creates: its owner's alone."""
+FOLDER_MODE = 0o700
+"""A server folder storage creates (an existing one keeps its mode)."""
+
 RECOVERING_MARKER = "RECOVERING"
 """A file in a server's folder: the folder was found empty while the
 cluster already existed, so the node must catch up before it votes. Removed,
@@ -405,7 +413,7 @@ class FileStorage:
         """Atomically give ``path`` the content ``data``: temp file, fsync, rename."""
         tmp = path.with_name(path.name + _TMP_SUFFIX)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         except OSError as exc:
             raise _io_error("create", tmp, exc) from exc
         try:
@@ -506,8 +514,8 @@ class FileStorage:
         """Create the folder if missing, prove it writable, drop temp files."""
         probe = self.directory / f".probe{_TMP_SUFFIX}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            self.directory.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
             for path in self.directory.iterdir():
                 if path.name.endswith(_TMP_SUFFIX):
                     path.unlink()
@@ -588,8 +596,8 @@ def mark_recovering(directory: Path) -> None:
     """Make ``directory`` a lost server's replacement: a FileStorage opened
     on it is ``recovering`` until the node catches up. The launcher calls
     it for an empty folder of a cluster that already exists."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / RECOVERING_MARKER).touch()
+    directory.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    (directory / RECOVERING_MARKER).touch(mode=FILE_MODE)
 
 
 def holds_saved_state(directory: Path) -> bool:
