@@ -20,13 +20,13 @@ import msgpack
 
 from .core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState, Heartbeat,
                             HeartbeatResponse, InstallSnapshot, RequestVote, RequestVoteResponse,
-                            Snapshot)
+                            Snapshot, TermQuery, TermReport)
 from .protocol import ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Record, RecordOp
 from .reports import ClerkStatus, Event, ServerStatus
 
 WIRE_TYPES: tuple[type, ...] = (
     Entry, HardState, Snapshot, RequestVote, RequestVoteResponse, AppendEntries,
-    AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
+    AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot, TermQuery, TermReport,
     KvOp, Record, RecordOp, Command, ClientRequest, ClientReply, KvSnapshot,
     ServerStatus, ClerkStatus, Event,
 )

@@ -30,13 +30,17 @@ from typing import Callable
 from .core.log import RaftLog
 from .core.messages import (NO_NODE, AppendEntries, AppendEntriesResponse, Entry, HardState,
                             Heartbeat, HeartbeatResponse, InstallSnapshot, RaftMessage, RequestVote,
-                            RequestVoteResponse, Snapshot)
+                            RequestVoteResponse, Snapshot, TermQuery, TermReport)
 from .core.progress import PeerState, Progress
 from .core.quorum import VoteResult, committed_index, majority, vote_result
+from .core.recovery import TermSurvey
 from .storage.base import PersistedState
 
 MAX_HELD_APPENDS = 64
 """Appends a follower keeps while an earlier one is missing."""
+
+SURVEY_ID_BITS = 62
+"""Size of a term survey's random id (fits every wire format's integers)."""
 
 
 class Role(enum.Enum):
@@ -56,7 +60,12 @@ class NotLeader(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Static settings of one node. Times are in ticks."""
+    """Static settings of one node. Times are in ticks.
+
+    ``wiped_vote_guard``: a node that lost its storage learns the terms of a
+    majority of the others before it may vote again (see
+    :mod:`mydns_lab.core.recovery`). Off only to show what it prevents.
+    """
 
     id: int
     peers: tuple[int, ...]
@@ -66,6 +75,7 @@ class Config:
     check_quorum: bool = True
     max_inflight: int = 256
     max_msg_bytes: int = 1 << 20
+    wiped_vote_guard: bool = True
 
     def __post_init__(self) -> None:
         if self.id not in self.peers or NO_NODE in self.peers:
@@ -127,10 +137,15 @@ class RaftNode:
         (a wiped data folder). It may have voted and acknowledged entries it
         no longer has, so until it holds everything committed before, it
         neither votes nor campaigns, and leaders do not count its
-        acknowledgements. It is caught up once its commit index reaches an
-        entry of its leader's term (everything committed earlier precedes
-        that entry) and that entry is durable; the soft state then says
-        ``recovering=False`` and the host must record that durably.
+        acknowledgements. It may have voted, or acknowledged entries, in a
+        term above any it hears of at first, so (with
+        ``config.wiped_vote_guard``) it first runs a term survey: it asks
+        the others their terms until a majority has answered, and never
+        votes in a term up to the highest reported. Then it is caught up
+        once its commit index reaches an entry of its leader's term
+        (everything committed earlier precedes that entry) and that entry is
+        durable; the soft state then says ``recovering=False`` and the host
+        must record that durably.
         """
         self.config = config
         self.id = config.id
@@ -160,6 +175,12 @@ class RaftNode:
         self._ready_out = False
         self._held_appends: dict[int, AppendEntries] = {}  # prev_index -> append
         self.recovering = recovering
+        self._caught_up = not recovering
+        self._survey: TermSurvey | None = None
+        self._survey_elapsed = 0
+        if recovering and config.wiped_vote_guard:
+            self._survey = TermSurvey(rng.getrandbits(SURVEY_ID_BITS), self._others)
+            self._ask_terms()
         self._saved_soft_state = SoftState(Role.FOLLOWER, NO_NODE, self.term, recovering)
         self._become_follower(self.term, NO_NODE)
 
@@ -174,6 +195,13 @@ class RaftNode:
             self._election_elapsed += 1
             if self._election_elapsed >= self._election_timeout and not self.recovering:
                 self._campaign(pre_vote=self.config.pre_vote)
+            if self._survey is not None:
+                self._survey_elapsed += 1
+                if self._survey_elapsed >= self.config.election_ticks:
+                    # Again, to whoever has not answered: queries and reports
+                    # get lost. (An election timeout apart: nothing waits on
+                    # a survey as a leader waits on a probe.)
+                    self._ask_terms()
 
     def step(self, msg: RaftMessage) -> None:
         """Handle one message addressed to this node."""
@@ -182,11 +210,17 @@ class RaftNode:
         if msg.term > self.term:
             if not self._accept_higher_term(msg):
                 return
-        elif msg.term < self.term:
+        elif msg.term < self.term and not isinstance(msg, (TermQuery, TermReport)):
+            # (A term survey is answered, and its reports count, whatever
+            # the sender's term: the survey is about terms.)
             self._answer_stale(msg)
             return
         if isinstance(msg, RequestVote):
             self._handle_vote_request(msg)
+        elif isinstance(msg, TermQuery):
+            self._send(TermReport(self.term, self.id, msg.src, msg.survey))
+        elif isinstance(msg, TermReport):
+            self._record_term_report(msg)
         elif self.role is Role.LEADER:
             self._step_leader(msg)
         elif self.role is Role.FOLLOWER:
@@ -453,6 +487,11 @@ class RaftNode:
         progress = self._progress[msg.src]
         progress.last_heard_tick = self._now
         if isinstance(msg, (AppendEntriesResponse, HeartbeatResponse)):
+            if (isinstance(msg, HeartbeatResponse) and msg.recovering and not progress.recovering
+                    and progress.state is PeerState.REPLICATE):
+                # It lost its storage: what we know of its log is void. Probe
+                # it, or an idle leader would never send it anything.
+                progress.become_probe()
             progress.recovering = msg.recovering
         match msg:
             case AppendEntriesResponse():
@@ -535,12 +574,53 @@ class RaftNode:
                                          recovering=self.recovering))
 
     def _maybe_end_recovery(self) -> None:
+        """Recovery ends once the term survey (if any) is complete and then
+        the log has caught up; called after each Ready and survey report.
+
+        In that order: before the wipe we may have acknowledged entries of a
+        term above the leader we first hear of, and a leader of an older
+        term lacks what those terms committed. After the survey our term is
+        at least any term we acknowledged in (the argument of
+        :mod:`mydns_lab.core.recovery`), so the leader we catch up from
+        holds everything committed with our lost acknowledgements."""
         committed = self.log.committed
-        if (self.leader != NO_NODE and committed <= self.log.stable
-                and self.log.term_at(committed) == self.term):
-            self.recovering = False
+        if (not self._caught_up and self._survey is None and self.leader != NO_NODE
+                and committed <= self.log.stable and self.log.term_at(committed) == self.term):
+            self._caught_up = True
             self._trace(f"s{self.id} caught up after losing its storage term={self.term} "
                         f"commit={committed}")
+        if self._caught_up and self._survey is None:
+            self.recovering = False
+
+    # --- the term survey of a node that lost its storage --------------------------------
+
+    def _ask_terms(self) -> None:
+        survey = self._survey
+        assert survey is not None
+        self._survey_elapsed = 0
+        for peer in survey.unanswered():
+            self._send(TermQuery(self.term, self.id, peer, survey.survey_id))
+
+    def _record_term_report(self, msg: TermReport) -> None:
+        """Count a report; when a majority of the others has answered, fold
+        what they said into the hard state (see :mod:`mydns_lab.core.recovery`
+        for why that, and not the survey, is what must be durable)."""
+        survey = self._survey
+        if survey is None or msg.survey != survey.survey_id:
+            return  # a late answer to a finished or an earlier survey
+        survey.record(msg.src, msg.term)
+        if not survey.complete:
+            return
+        highest = survey.highest_term
+        # Invariant: the term rule lifted our term to every report's.
+        assert self.term >= highest, (self.term, highest)
+        if self.term == highest and self.vote == NO_NODE:
+            # We may have voted in this very term before the wipe: spend
+            # the vote, durably, so that we cannot cast it a second time.
+            self.vote = self.id
+        self._survey = None
+        self._trace(f"s{self.id} learned the terms of a majority: votes above term={highest}")
+        self._maybe_end_recovery()
 
     # --- leader side of replication ----------------------------------------------------
 

@@ -69,7 +69,7 @@ from typing import Callable, Iterable, assert_never
 
 from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, Heartbeat,
                                      HeartbeatResponse, InstallSnapshot, RaftMessage, RequestVote,
-                                     RequestVoteResponse, Snapshot)
+                                     RequestVoteResponse, Snapshot, TermQuery, TermReport)
 from mydns_lab.raft import NotLeader, Ready, Role
 from tests.rafttest import Cluster, Member, new_member, restart, tick_until_campaign
 
@@ -78,7 +78,7 @@ NOTHING = "ok"
 MAX_STABILIZE_ROUNDS = 1000
 MESSAGE_TYPES = {cls.__name__: cls for cls in (
     RequestVote, RequestVoteResponse, AppendEntries, AppendEntriesResponse, Heartbeat,
-    HeartbeatResponse, InstallSnapshot)}
+    HeartbeatResponse, InstallSnapshot, TermQuery, TermReport)}
 
 
 class ScenarioError(Exception):
@@ -238,6 +238,8 @@ def message_text(msg: RaftMessage) -> str:
                 " recovering" if msg.recovering else "")
         case InstallSnapshot():
             tail = f" snapshot={msg.snapshot.term}/{msg.snapshot.index}"
+        case TermQuery() | TermReport():
+            tail = ""  # the survey id is a random number: the type says enough
         case _:
             assert_never(msg)
     return head + tail

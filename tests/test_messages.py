@@ -18,7 +18,7 @@ from mydns_lab.codec import DecodeError, decode, encode, pack_envelopes, unpack_
 from mydns_lab.core import messages
 from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
                                      Heartbeat, HeartbeatResponse, InstallSnapshot, RequestVote,
-                                     RequestVoteResponse, Snapshot)
+                                     RequestVoteResponse, Snapshot, TermQuery, TermReport)
 from mydns_lab.protocol import ClientReply
 
 ALL_BYTES = bytes(range(256))
@@ -40,6 +40,8 @@ RAFT_EXAMPLES = [
     AppendEntriesResponse(5, 3, 1, False, rejected_index=10, conflict_term=2, conflict_index=4),
     Heartbeat(5, 1, 2, 9, read_seq=3),
     HeartbeatResponse(5, 2, 1, read_seq=3),
+    TermQuery(0, 3, 1, survey=2**62 - 1),
+    TermReport(7, 1, 3, survey=2**62 - 1),
     InstallSnapshot(5, 1, 3, Snapshot(12, 4, ALL_BYTES)),
 ]
 

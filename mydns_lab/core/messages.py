@@ -148,6 +148,35 @@ class InstallSnapshot:
     snapshot: Snapshot
 
 
+@dataclass(frozen=True, slots=True)
+class TermQuery:
+    """A node that lost its storage asks ``dst`` for its current term.
+
+    Part of the survey that must end before a wiped node votes again (see
+    :class:`mydns_lab.core.recovery.TermSurvey`). ``survey`` names the
+    survey, so a report that answers an earlier one (an earlier wipe, an
+    earlier incarnation) is not counted in this one. Answered whatever
+    the sender's term.
+    """
+
+    term: int
+    src: int
+    dst: int
+    survey: int
+
+
+@dataclass(frozen=True, slots=True)
+class TermReport:
+    """Answer to :class:`TermQuery`: ``term`` is the sender's current term,
+    durable before this report leaves (it is sent after the Ready that holds
+    it is persisted)."""
+
+    term: int
+    src: int
+    dst: int
+    survey: int
+
+
 RaftMessage = Union[
     RequestVote,
     RequestVoteResponse,
@@ -156,4 +185,6 @@ RaftMessage = Union[
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
+    TermQuery,
+    TermReport,
 ]

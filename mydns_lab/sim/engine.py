@@ -65,6 +65,10 @@ class SimConfig:
     pre_vote: bool = True
     check_quorum: bool = True
     max_msg_bytes: int = 1 << 20
+    wiped_vote_guard: bool = True
+    wiped_protection: bool = True
+    """Off: a node restarted on wiped storage is an ordinary follower at
+    once (no catch-up, no term survey), to show what the protection buys."""
 
 
 class SimCrash(Exception):
@@ -230,9 +234,11 @@ class Simulation:
         config = Config(node_id, self.peers, election_ticks=self.config.election_ticks,
                         heartbeat_ticks=self.config.heartbeat_ticks,
                         pre_vote=self.config.pre_vote, check_quorum=self.config.check_quorum,
-                        max_msg_bytes=self.config.max_msg_bytes)
+                        max_msg_bytes=self.config.max_msg_bytes,
+                        wiped_vote_guard=self.config.wiped_vote_guard)
         server.node = RaftNode(config, state, random.Random(self.rng.getrandbits(64)),
-                               trace=self.trace, recovering=server.storage.recovering)
+                               trace=self.trace,
+                               recovering=server.storage.recovering and self.config.wiped_protection)
         server.kv = KVServer(server.node, state.snapshot, self._send,
                              self.config.max_raft_state, self._observer_for(node_id),
                              codec=codec)
@@ -301,6 +307,20 @@ class Simulation:
         self.net.heal()
         self.net.faults = RELIABLE
         self.trace("network healed")
+
+    def heal(self) -> None:
+        """End every fault: heal the network, complete every pending crash
+        and restart every server, so that nothing the chaos left scheduled
+        can take a server down afterwards. (A torn crash is pending from
+        "will crash mid-write" until its write or its timer; left pending,
+        it struck after the heal and nothing restarted the server, which at
+        three nodes could leave a single voter.)"""
+        self.heal_network()
+        for node_id, server in self.servers.items():
+            if server.alive and server.storage.tear_next_save:
+                self.crash(node_id)  # now, rather than inside a write after the heal
+        for node_id in self.peers:
+            self.restart(node_id)  # a new incarnation: its old crash timer is void
 
     def set_unreliable(self, on: bool, long_reordering: bool = False) -> None:
         """The classic lab's unreliable network: 10 % loss, 0-26 ms delays,
@@ -570,9 +590,7 @@ def _run_phases(sim: Simulation) -> None:
         if config.faults and sim.now_ms < chaos_end:
             _nemesis(sim, nemesis_rng)
     sim.stop_workload()
-    sim.heal_network()
-    for i in sim.peers:
-        sim.restart(i)
+    sim.heal()
     if not sim.run_until(lambda: sim.leader() is not None, config.heal_leader_ms):
         raise InvariantViolation(f"liveness: no leader {config.heal_leader_ms} ms after healing")
     if not sim.run_until(sim.clients_idle, config.heal_ops_ms):
@@ -580,6 +598,96 @@ def _run_phases(sim: Simulation) -> None:
         raise InvariantViolation(f"liveness: operations still pending {config.heal_ops_ms} ms "
                                  f"after healing: {'; '.join(stuck)}")
     check_linearizable(sim.history())
+
+
+WIPED_VOTE_SCENARIO = "wiped-vote"
+"""The name of :func:`wiped_vote_scenario` on the command line."""
+
+
+def wiped_vote_config(wiped_vote_guard: bool = True) -> SimConfig:
+    """The cluster :func:`wiped_vote_scenario` runs on: three nodes, a
+    reliable network, no client, and neither pre-vote nor check-quorum, so
+    that a leader cut off keeps leading its older term (with check-quorum
+    the same interleaving needs timing windows, not a script)."""
+    return SimConfig(nodes=3, faults=False, pre_vote=False, check_quorum=False,
+                     wiped_vote_guard=wiped_vote_guard)
+
+
+def wiped_vote_scenario(sim: Simulation) -> None:
+    """The interleaving the wiped-vote guard exists for, step by step:
+
+    1. ``old`` leads term T, its no-op committed on every node;
+    2. ``old`` is cut off; ``winner`` campaigns in t = T + 1 and ``voter``
+       votes for it, while ``old`` still leads T;
+    3. ``voter`` loses its disk and comes back where only ``old`` reaches
+       it, and catches up from ``old``, a leader of the older term T;
+    4. ``voter`` stops hearing ``old`` and campaigns in t, a term it already
+       voted in; ``old`` grants it.
+
+    Without the guard ``voter`` wins t too, and the safety checker raises
+    (two leaders of t). With it, ``voter`` cannot finish its term survey
+    (``winner`` is out of reach), so it neither campaigns nor votes; after
+    the heal it learns t and recovers, and there is a leader. Raises
+    InvariantViolation on a broken invariant, or when a step does not
+    unfold as scripted (``scenario: ...``)."""
+    peers = set(sim.peers)
+    expect(sim.run_until(lambda: sim.leader() is not None, 5_000), "no first leader")
+    old = sim.leader()
+    assert old is not None
+    old_term = sim.node(old).term
+    expect(sim.run_until(lambda: all(sim.node(i).log.committed == sim.node(old).log.last_index
+                                     for i in peers), 2_000), "first no-op not committed")
+    voter, winner = sorted(peers - {old})
+    # Only ``winner`` stops hearing ``old``, so only it campaigns (no split
+    # vote); ``voter`` still hears ``old``, but ``old`` hears none of them.
+    sim.net.cut.update({(old, winner), (winner, old), (voter, old)})
+    expect(sim.run_until(lambda: sim.node(winner).role is Role.LEADER, 5_000),
+           f"s{winner} was not elected")
+    sim.partition({old}, {voter, winner})
+    term = sim.node(winner).term
+    expect(term == old_term + 1 and sim.node(voter).vote == winner
+           and sim.node(old).role is Role.LEADER,
+           f"wanted s{voter} to vote for s{winner} in term {old_term + 1} while s{old} leads "
+           f"term {old_term}; got term {term}")
+    sim.trace(f"scenario: s{voter} voted for s{winner} in term {term}; s{old} leads {old_term}")
+    sim.wipe(voter)
+    sim.partition({winner}, {old, voter})
+    sim.restart(voter)
+    expect(sim.run_until(lambda: sim.node(voter).term == old_term
+                         and sim.node(voter).log.committed == sim.node(old).log.committed, 2_000),
+           f"s{voter} did not catch up from s{old}")
+    sim.run_for(200)  # let the catch-up end recovery where the guard allows it
+    sim.trace(f"scenario: s{voter} caught up from s{old} (term {old_term}); "
+              f"recovering={sim.node(voter).recovering}")
+    sim.net.cut.add((old, voter))  # s{voter} stops hearing its leader and times out
+    if sim.run_until(lambda: sim.node(voter).role is Role.CANDIDATE, 2_000):
+        sim.trace(f"scenario: s{voter} campaigns in term {sim.node(voter).term}")
+    sim.net.cut.discard((old, voter))  # in time for s{old}'s answer
+    sim.run_for(1_000)
+    sim.heal()
+    expect(sim.run_until(lambda: sim.leader() is not None and not sim.node(voter).recovering,
+                         5_000), f"no leader, or s{voter} still recovering, after the heal")
+    expect(sim.node(voter).term >= term, f"s{voter} recovered below term {term}")
+
+
+def expect(condition: bool, what: str) -> None:
+    """A scripted step must unfold as written; if not, the script (not Raft)
+    is wrong, and says which step."""
+    if not condition:
+        raise InvariantViolation(f"scenario: {what}")
+
+
+def run_scenario(seed: int, config: SimConfig, trace: bool = True) -> SimResult:
+    """:func:`wiped_vote_scenario` on ``config`` as one seeded run."""
+    sim = Simulation(seed, config, trace=trace)
+    result = SimResult(seed, ok=True)
+    try:
+        wiped_vote_scenario(sim)
+        result.digest = sim.digest()
+    except InvariantViolation as exc:
+        result.ok, result.violation = False, str(exc)
+    result.trace = sim.trace_lines
+    return result
 
 
 def history_operations(records: list[HistoryRecord]) -> list[Operation]:
@@ -605,5 +713,17 @@ def check_linearizable(records: list[HistoryRecord]) -> None:
         raise InvariantViolation("linearizability: " + result.explain())
 
 
-def replay_command(seed: int, nodes: int) -> str:
-    return f"python -m mydns_lab.sim --seed-start {seed} --seeds 1 --nodes {nodes} --trace"
+def replay_command(seed: int, nodes: int, *, scenario: str = "",
+                   config: SimConfig | None = None) -> str:
+    """The command line that replays one seed alone, with its trace, on
+    ``config`` (the defaults when None; a scenario sets its own, but for
+    the guard)."""
+    config = config or SimConfig()
+    shape = f"--scenario {scenario}" if scenario else f"--nodes {nodes}"
+    switched_off = [("--no-wiped-vote-guard", config.wiped_vote_guard),
+                    ("--no-wiped-protection", config.wiped_protection)]
+    if not scenario:
+        switched_off += [("--no-pre-vote", config.pre_vote),
+                         ("--no-check-quorum", config.check_quorum)]
+    flags = "".join(f" {flag}" for flag, on in switched_off if not on)
+    return f"python -m mydns_lab.sim {shape} --seed-start {seed} --seeds 1 --trace{flags}"

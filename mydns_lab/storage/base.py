@@ -60,8 +60,11 @@ class Storage(Protocol):
     @property
     def recovering(self) -> bool:
         """True while this storage stands in for one that was lost: the
-        node built from it must catch up before it votes (see RaftNode).
-        Durable, like the rest of the state."""
+        node built from it must catch up, and learn the terms of a majority
+        of the others, before it votes (see RaftNode). Durable, like the
+        rest of the state; it is the only durable trace of a recovery in
+        progress, since a node restarted while recovering simply surveys
+        again (why that is safe: :mod:`mydns_lab.core.recovery`)."""
         ...
 
     def end_recovery(self) -> None:
