@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cmdline import (UsageParser, add_boolean_flag, ip_address, non_negative_seconds,
-                      port_number, positive_int, ttl_seconds)
+from .admission import OPEN_NAMES_CHOICES, AdmissionPolicy, duration
+from .cmdline import (UsageParser, add_boolean_flag, ip_address, non_negative_int,
+                      non_negative_seconds, port_number, positive_int, ttl_seconds)
 from .lab.launcher import (LOOPBACK_NETWORKS, MAX_SERVERS, Lab, LabFailure, LabOptions,
                            StartFailure, print_final_table)
 from .lab.preflight import zone_name
@@ -53,7 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
          help="answer DNS from each front end's copy of the records (cache, the default) "
               "or read each name through the cluster (linearizable)")
     flag("--trusted", type=networks, default=LOOPBACK_NETWORKS, metavar="CIDR,...",
-         help="networks whose JSON Stats requests are answered (loopback)")
+         help="networks exempt from the claim and response rate limits, whose JSON Stats "
+              "requests are answered (loopback)")
+    policy = AdmissionPolicy()
+    flag("--expire", type=duration, default=policy.expire_s, metavar="DURATION",
+         help="release a name not refreshed for this long: 30d (default), 12h, 15m, 90s; "
+              "0 never")
+    flag("--claims-per-minute", type=non_negative_int, default=policy.claims_per_minute,
+         metavar="N", help="new names one untrusted source (an IPv4 address, an IPv6 /64) may "
+                           f"claim a minute at each front end ({policy.claims_per_minute}; 0 no limit)")
+    flag("--max-names", type=non_negative_int, default=policy.max_names, metavar="N",
+         help=f"names the zone may hold ({policy.max_names:,}; 0 no limit)")
+    flag("--open-names", choices=OPEN_NAMES_CHOICES, default=policy.open_names,
+         help="allow (default): a JSON Put without a token claims an open name that any later "
+              "Put without a token may update, as the original's clients expect; deny: every "
+              "Put needs a token")
+    flag("--rrl", type=non_negative_int, default=100, metavar="RATE",
+         help="DNS responses a second to one client network (/24, IPv6 /56) before answers "
+              "are dropped or truncated; 0 no limit (100)")
     flag("--keys", type=Path, default=None, metavar="FILE",
          help="TSIG keys allowed to send RFC 2136 updates (see docs/service.md)")
     flag("--no-dashboard", dest="dashboard", action="store_false",
@@ -90,7 +108,9 @@ def options_from(argv: list[str] | None) -> LabOptions:
                       seed=seed, data_dir=args.data_dir, fresh=args.fresh, port=args.port,
                       bind=args.bind, zone=args.zone, ttl=args.ttl, dashboard=args.dashboard,
                       fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys,
-                      workload=args.workload, trusted=args.trusted)
+                      workload=args.workload, trusted=args.trusted, rrl=args.rrl,
+                      admission=AdmissionPolicy(args.expire, args.claims_per_minute,
+                                                args.max_names, args.open_names))
 
 
 def notes(options: LabOptions) -> list[str]:

@@ -54,14 +54,18 @@ class Record:
 class RecordOp:
     """One operation on DNS records.
 
-    ``kind``: ``record_set`` (claim the name if free, else update it when
+    ``kind``: ``record_set`` (claim the name if free and the zone holds
+    fewer than ``max_names`` names (0: no limit), else update it when
     ``owner`` matches and ``seq`` is not older), ``record_delete`` (when
-    ``owner`` matches), ``record_get`` and ``record_list`` (linearizable
+    ``owner`` matches), ``record_expire`` (release the name if it was last
+    changed before ``older_than_ms``, whoever owns it: the front ends'
+    ``--expire``), ``record_get`` and ``record_list`` (linearizable
     reads), ``record_changes`` (a watch: what changed after serial
     ``since``; with ``name`` set, the next page of a full listing, after
     that name). ``ipv4`` holds only IPv4 addresses and ``ipv6`` only IPv6:
     the sender splits them by family (:func:`mydns_lab.records.split_addresses`).
-    ``seq`` is the uploader's sequence number, nothing else.
+    ``seq`` is the uploader's sequence number, nothing else. ``owner``
+    :data:`mydns_lab.records.OPEN_OWNER` claims or updates an open name.
 
     The ``tsig_*`` fields stamp a change planned from a TSIG-signed DNS
     UPDATE (empty for every other op): the key's name, the request's Time
@@ -86,6 +90,8 @@ class RecordOp:
     tsig_time: int = field(default=0, compare=False)
     tsig_mac: str = field(default="", compare=False)
     tsig_part: int = field(default=0, compare=False)
+    max_names: int = 0
+    older_than_ms: int = 0
 
 
 StoreOp = Union[KvOp, RecordOp]
@@ -130,9 +136,11 @@ class Status:
     STALE = "stale"             # the upload's seq is older than the stored record's
     NO_SPACE = "no_space"       # the leader's disk is (nearly) full: no writes until space is freed
     REPLAYED = "replayed"       # a signed op older than its key's last, or of a message taken
+    OPEN = "open"               # an owner's claim of an open name (anyone may update it)
+    ZONE_FULL = "zone_full"     # a claim when the zone holds ``max_names`` names
 
 
-REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE})
+REFUSALS = frozenset({Status.ERROR, Status.OWNED, Status.STALE, Status.OPEN, Status.ZONE_FULL})
 """Every status of an operation the store refused: final, not to retry.
 Each has a JSON ``Code``; ``REPLAYED`` is not here because only ops stamped
 from a TSIG-signed DNS UPDATE can get it, and DNS answers it as a TSIG
@@ -152,6 +160,7 @@ class Outcome:
     CLAIMED = "claimed"  # the name was free and now belongs to the sender
     UPDATED = "updated"  # the owner changed its addresses
     DELETED = "deleted"  # the owner removed the name
+    EXPIRED = "expired"  # not refreshed within the front ends' --expire: released
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,10 @@ from .core.messages import Entry, Snapshot
 from .protocol import (ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Outcome, Record,
                        RecordOp, Status, StoreOp)
 from .raft import NotLeader, RaftNode, Ready, Role
-from .records import InvalidRecord, checked_op
+from .records import OPEN_OWNER, InvalidRecord, checked_op, same_owner
 
-WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record_delete"})
+WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record_delete",
+                         "record_expire"})
 READ_KINDS = frozenset({"get", "record_get", "record_list"})
 WATCH_KIND = "record_changes"
 CHANGELOG_LENGTH = 10_000
@@ -214,11 +215,18 @@ class KVStateMachine:
 
     def _execute_record(self, op: RecordOp, time_ms: int) -> Result:
         """Record changes check ownership and order in the same step as
-        they write, so no interleaving can slip an older upload in."""
+        they write, so no interleaving can slip an older upload in.
+
+        Owners: a token's or a key's hash, or :data:`OPEN_OWNER` for an open
+        name, which any open Put may update and no owner may take (an
+        attacker who could lock a name would do more harm than one who can
+        only point it elsewhere until its next refresh)."""
         try:
             op = checked_op(op)
         except InvalidRecord as exc:
             return Result(Status.ERROR, str(exc))
+        if op.kind == "record_expire":
+            return self._expire(op)
         if op.kind not in ("record_set", "record_delete"):
             return Result(Status.ERROR, f"{op.kind} is not a write")
         if op.tsig_key and not self.accept_signed(op):
@@ -232,9 +240,16 @@ class KVStateMachine:
         if current is None:
             if op.kind == "record_delete":
                 return Result(Status.ERROR, f"no such name {op.name!r}")
+            if 0 < op.max_names <= len(self.records):
+                return Result(Status.ZONE_FULL, f"the zone holds its limit of {op.max_names} names "
+                                                 f"(--max-names); {op.name!r} was not claimed")
             self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
             return Result(Status.OK, outcome=Outcome.CLAIMED)
-        if current.owner != op.owner:
+        if not same_owner(current.owner, op.owner):
+            if current.owner == OPEN_OWNER:
+                return Result(Status.OPEN, f"name {op.name!r} is open: any Put without a token "
+                                            "updates it, so no token or key can take it; choose "
+                                            "another name, or wait until it expires unrefreshed")
             return Result(Status.OWNED, f"name {op.name!r} is owned by another key; pass the "
                                          "token that claimed it or choose another name")
         if op.kind == "record_delete":
@@ -246,6 +261,18 @@ class KVStateMachine:
                                          f"older than the stored {current.seq}; nothing changed")
         self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
         return Result(Status.OK, outcome=Outcome.UPDATED)
+
+    def _expire(self, op: RecordOp) -> Result:
+        """Release ``op.name`` if it was last changed before
+        ``op.older_than_ms``; a name refreshed since (or gone) is left as it
+        is, so front ends racing to expire it, or an upload racing them,
+        are both safe."""
+        current = self.records.get(op.name)
+        if current is None or current.updated_ms >= op.older_than_ms:
+            return Result(Status.OK)
+        del self.records[op.name]
+        self._changed(op.name)
+        return Result(Status.OK, outcome=Outcome.EXPIRED)
 
     def accept_signed(self, op: RecordOp) -> bool:
         """RFC 8945 5.2.3 for an op stamped from a TSIG-signed UPDATE: check

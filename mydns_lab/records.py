@@ -2,27 +2,43 @@
 
 Every name and address is checked here before it reaches the log, and again
 by the state machine (the authority), so a bad upload is refused with a
-reason and changes nothing. Pure: only the standard ``ipaddress`` module.
+reason and changes nothing. Pure: only the standard ``ipaddress``,
+``hashlib`` and ``hmac`` modules.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import re
 from dataclasses import replace
 
 from .protocol import RecordOp
 
-__all__ = ["InvalidRecord", "MAX_SEQ", "normalize_name",
-           "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner"]
+__all__ = ["InvalidRecord", "MAX_SEQ", "OPEN_OWNER", "KEY_OWNER_PREFIX", "normalize_name",
+           "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner",
+           "is_key_owner", "same_owner", "put_mac"]
 
 MAX_NAME_OCTETS = 253
-MAX_ADDRESSES = 32
+MAX_ADDRESSES_PER_FAMILY = 8
+"""Addresses of each family a name may hold: eight A and eight AAAA keep
+every answer of the zone small, so a spoofed query gains an attacker little
+(reflection and amplification); more hosts should use more names."""
 MAX_TXT_OCTETS = 255
 MAX_SEQ = 2**63 - 1
 """The largest sequence number: a signed 64-bit integer, which the codec
 (msgpack) and every client language carry."""
+OPEN_OWNER = "open"
+"""The owner of an open name: claimed by a Put without a token, and
+updated by any later one (the original's protocol). Not a SHA-256 in hex,
+so no token or key maps to it."""
+KEY_OWNER_PREFIX = "key:"
+"""How the owner of a name written through a TSIG key starts
+(:func:`mydns_lab.dns.tsig.tsig_owner`); a token's owner is a bare hash. A
+key's owner is derived from the key's name, which is no secret, and a
+signed Put is keyed by its name's owner: the front end takes none for a
+key's name, whether or not the key is still in the keys file."""
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 """One label, either case; matched with ``fullmatch`` (``$`` would let a
 trailing newline in) before lower-casing (``str.lower`` makes the Kelvin
@@ -58,13 +74,18 @@ def normalize_name(name: object) -> str:
 
 def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Parse addresses into (IPv4, IPv6) tuples in canonical text form,
-    sorted and without repeats. Accepts one string or a list of strings."""
+    sorted and without repeats. Accepts one string or a list of strings;
+    at most MAX_ADDRESSES_PER_FAMILY of each family (the one place the
+    cap is checked: the JSON front end, RFC 2136 updates and the state
+    machine all come through here)."""
     if isinstance(addresses, str):
         addresses = [addresses]
     if not isinstance(addresses, (list, tuple)):
         raise InvalidRecord(f"addresses must be a string or a list, not {type(addresses).__name__}")
-    if len(addresses) > MAX_ADDRESSES:
-        raise InvalidRecord(f"{len(addresses)} addresses given; at most {MAX_ADDRESSES} allowed")
+    if len(addresses) > 4 * MAX_ADDRESSES_PER_FAMILY:  # bounds the parsing; repeats are merged
+        raise InvalidRecord(f"{len(addresses)} addresses given; at most "
+                            f"{MAX_ADDRESSES_PER_FAMILY} IPv4 and {MAX_ADDRESSES_PER_FAMILY} "
+                            "IPv6 allowed")
     v4: set[ipaddress.IPv4Address] = set()
     v6: set[ipaddress.IPv6Address] = set()
     for text in addresses:
@@ -75,6 +96,10 @@ def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]
         except ValueError:
             raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
         (v4 if address.version == 4 else v6).add(address)  # type: ignore[arg-type]
+    for family, found in (("IPv4", v4), ("IPv6", v6)):
+        if len(found) > MAX_ADDRESSES_PER_FAMILY:
+            raise InvalidRecord(f"{len(found)} {family} addresses given; at most "
+                                f"{MAX_ADDRESSES_PER_FAMILY} allowed per name")
     return tuple(str(a) for a in sorted(v4)), tuple(str(a) for a in sorted(v6))
 
 
@@ -101,6 +126,46 @@ def json_owner(token: str) -> str:
     return token_hash("token:" + token)
 
 
+def is_key_owner(owner: str) -> bool:
+    """Whether ``owner`` is a TSIG key's (see :data:`KEY_OWNER_PREFIX`)."""
+    return owner.startswith(KEY_OWNER_PREFIX)
+
+
+def same_owner(stored: str, claimant: str) -> bool:
+    """Whether ``claimant`` (an update's owner) owns a record whose owner is
+    ``stored``: they are equal, or ``claimant`` is a key's owner and
+    ``stored`` its bare hash, as names written through a key were stored
+    before :data:`KEY_OWNER_PREFIX` (the key's next write stores the
+    prefixed form)."""
+    return stored == claimant or (is_key_owner(claimant)
+                                  and stored == claimant[len(KEY_OWNER_PREFIX):])
+
+
+PUT_MAC_LABEL = "mydns-put-v1"
+"""The first line of every signed Put's message, so the MAC of a Put is
+never the MAC of anything else keyed the same way."""
+
+
+def put_mac(owner: str, zone: str, name: str, addresses: list[str] | tuple[str, ...],
+            seq: int) -> str:
+    """The ``Mac`` of a signed JSON Put, in lower-case hex:
+    HMAC-SHA256 keyed by the ASCII bytes of ``owner`` (``json_owner(token)``,
+    the owner the store keeps for a name claimed with that token, so the
+    front end verifies without the token) over the UTF-8 bytes of six
+    lines joined by a newline (none after the last): ``mydns-put-v1``
+    (:data:`PUT_MAC_LABEL`), ZONE, NAME, IPV4S, IPV6S and SEQ. That is
+    the zone lower-case with one trailing dot, the name in
+    stored form (:func:`normalize_name`), each family's addresses in
+    canonical form, sorted, without repeats, joined by ``,`` (empty when
+    none), and ``seq`` in decimal. No field can hold a newline or a comma,
+    so no two uploads share a message. put.py and the front end both call
+    this; a bad name or address raises :class:`InvalidRecord`."""
+    ipv4, ipv6 = split_addresses(list(addresses))
+    message = "\n".join((PUT_MAC_LABEL, zone.lower().rstrip(".") + ".", normalize_name(name),
+                         ",".join(ipv4), ",".join(ipv6), str(int(seq))))
+    return hmac.new(owner.encode("ascii"), message.encode(), hashlib.sha256).hexdigest()
+
+
 def checked_op(op: RecordOp) -> RecordOp:
     """``op`` with its name, addresses and text in stored form; raises
     :class:`InvalidRecord` naming what is wrong."""
@@ -117,8 +182,6 @@ def checked_op(op: RecordOp) -> RecordOp:
     wrong_family, ipv6 = split_addresses(list(op.ipv6))
     if wrong_family:
         raise InvalidRecord(f"{wrong_family[0]} is not an IPv6 address; split addresses by family")
-    if len(ipv4) + len(ipv6) > MAX_ADDRESSES:
-        raise InvalidRecord(f"{len(ipv4) + len(ipv6)} addresses given; at most {MAX_ADDRESSES} allowed")
     if not ipv4 and not ipv6:
         raise InvalidRecord(f"no address given for {name!r}")
     return replace(op, name=name, ipv4=ipv4, ipv6=ipv6, txt=check_txt(list(op.txt)))

@@ -4,9 +4,8 @@ UDP and TCP port ``--port + i``, answered through the cluster.
 The JSON protocol is the original program's, kept compatible and made
 honest:
 
-    {"Type":"Put","Key":K,"Value":V[,"Token":T][,"Seq":N]}
-        -> {"Type":"PutOk","Key":K,"Value":V,"Outcome":"claimed"|"updated"[,"Token":T]}
-           (a token comes back once, when the front end made it to claim the name)
+    {"Type":"Put","Key":K,"Value":V[,"Token":T | ,"Mac":M][,"Seq":N]}   (Mac needs Seq)
+        -> {"Type":"PutOk","Key":K,"Value":V,"Outcome":"claimed"|"updated"[,"Open":true]}
         |  {"Type":"Error","Error":"<reason>","Code":"<code>"}  (codes: RequestError)
     {"Type":"Query","Key":K}
         -> {"Type":"Response","Key":K,"Value":V}   ("" when K is unknown)
@@ -14,13 +13,31 @@ honest:
         -> {"Type":"Stats","RequestsReceived":N,"RepliesSent":N,...}
            (this front end's counters, for measuring loss: to trusted sources only)
 
-A request may carry an ``Id`` (an integer of 64 bits at most, or a string of
-MAX_ID_CHARS at most); the reply echoes it, so a client can drop a late
-answer. Every datagram but an untrusted Stats gets one reply, never longer
-than the request or MAX_SMALL_REPLY_BYTES (see :func:`_fitted`).
+A request may carry an ``Id`` (an integer of 64 bits at most, or a short
+string: :func:`mydns_lab.net.jsonwire.echoed_id`); the reply echoes it, so a
+client can drop a late or forged answer. Every datagram but an untrusted
+Stats gets one reply, never longer than the request or
+MAX_SMALL_REPLY_BYTES (:func:`mydns_lab.net.jsonwire.fitted_reply`).
 
 V is an address or a list of addresses. Without ``Seq`` the front end
 stamps the upload with its wall clock in milliseconds, so later uploads win.
+
+A Put with a Token claims a free name for that token, and only that token
+changes it afterwards (put.py makes and keeps one). A Put without a Token,
+as the original's clients send it, claims an *open* name, which any later
+Put without a Token may update, as in the original; no token or key can
+take an open name (``Code: open``), and ``--open-names deny`` refuses Puts
+without a Token. After the claim put.py sends no Token: a *signed* Put
+carries ``Mac``, :func:`mydns_lab.records.put_mac` keyed by the owner the
+store keeps (the token's hash) over zone, name, addresses and Seq, checked
+here (``bad_signature``, ``unknown_name``), so a captured one changes no
+other value or name, and once a newer upload is stored it is ``stale``.
+Names the keys file grants to a TSIG key are for that key
+only (``Code: reserved``). New claims from an untrusted source are limited
+per minute (``rate_limited``), the zone's size by ``--max-names``
+(``zone_full``), and a name not refreshed within ``--expire`` is released
+(:func:`mydns_lab.net.recordcopy.expire_records`). The rules are
+:class:`mydns_lab.admission.Admission`.
 
 DNS (every datagram that is not JSON, i.e. does not start with ``{`` or
 holds a zero byte, and everything on TCP) is answered by
@@ -39,39 +56,38 @@ holds a zero byte, and everything on TCP) is answered by
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
+import hmac
 import os
-import secrets
 import signal
+import string
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .admission import Admission, AdmissionPolicy, Refused, TrustedSources
 from .clerks import Finished
-from .dns.answers import Answer, DnsFrontEnd, Reply, UpdateNeeded
+from .dns.answers import Answer, DnsFrontEnd, Drop, Reply, UpdateNeeded
+from .dns.rrl import ResponseRateLimiter, Verdict, truncated_reply
 from .dns.tsig import KeyRing
 from .net.cluster_client import ClusterClient, ClusterTimeout
+from .net.jsonwire import (MAX_SMALL_REPLY_BYTES, RequestError, decode_request, echoed_id,
+                           error_reply, fitted_reply, is_text, quoted)
+from .net.recordcopy import RecordCache, expire_records, watch_records
 from .net.procs import die_with_parent
 from .net.transport import LAUNCHER
 from .protocol import Outcome, Record, RecordOp, Status
-from .records import MAX_SEQ, InvalidRecord, checked_op, json_owner, split_addresses
+from .records import (MAX_SEQ, OPEN_OWNER, InvalidRecord, checked_op, is_key_owner, json_owner,
+                      put_mac, split_addresses)
 from .reports import ClerkStatus
 
 STATUS_INTERVAL_S = 0.25
 PUT_TIMEOUT_S = 3.0
 QUERY_TIMEOUT_S = 2.0
-WATCH_TIMEOUT_S = 1.0
 TCP_IDLE_TIMEOUT_S = 10.0
 MAX_LATENCY_SAMPLES = 512
-MAX_SMALL_REPLY_BYTES = 512
-"""A JSON reply may be this long even to a shorter request (a DNS answer
-without EDNS is as long); beyond it, no longer than the request."""
-MAX_ERROR_CHARS = 200
-MAX_ID_CHARS = 64
 MAX_TOKEN_CHARS = 256
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -85,68 +101,9 @@ class FrontEndSettings:
     ttl: int = 60
     dns_reads: str = "cache"          # or "linearizable"
     keys_file: str | None = None      # TSIG keys for RFC 2136 updates
-    trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # CIDR networks whose Stats are answered
-
-
-class RecordCache:
-    """This front end's copy of the committed records (a RecordView).
-
-    Fed only by :meth:`apply` and :meth:`replace`, with the leader's answers
-    to watches. Until the first answer has been taken it is not ``loaded``: it
-    holds nothing yet, and DNS must not answer from it (an empty copy would
-    deny names that exist, and resolvers cache such denials).
-    """
-
-    def __init__(self) -> None:
-        self.serial = 0
-        self.loaded = False
-        self._records: dict[str, Record] = {}
-        self._parents: dict[str, int] = {}  # name -> how many records lie below it
-
-    def lookup(self, name: str) -> Record | None:
-        return self._records.get(name)
-
-    def has_descendants(self, name: str) -> bool:
-        return self._parents.get(name, 0) > 0
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def apply(self, records: tuple[Record, ...], serial: int, full: bool) -> None:
-        """Take a watch answer at once: ``full`` replaces everything, else
-        the named records change (no owner: deleted); ``serial`` is where
-        the next watch resumes. Any answer to a watch from serial 0 is the
-        whole store, so after the first one the cache is ``loaded``."""
-        if full:
-            self._records, self._parents = {}, {}
-        for record in records:
-            self._forget(record.name)
-            if record.owner:
-                self._add(record)
-        self.serial = serial
-        self.loaded = True
-
-    def replace(self, fresh: RecordCache, serial: int) -> None:
-        """Take ``fresh``'s records as of ``serial`` whole (a full listing
-        that was gathered beside this copy)."""
-        self._records, self._parents = fresh._records, fresh._parents
-        self.serial = serial
-        self.loaded = True
-
-    def _add(self, record: Record) -> None:
-        self._records[record.name] = record
-        for parent in _parents_of(record.name):
-            self._parents[parent] = self._parents.get(parent, 0) + 1
-
-    def _forget(self, name: str) -> None:
-        if self._records.pop(name, None) is not None:
-            for parent in _parents_of(name):
-                self._parents[parent] -= 1
-
-
-def _parents_of(name: str) -> list[str]:
-    labels = name.split(".")
-    return [".".join(labels[i:]) for i in range(1, len(labels))]
+    trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # CIDR networks exempt from limits, answered Stats
+    admission: AdmissionPolicy = AdmissionPolicy()
+    rrl: int = 100                    # DNS responses a second to one client network (0: no limit)
 
 
 class _OneRecordView:
@@ -173,6 +130,8 @@ class FrontEndCounters:
     queries_ok: int = 0
     queries_failed: int = 0
     internal_errors: int = 0
+    rrl_dropped: int = 0              # UDP DNS responses over --rrl, not sent
+    rrl_slipped: int = 0              # ... sent truncated instead (TC=1, no records)
     latencies_ms: list[float] = field(default_factory=list)
 
     def record_latency(self, started: float) -> None:
@@ -181,39 +140,9 @@ class FrontEndCounters:
             del self.latencies_ms[:MAX_LATENCY_SAMPLES // 2]
 
 
-class RequestError(Exception):
-    """A request we refuse; the message goes back to the client (shortened to
-    MAX_ERROR_CHARS), with a machine-readable ``code``: ``bad_request``,
-    ``invalid`` (a name or address), ``owned`` (another key's name),
-    ``stale`` (an older Seq than stored), ``nospace`` (the store's disk is
-    full: writes resume once its operator frees space; reads go on),
-    ``unavailable`` (the cluster did not answer; try again), ``too_large``
-    (see :func:`_fitted`). A bug inside the front end answers ``internal``."""
-
-    def __init__(self, message: str, code: str = "bad_request") -> None:
-        super().__init__(message)
-        self.code = code
-
-
 _REFUSAL_CODES = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale",
-                  Status.NO_SPACE: "nospace"}
+                  Status.NO_SPACE: "nospace", Status.OPEN: "open", Status.ZONE_FULL: "zone_full"}
 """The ``Code`` of each status the record store refuses with."""
-
-
-def _error(reason: str, code: str) -> dict[str, Any]:
-    return {"Type": "Error", "Error": _shortened(reason, MAX_ERROR_CHARS), "Code": code}
-
-
-def _shortened(text: str, chars: int) -> str:
-    return text if len(text) <= chars else text[:max(0, chars - 3)] + "..."
-
-
-def _quoted(value: object) -> str:
-    """A client's value in an error: a short string quoted, else its JSON type."""
-    if isinstance(value, str):
-        return repr(_shortened(value, 40))
-    kinds = {dict: "an object", list: "an array", bool: "a boolean", int: "a number"}
-    return kinds.get(type(value), "a number" if isinstance(value, float) else "null")
 
 
 def _addresses_value(record: Record) -> str | list[str]:
@@ -223,13 +152,22 @@ def _addresses_value(record: Record) -> str | list[str]:
 
 class JsonFrontEnd:
     """Answers the JSON protocol through a :class:`ClusterClient`; Stats
-    only to sources in ``trusted`` (networks in CIDR notation)."""
+    only to sources in ``trusted`` (networks in CIDR notation). Puts pass
+    ``admission`` first (None: no limits, as in unit tests). A signed Put's
+    ``Mac`` is checked against the owner in ``records``, this front end's
+    copy, then (copy not loaded, behind, or None as in unit tests) against
+    a read through the cluster; ``zone`` is part of what is signed."""
 
     def __init__(self, client: ClusterClient, counters: FrontEndCounters,
-                 trusted: tuple[str, ...] = LOOPBACK_NETWORKS) -> None:
+                 trusted: tuple[str, ...] = LOOPBACK_NETWORKS, *,
+                 admission: Admission | None = None, records: RecordCache | None = None,
+                 zone: str = "mydns.") -> None:
         self._client = client
         self.counters = counters
-        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        self._trusted = TrustedSources(trusted)
+        self._admission = admission
+        self._records = records
+        self._zone = zone
         self._internal_errors_seen: set[str] = set()
 
     async def handle(self, data: bytes, source: str | None = None) -> bytes | None:
@@ -242,23 +180,23 @@ class JsonFrontEnd:
         started = time.monotonic()
         request: Any = None
         try:
-            request = _decode_json(data)
+            request = decode_request(data)
             self._check(request)
             if request["Type"] == "Stats":
-                if not self._is_trusted(source):
+                if source not in self._trusted:
                     return None  # the operator's counters: silence leaves a spoofer nothing
                 reply = self._stats()
             else:
-                reply = await self._counted(request)
+                reply = await self._counted(request, source)
                 self.counters.record_latency(started)
         except RequestError as exc:
-            reply = _error(str(exc), exc.code)
+            reply = error_reply(str(exc), exc.code)
         except Exception as exc:
-            reply = self._internal_error(exc)
+            reply = self._internalerror_reply(exc)
         self.counters.replies_sent += 1
-        return _fitted(reply, _echoed_id(request), max(len(data), MAX_SMALL_REPLY_BYTES))
+        return fitted_reply(reply, echoed_id(request), max(len(data), MAX_SMALL_REPLY_BYTES))
 
-    def _internal_error(self, exc: Exception) -> dict[str, Any]:
+    def _internalerror_reply(self, exc: Exception) -> dict[str, Any]:
         """The reply to a request that failed inside the front end; the
         first failure of each kind goes to stderr, the rest are counted."""
         self.counters.internal_errors += 1
@@ -267,7 +205,7 @@ class JsonFrontEnd:
             self._internal_errors_seen.add(kind)
             print(f"front end: internal error on a JSON request: {kind}: {str(exc)[:200]!r} "
                   "(later ones of this kind are counted, not printed)", file=sys.stderr, flush=True)
-        return _error(f"the front end failed on this request ({kind}), which may or may not "
+        return error_reply(f"the front end failed on this request ({kind}), which may or may not "
                       "have taken effect; this is a bug in MyDNS, please report it", "internal")
 
     def _stats(self) -> dict[str, Any]:
@@ -278,32 +216,21 @@ class JsonFrontEnd:
                 "QueriesOk": c.queries_ok, "QueriesFailed": c.queries_failed,
                 "InternalErrors": c.internal_errors}
 
-    def _is_trusted(self, source: str | None) -> bool:
-        if source is None:
-            return False
-        try:
-            address = ipaddress.ip_address(source)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 sender
-        return any(address in network for network in self._trusted)
-
     def _check(self, request: Any) -> None:
         """Refuse a request that is not a known Type with a string Key."""
         if not isinstance(request, dict):
             raise RequestError("request must be a JSON object with a Type")
         kind = request.get("Type")
         if not isinstance(kind, str) or kind not in ("Put", "Query", "Stats"):
-            raise RequestError(f"unknown Type {_quoted(kind)}; use \"Put\" or \"Query\"")
+            raise RequestError(f"unknown Type {quoted(kind)}; use \"Put\" or \"Query\"")
         if kind != "Stats" and not isinstance(request.get("Key"), str):
             raise RequestError("Key must be a string (the host name)")
 
-    async def _counted(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _counted(self, request: dict[str, Any], source: str | None) -> dict[str, Any]:
         """A checked Put or Query, counted ok, or failed when it raises."""
         put = request["Type"] == "Put"
         try:
-            reply = await (self._put(request) if put else self._query(request))
+            reply = await (self._put(request, source) if put else self._query(request))
         except Exception:
             if put:
                 self.counters.puts_failed += 1
@@ -316,11 +243,14 @@ class JsonFrontEnd:
             self.counters.queries_ok += 1
         return reply
 
-    async def _put(self, request: dict[str, Any]) -> dict[str, Any]:
-        token = request.get("Token")
-        if token is not None and not _is_text(token, MAX_TOKEN_CHARS):
+    async def _put(self, request: dict[str, Any], source: str | None) -> dict[str, Any]:
+        token, mac = request.get("Token"), request.get("Mac")
+        if token is not None and not is_text(token, MAX_TOKEN_CHARS):
             raise RequestError(f"Token must be a string of at most {MAX_TOKEN_CHARS} characters "
                                "(text: no lone surrogate \\ud800-\\udfff)")
+        if mac is not None and (token is not None or "Seq" not in request):
+            raise RequestError("a signed Put carries a Mac and the Seq it signed, and no Token "
+                               "(the Token only claims a name)")
         seq = request.get("Seq", int(time.time() * 1000))
         if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
             # The codec carries no more than 64 bits: refuse here, not in a clerk.
@@ -331,22 +261,70 @@ class JsonFrontEnd:
             ipv4, ipv6 = split_addresses(_as_list(value))
         except InvalidRecord as exc:
             raise RequestError(str(exc), "invalid") from None
-        new_token = None if token else secrets.token_urlsafe(24)
-        op = _checked(RecordOp("record_set", request["Key"], ipv4=ipv4, ipv6=ipv6,
-                               seq=seq, owner=json_owner(token or new_token or "")))
+        admission = self._admission
+        op = _checked(RecordOp("record_set", request["Key"], ipv4=ipv4, ipv6=ipv6, seq=seq,
+                               owner=json_owner(token) if token else OPEN_OWNER,
+                               max_names=admission.policy.max_names if admission else 0))
+        if mac is not None:  # the store re-checks the owner, so a stale copy cannot be abused
+            op = replace(op, owner=await self._signed_owner(op, mac))
+        if admission is not None:
+            try:
+                admission.check_put(op.name, op.owner != OPEN_OWNER, source, time.time())
+            except Refused as exc:
+                # This front end's copy may lag a claim just made: a stored name is no claim.
+                if exc.code != "rate_limited" or await self._stored(op.name) is None:
+                    raise RequestError(str(exc), exc.code) from None
         finished = await self._call(op, PUT_TIMEOUT_S,
                                     "the update may or may not have been applied, try again")
+        if admission is not None and finished.outcome == Outcome.CLAIMED:
+            admission.claimed(source, time.time())
         reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value,
                                  "Outcome": finished.outcome}
-        if finished.outcome == Outcome.CLAIMED and new_token:
-            reply["Token"] = new_token
+        if op.owner == OPEN_OWNER:
+            reply["Open"] = True
         return reply
 
+    async def _signed_owner(self, op: RecordOp, mac: object) -> str:
+        """The owner of ``op.name`` whose key made ``mac``
+        (:func:`mydns_lab.records.put_mac`), from this front end's copy or,
+        when that does not verify, a linearizable read. Raises RequestError
+        ``bad_request``, ``unknown_name``, ``bad_signature``, ``open`` or
+        ``unavailable``; the token never reaches the front end."""
+        if not (isinstance(mac, str) and len(mac) == 64 and set(mac) <= set(string.hexdigits)):
+            raise RequestError("Mac must be 64 hex digits: the HMAC-SHA256 of the upload "
+                               "(put.py makes it)")
+        given = bytes.fromhex(mac)
+        def signed_by(owner: str) -> bool:  # noqa: E306
+            wanted = put_mac(owner, self._zone, op.name, op.ipv4 + op.ipv6, op.seq)
+            return hmac.compare_digest(bytes.fromhex(wanted), given)
+        copy = self._records
+        record = copy.lookup(op.name) if copy is not None and copy.loaded else None
+        if record is None or not signed_by(record.owner):
+            record = await self._stored(op.name)
+            if record is None:
+                raise RequestError(f"no name {op.name!r} to update with a Mac (released "
+                                   "unrefreshed?); claim it again with a Token", "unknown_name")
+            if not is_key_owner(record.owner) and not signed_by(record.owner):
+                raise RequestError(f"the Mac of this upload of {op.name!r} is not its owner's "
+                                   "(another key, or changed on the way); nothing changed",
+                                   "bad_signature")
+        if is_key_owner(record.owner):  # its owner comes from the key's name: no secret
+            raise RequestError(f"name {op.name!r} belongs to a TSIG key: change it with nsupdate "
+                               "and that key", "owned")
+        if record.owner == OPEN_OWNER:
+            raise RequestError(f"name {op.name!r} is open: update it with a Put without Token or "
+                               "Mac", "open")
+        return record.owner
+
     async def _query(self, request: dict[str, Any]) -> dict[str, Any]:
-        op = _checked(RecordOp("record_get", request["Key"]))
-        finished = await self._call(op, QUERY_TIMEOUT_S, "try again")
-        value = _addresses_value(finished.records[0]) if finished.records else ""
+        record = await self._stored(_checked(RecordOp("record_get", request["Key"])).name)
+        value = _addresses_value(record) if record else ""
         return {"Type": "Response", "Key": request["Key"], "Value": value}
+
+    async def _stored(self, name: str) -> Record | None:
+        """``name``'s record (stored form) by a linearizable read through the cluster."""
+        finished = await self._call(RecordOp("record_get", name), QUERY_TIMEOUT_S, "try again")
+        return finished.records[0] if finished.records else None
 
     async def _call(self, op: RecordOp, timeout_s: float, on_timeout: str) -> Finished:
         """The store's OK answer to ``op``. A refusal raises RequestError with
@@ -369,72 +347,6 @@ def _checked(op: RecordOp) -> RecordOp:
         raise RequestError(str(exc), "invalid") from None
 
 
-def _is_text(value: object, max_chars: int) -> bool:
-    """A string of at most ``max_chars`` that UTF-8 can carry (JSON's
-    ``\\ud800`` escapes make lone surrogates, which it cannot)."""
-    if not isinstance(value, str) or len(value) > max_chars:
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _decode_json(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise RequestError("request is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise RequestError(f"request is not valid JSON: {exc}") from None
-
-
-def _echoed_id(request: Any) -> int | str | None:
-    """The request's ``Id`` if it is one to echo: an integer of at most 64
-    bits, or a string of at most MAX_ID_CHARS characters."""
-    request_id = request.get("Id") if isinstance(request, dict) else None
-    if isinstance(request_id, int) and -2**63 <= request_id < 2**64:
-        return request_id
-    if isinstance(request_id, str) and len(request_id) <= MAX_ID_CHARS:
-        return request_id
-    return None
-
-
-def _fitted(reply: dict[str, Any], request_id: int | str | None, limit: int) -> bytes:
-    """``reply`` with ``request_id`` as bytes of at most ``limit``. What
-    does not fit is left out in this order: the Id; a PutOk's echoed Key
-    and Value (the upload was taken: Outcome and a new Token must come
-    back); an Error's text, shortened. A Response that does not fit
-    becomes the error ``too_large``, which names the request size needed."""
-    if request_id is not None:
-        reply["Id"] = request_id
-    data = _json_bytes(reply)
-    if len(data) <= limit:
-        return data
-    reply.pop("Id", None)
-    if reply["Type"] == "PutOk":
-        reply.pop("Key", None)
-        reply.pop("Value", None)
-    elif reply["Type"] == "Response":
-        reply = _error(f"the answer is {len(data)} bytes, longer than this request may draw; "
-                       f"pad the request to {len(data)} bytes (any other field, such as "
-                       "\"Pad\", is ignored) or ask over DNS", "too_large")
-    data = _json_bytes(reply)
-    while len(data) > limit and reply["Type"] == "Error" and reply["Error"]:
-        keep = len(reply["Error"]) - (len(data) - limit) - 4  # each char is 1 byte or more
-        reply["Error"] = reply["Error"][:keep] + "..." if keep > 0 else ""
-        data = _json_bytes(reply)
-    # Invariant: every reply fits; the smallest (an Error without text, a
-    # PutOk without echoes) is far below MAX_SMALL_REPLY_BYTES.
-    assert len(data) <= limit, data[:100]
-    return data
-
-
-def _json_bytes(reply: dict[str, Any]) -> bytes:
-    return json.dumps(reply, separators=(",", ":")).encode()
-
-
 def _as_list(value: object) -> list[Any]:
     if isinstance(value, str):
         return [value]
@@ -447,13 +359,15 @@ class DnsService:
     """DNS answers for one front end: from the cache, or read-through."""
 
     def __init__(self, client: ClusterClient, settings: FrontEndSettings,
-                 cache: RecordCache, counters: FrontEndCounters) -> None:
-        keyring = KeyRing.load(settings.keys_file) if settings.keys_file else None
+                 cache: RecordCache, counters: FrontEndCounters,
+                 keyring: KeyRing | None = None) -> None:
         self._dns = DnsFrontEnd(settings.zone, settings.ttl, view=cache, keyring=keyring)
         self._client = client
         self._cache = cache
         self._linearizable = settings.dns_reads == "linearizable"
         self.counters = counters
+        self._rrl = (ResponseRateLimiter(settings.rrl, TrustedSources(settings.trusted))
+                     if settings.rrl > 0 else None)
 
     async def answer(self, packet: bytes, tcp: bool) -> bytes | None:
         """The reply to send for ``packet``, or None to send nothing."""
@@ -472,6 +386,27 @@ class DnsService:
         if data is not None:
             self.counters.replies_sent += 1
         return data
+
+    def rate_limited(self, packet: bytes, source: str) -> Answer | Drop | None:
+        """The response rate limit (``--rrl``, :mod:`mydns_lab.dns.rrl`) on a
+        UDP request from ``source``, checked before the request is answered,
+        so a flood costs no answer and no cluster round trip. None: answer
+        it (:meth:`answer_now`, else :meth:`answer`). Otherwise what to send
+        instead: nothing (:class:`Drop`), or every second time the slip, a
+        truncated :class:`Answer` that sends a real client to TCP."""
+        if self._rrl is None:
+            return None
+        verdict = self._rrl.verdict(source, time.monotonic())
+        if verdict is Verdict.SEND:
+            return None
+        self.counters.requests_received += 1
+        slip = truncated_reply(packet) if verdict is Verdict.SLIP else None
+        if slip is None:
+            self.counters.rrl_dropped += 1
+            return Drop()
+        self.counters.rrl_slipped += 1
+        self.counters.replies_sent += 1
+        return Answer(slip)
 
     def answer_now(self, packet: bytes) -> Reply | None:
         """The reply to a UDP ``packet`` when it needs no cluster round trip
@@ -553,6 +488,11 @@ class _UdpFrontEnd(asyncio.DatagramProtocol):
         if self._is_json(data):
             handler = self._json.handle(data, addr[0])
         else:
+            limited = self._dns.rate_limited(data, addr[0])
+            if limited is not None:
+                if isinstance(limited, Answer) and self._transport is not None:
+                    self._transport.sendto(limited.data, addr)
+                return
             reply = self._dns.answer_now(data)
             if reply is not None:
                 if isinstance(reply, Answer) and self._transport is not None:
@@ -595,40 +535,13 @@ async def _serve_tcp_client(dns: DnsService, reader: asyncio.StreamReader,
         writer.close()
 
 
-async def _watch_records(client: ClusterClient, cache: RecordCache) -> None:
-    """Keep ``cache`` current: each answer names the serial to ask from next."""
-    while not client.closed.is_set():
-        try:
-            finished = await client.call(RecordOp("record_changes", since=cache.serial),
-                                         WATCH_TIMEOUT_S)
-            if finished.status != Status.OK:
-                continue
-            if finished.full:
-                await _load_full_listing(client, cache, finished)
-            else:
-                cache.apply(finished.records, finished.serial, full=False)
-        except ClusterTimeout:
-            continue  # no quorum: keep answering from what we have
-
-
-async def _load_full_listing(client: ClusterClient, cache: RecordCache, first: Finished) -> None:
-    """Gather a full listing page by page beside ``cache`` and swap it in
-    whole at the end, so DNS answers from a complete copy (or SERVFAIL,
-    before the first) while a large store loads, and no page is large
-    enough to stall the loop. The copy is as of the first page's serial:
-    the next watch asks for the changes since, which covers whatever moved
-    while the pages came. A page that does not come starts it over."""
-    fresh = RecordCache()
-    page = first
-    while True:
-        fresh.apply(page.records, first.serial, full=False)
-        if not page.more or not page.records:
-            break
-        page = await client.call(RecordOp("record_changes", since=first.serial,
-                                          name=page.records[-1].name), WATCH_TIMEOUT_S)
-        if page.status != Status.OK or not page.full:
-            return
-    cache.replace(fresh, first.serial)
+def _admission(settings: FrontEndSettings, cache: RecordCache, keyring: KeyRing) -> Admission:
+    """The JSON Puts' gate for this front end's flags and keys file."""
+    def reserved(name: str) -> str | None:
+        key = keyring.key_granting(name, settings.zone)
+        return key.name if key else None
+    return Admission(settings.admission, TrustedSources(settings.trusted), reserved,
+                     lambda name: cache.lookup(name) is not None)
 
 
 def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:
@@ -731,8 +644,11 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     counters = FrontEndCounters()
     cache = RecordCache()
     try:
-        json_front = JsonFrontEnd(client, counters, settings.trusted)
-        dns = DnsService(client, settings, cache, counters)
+        keyring = KeyRing.load(settings.keys_file) if settings.keys_file else None
+        json_front = JsonFrontEnd(client, counters, settings.trusted,
+                                  admission=_admission(settings, cache, keyring or KeyRing()),
+                                  records=cache, zone=settings.zone)
+        dns = DnsService(client, settings, cache, counters, keyring)
         transport, tcp_server = await _listen(settings, index, json_front, dns)
     except _BindError as exc:
         _tell(started, FrontEndFailed(index, str(exc), exc.endpoint, exc.error.errno))
@@ -742,7 +658,10 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
         return False
     _tell(started, FrontEndListening(index))
     background = [asyncio.ensure_future(_report_status(index, client, counters)),
-                  asyncio.ensure_future(_watch_records(client, cache))]
+                  asyncio.ensure_future(watch_records(client, cache))]
+    if settings.admission.expire_s > 0:
+        background.append(asyncio.ensure_future(
+            expire_records(client, cache, settings.admission.expire_s)))
     try:
         await asyncio.wait([asyncio.ensure_future(stop.wait()),
                             asyncio.ensure_future(client.closed.wait())],

@@ -32,6 +32,7 @@ from mydns_lab.clerks import Finished
 from mydns_lab.clients.query import main as query_main
 from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range, wait_for
 from mydns_lab.protocol import REFUSALS, RecordOp, Status
+from mydns_lab.records import json_owner, put_mac
 from mydns_lab.service import FrontEndCounters, JsonFrontEnd
 
 SCRIPT_TIMEOUT_S = 30
@@ -114,8 +115,11 @@ def test_another_machine_is_refused_until_given_the_token(lab: LabProcess, tmp_p
     refused = script("put.py", "alice-pc", "--ip", "10.6.6.6", "--once", *servers(lab), env=other)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr == ('error: name "alice-pc" is owned by another key; pass '
-                              '--token-file with its token or choose another name\n')
-    assert "alice-pc.mydns." not in json.loads(token_file(other).read_text())
+                              '--token-file with its token or choose another name (the new '
+                              'token stays in ~/.config/mydns/tokens.json; the next run tries '
+                              'it again)\n')
+    # A refusal proves nothing (replies can be forged): the token is kept.
+    assert json.loads(token_file(other).read_text())["alice-pc.mydns."]["confirmed"] is False
     query = script("query.py", "alice-pc", "--type", "A", *servers(lab, 1))
     assert query.stdout == "alice-pc.mydns. 60 IN A 10.2.0.1\n"
 
@@ -134,7 +138,8 @@ def test_a_stale_upload_is_refused_and_the_token_kept(lab: LabProcess, tmp_path:
     """The store's refusal with Code "stale" (another machine with the same
     token got further ahead): exit 1, the reason as given, the token kept."""
     ahead = tmp_path / "ahead.json"
-    ahead.write_text(json.dumps({"shared.mydns.": {"token": "shared-token", "seq": 10**14}}))
+    ahead.write_text(json.dumps({"shared.mydns.": {"token": "shared-token", "seq": 10**14,
+                                                   "confirmed": False}}))
     first = script("put.py", "shared", "--ip", "10.10.0.1", "--once", "--token-file", str(ahead),
                    *servers(lab), env=machine)
     assert first.returncode == 0, first.stderr
@@ -239,8 +244,8 @@ def test_json_ownership_and_order(lab: LabProcess) -> None:
     def stored() -> object:
         return lab.call(2, {"Type": "Query", "Key": "owned"})["Value"]
 
-    claim = put(0, Value="10.5.0.1", Seq=100)
-    token = claim.pop("Token")
+    token = "owner-token"
+    claim = put(0, Value="10.5.0.1", Seq=100, Token=token)
     assert claim == {"Type": "PutOk", "Key": "owned", "Value": "10.5.0.1", "Outcome": "claimed"}
     assert stored() == "10.5.0.1"
 
@@ -254,16 +259,47 @@ def test_json_ownership_and_order(lab: LabProcess) -> None:
                               "than the stored 100; nothing changed"}
     assert stored() == "10.5.0.1"
 
-    # A retry of an upload (same Seq) is accepted; the token is not sent back.
+    # A retry of an upload (same Seq) is accepted.
     assert put(2, Value="10.5.0.1", Seq=100, Token=token) == \
         {"Type": "PutOk", "Key": "owned", "Value": "10.5.0.1", "Outcome": "updated"}
     assert put(1, Value=["10.5.0.2", "fd00::5"], Seq=101, Token=token)["Type"] == "PutOk"
     assert stored() == ["10.5.0.2", "fd00::5"]
 
+    # After the claim the token need not travel: a signed Put (Mac) is the
+    # owner's, at any front end; a captured one sets no other value.
+    mac = put_mac(json_owner(token), "mydns.", "owned", ["10.5.0.7"], 300)
+    assert put(0, Value="10.5.0.7", Seq=300, Mac=mac)["Outcome"] == "updated"
+    assert put(2, Value="10.5.0.7", Seq=300, Mac=mac)["Outcome"] == "updated"  # a retry
+    forged = put(1, Value="10.6.6.6", Seq=300, Mac=mac)
+    assert forged["Code"] == "bad_signature", forged
+    assert put(1, Value="10.5.0.8", Seq=301, Token=token)["Type"] == "PutOk"
+    assert put(0, Value="10.5.0.7", Seq=300, Mac=mac)["Code"] == "stale"
+    assert stored() == "10.5.0.8"
+
     # A Put carrying a token of its own claims a free name for that token.
     own = put(0, Key="chosen", Value="10.5.0.3", Seq=1, Token="my-own-token")
     assert own == {"Type": "PutOk", "Key": "chosen", "Value": "10.5.0.3", "Outcome": "claimed"}
     assert put(1, Key="chosen", Value="10.5.0.4", Seq=2, Token="my-own-token")["Type"] == "PutOk"
+
+
+@pytest.mark.lab
+def test_open_names_as_the_original_clients_use_them(lab: LabProcess) -> None:
+    """The original's clients send no token: their first Put claims an open
+    name, and every later one, from any front end, moves it (the update
+    after a reboot the service exists for). No token takes an open name."""
+    def put(i: int, **fields: object) -> dict:
+        reply = lab.call(i, {"Type": "Put", "Key": "gpu-lab-7", **fields})
+        reply.pop("Id", None)
+        return reply
+
+    assert put(0, Value="10.7.0.1") == {"Type": "PutOk", "Key": "gpu-lab-7", "Value": "10.7.0.1",
+                                        "Outcome": "claimed", "Open": True}
+    assert put(1, Value="10.7.0.2") == {"Type": "PutOk", "Key": "gpu-lab-7", "Value": "10.7.0.2",
+                                        "Outcome": "updated", "Open": True}
+    assert lab.call(2, {"Type": "Query", "Key": "gpu-lab-7"})["Value"] == "10.7.0.2"
+    taken = put(2, Value="10.6.6.6", Token="mine-now")
+    assert taken["Type"] == "Error" and taken["Code"] == "open", taken
+    assert lab.call(0, {"Type": "Query", "Key": "gpu-lab-7"})["Value"] == "10.7.0.2"
 
 
 # --- the JSON front end's Code, from the store's status (no lab) -------------------------
@@ -278,7 +314,8 @@ class StoreAnswers:
         return Finished(op, self.status, self.value, 1)
 
 
-CODE_OF_REFUSAL = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale"}
+CODE_OF_REFUSAL = {Status.ERROR: "invalid", Status.OWNED: "owned", Status.STALE: "stale",
+                   Status.OPEN: "open", Status.ZONE_FULL: "zone_full"}
 
 
 @pytest.mark.parametrize("status, code", sorted(CODE_OF_REFUSAL.items()))

@@ -42,7 +42,10 @@ def query(name: str, qtype: int = T_A, *, ident: int = 0x1234, flags: int = F_RD
 
 
 def view() -> SubtreeMemoryView:
-    many = Record("many", tuple(f"192.0.2.{i}" for i in range(1, 33)), owner=GPU.owner, seq=1)
+    # The most a name may hold, and long stored texts: its TXT answer needs EDNS or TCP.
+    many = Record("many", tuple(f"192.0.2.{i}" for i in range(1, 9)),
+                  tuple(f"2001:db8::{i:x}" for i in range(1, 9)),
+                  tuple(f"{i}" * 200 for i in range(3)), owner=GPU.owner, seq=1)
     return SubtreeMemoryView({"laptop": LAPTOP, "gpu1.lab": GPU, "many": many})
 
 
@@ -195,9 +198,15 @@ def unusual_requests() -> list[tuple[str, bytes, bool]]:
         ("two questions", two_questions, False),
         ("compressed question name", compressed, False),
         ("trailing byte", plain + b"\0", False),
-        ("truncated answer", query("many.mydns."), False),
+        ("truncated answer", query("many.mydns.", T_TXT), False),
         ("a response", response, False),
     ]
+
+
+def test_the_truncated_case_is_truncated() -> None:
+    """The "truncated answer" request above does come back with TC set."""
+    data = answer(DnsFrontEnd(view=view(), keyring=KEYS), query("many.mydns.", T_TXT))
+    assert struct.unpack_from("!H", data, 2)[0] & 0x0200 and len(data) <= 512
 
 
 @pytest.mark.parametrize("what,packet,tcp", unusual_requests(),

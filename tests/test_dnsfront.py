@@ -257,24 +257,45 @@ def test_two_opt_records_are_formerr() -> None:
     assert rcode_of(front().handle(q.pack(), tcp=False, now_s=NOW).data) == FORMERR
 
 
+BIG_TEXTS = tuple(f"{i}" * 200 for i in range(4))
+"""Stored texts (the store takes any number of strings of at most 255
+octets): with ``updated=``, a TXT answer of about 900 bytes. Addresses
+cannot make one that large: eight of each family fit 512 bytes."""
+
+
 def big_view() -> MemoryView:
-    ipv6 = tuple(f"2001:db8::{i:x}" for i in range(1, 33))
-    return MemoryView({"big": Record("big", ("192.0.2.1",), ipv6, owner="x")})
+    ipv6 = tuple(f"2001:db8::{i:x}" for i in range(1, 9))
+    return MemoryView({"big": Record("big", ("192.0.2.1",), ipv6, BIG_TEXTS, owner="x")})
 
 
 @pytest.mark.parametrize("edns, truncated", [(None, True), (100, True), (512, True), (600, True),
                                              (1232, False), (4096, False)])
 def test_answers_that_do_not_fit_udp_are_truncated(edns: int | None, truncated: bool) -> None:
-    r = ask(front(big_view()), "big.mydns.", "AAAA", edns=edns)
+    r = ask(front(big_view()), "big.mydns.", "TXT", edns=edns)
     assert r.header.tc == int(truncated)
     assert len(r.questions) == 1 and str(r.q.qname) == "big.mydns."
-    assert len(r.rr) == (0 if truncated else 32) and (r.auth == [] if truncated else True)
+    assert len(r.rr) == (0 if truncated else 1 + len(BIG_TEXTS))
+    assert r.auth == [] if truncated else True
     assert len(r.pack()) <= max(512, min(edns or 512, 1232))
+    assert 600 < len(ask(front(big_view()), "big.mydns.", "TXT", tcp=True).pack()) <= 1232
 
 
 def test_the_same_answer_is_complete_over_tcp() -> None:
-    r = ask(front(big_view()), "big.mydns.", "AAAA", tcp=True)
-    assert r.header.tc == 0 and len(r.rr) == 32
+    r = ask(front(big_view()), "big.mydns.", "TXT", tcp=True)
+    assert r.header.tc == 0 and len(r.rr) == 1 + len(BIG_TEXTS)
+    assert [t.strip('"') for t in rdatas(r)[1:]] == list(BIG_TEXTS)
+
+
+def test_the_largest_address_answers_fit_512_bytes() -> None:
+    """Eight addresses of a family under a name of 253 octets (less the
+    zone): no truncation without EDNS, so no address answer amplifies more."""
+    long_name = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 53])  # 246 + ".mydns" = 252
+    record = Record(long_name, tuple(f"192.0.2.{i}" for i in range(1, 9)),
+                    tuple(f"2001:db8::{i:x}" for i in range(1, 9)), owner="x")
+    fe = front(MemoryView({long_name: record}))
+    for qtype in ("A", "AAAA"):
+        r = ask(fe, long_name + ".mydns.", qtype)
+        assert r.header.tc == 0 and len(r.rr) == 8 and len(r.pack()) <= 512, qtype
 
 
 # --- keys file ----------------------------------------------------------------------
@@ -446,8 +467,9 @@ def test_signed_add_claims_a_free_name() -> None:
     reply, mac = send(fe, update(updates=[add("laptop.mydns.", "192.0.2.9"),
                                           add("LAPTOP.mydns.", "2001:db8::9")]))
     assert isinstance(reply, UpdateNeeded)
+    owner = "key:" + token_hash("tsig:laptop")
     assert reply.ops == (RecordOp("record_set", "laptop", ipv4=("192.0.2.9",),
-                                  ipv6=("2001:db8::9",), owner=token_hash("tsig:laptop"), seq=1),)
+                                  ipv6=("2001:db8::9",), owner=owner, seq=1),)
     data = reply.finish([("ok", "claimed")])
     r = DNSRecord.parse(data)
     assert r.header.rcode == NOERROR and r.header.opcode == 5 and r.header.id == 0x4242
@@ -554,7 +576,30 @@ def test_zone_section_must_be_one_soa() -> None:
     refused_with(front(), bytes(msg.pack()), FORMERR)
 
 
-def test_more_than_32_addresses_are_refused() -> None:
+def eight_of_each(name: str) -> list[RR]:
+    return ([add(name, f"10.0.0.{i}") for i in range(1, 9)]
+            + [add(name, f"fd00::{i:x}") for i in range(1, 9)])
+
+
+def test_eight_addresses_of_each_family_are_taken() -> None:
+    reply, _ = send(front(MemoryView()), update(updates=eight_of_each("laptop.mydns.")))
+    assert isinstance(reply, UpdateNeeded), reply
+    (op,) = reply.ops
+    assert (len(op.ipv4), len(op.ipv6)) == (8, 8)
+
+
+@pytest.mark.parametrize("ninth", ["10.0.0.9", "fd00::9"])
+def test_a_ninth_address_of_a_family_is_refused(ninth: str) -> None:
+    updates = eight_of_each("laptop.mydns.") + [add("laptop.mydns.", ninth)]
+    refused_with(front(MemoryView()), update(updates=updates), REFUSED)
+    # The same when the eight are stored already: the update adds the ninth.
+    stored = Record("laptop", tuple(f"10.0.0.{i}" for i in range(1, 9)),
+                    tuple(f"fd00::{i:x}" for i in range(1, 9)), owner=tsig_owner("laptop"), seq=1)
+    refused_with(front(MemoryView({"laptop": stored})),
+                 update(updates=[add("laptop.mydns.", ninth)]), REFUSED)
+
+
+def test_more_than_sixteen_addresses_are_refused() -> None:
     updates = [add("laptop.mydns.", f"10.0.0.{i}") for i in range(1, 40)]
     refused_with(front(MemoryView()), update(updates=updates), REFUSED)
 

@@ -126,7 +126,7 @@ def test_after_a_lab_run_nothing_in_the_data_folder_is_open_to_others(tmp_path: 
     old = os.umask(0o022)
     try:
         with LabProcess(data, "--keys", str(keys), nservers=3, nclerks=2, seed=5) as lab:
-            reply = lab.call(0, {"Type": "Put", "Key": "laptop", "Value": "10.7.0.1",
+            reply = lab.call(0, {"Type": "Put", "Key": "desktop", "Value": "10.7.0.1",
                                  "Token": "t", "Seq": 1})
             assert reply["Type"] == "PutOk", reply
     finally:

@@ -14,10 +14,10 @@ import dns.message
 import dns.rcode
 import pytest
 
-from mydns_lab import service as service_module
 from mydns_lab.clerks import Finished
+from mydns_lab.net.recordcopy import RecordCache, load_full_listing
 from mydns_lab.protocol import Record, RecordOp
-from mydns_lab.service import DnsService, FrontEndCounters, FrontEndSettings, RecordCache
+from mydns_lab.service import DnsService, FrontEndCounters, FrontEndSettings
 
 OWNER = "0" * 64
 
@@ -97,7 +97,7 @@ def test_a_full_listing_loads_page_by_page_and_swaps_at_the_end() -> None:
 
     async def load() -> None:
         first = await cluster.call(RecordOp("record_changes", since=0), 1.0)
-        await service_module._load_full_listing(cluster, cache, first)  # type: ignore[arg-type]
+        await load_full_listing(cluster, cache, first)  # type: ignore[arg-type]
 
     asyncio.run(load())
     assert [op.name for op in cluster.asked] == ["", "h17", "h4"]   # name order: h0, h1, h10, ...

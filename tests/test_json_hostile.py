@@ -28,15 +28,17 @@ from mydns_lab.clerks import Finished
 from mydns_lab.dns.wire import Zone
 from mydns_lab.experiments.labprocess import LabProcess
 from mydns_lab.net.cluster_client import MAX_IDLE_CLERKS, ClusterClient, ClusterTimeout
-from mydns_lab.protocol import ClientRequest, Command, RecordOp, StoreOp
+from mydns_lab.protocol import ClientRequest, Command, RecordOp, Status, StoreOp
 from mydns_lab.raftkv import WRITE_KINDS, KVStateMachine
 from mydns_lab.records import MAX_SEQ, InvalidRecord, checked_op, normalize_name
-from mydns_lab.service import (MAX_ID_CHARS, MAX_SMALL_REPLY_BYTES, FrontEndCounters,
-                               JsonFrontEnd)
+from mydns_lab.net.jsonwire import MAX_ID_CHARS, MAX_SMALL_REPLY_BYTES
+from mydns_lab.service import FrontEndCounters, JsonFrontEnd
 
 CLIENT = 1001
 STRANGER = "192.0.2.7"   # TEST-NET-1: a source on nobody's trusted list
-CODES = {"bad_request", "invalid", "owned", "stale", "nospace", "unavailable", "too_large"}
+CODES = {"bad_request", "invalid", "owned", "stale", "nospace", "unavailable", "too_large", "open",
+         "zone_full", "reserved", "rate_limited", "token_required", "bad_signature",
+         "unknown_name"}
 REPLAY = "MYDNS_FUZZ_SEED={seed} .venv/bin/python -m pytest tests/test_json_hostile.py -k mutations"
 
 
@@ -192,6 +194,8 @@ def corpus() -> list[tuple[str, bytes]]:
     ]
     cases += [  # huge strings and lists
         ("33 addresses", put_with(Value=[f"10.0.1.{i}" for i in range(33)])),
+        ("9 IPv4 addresses", put_with(Value=[f"10.0.1.{i}" for i in range(9)])),
+        ("9 IPv6 addresses", put_with(Value=[f"fd00::{i:x}" for i in range(1, 10)])),
         ("long Token", put_with(Token="t" * 257)),
         ("long Type and Id", put_with(Type="x" * 14_000, Id="y" * 14_000)),
         ("long bad address", put_with(Value="1" * 60_000)),
@@ -220,7 +224,7 @@ def test_the_front_end_still_serves_after_the_whole_corpus(front: Front) -> None
 
 
 @pytest.mark.parametrize("request_, key", [
-    ({**PUT, "Token": None}, "victim"),           # null Token: the front end makes one
+    ({**PUT, "Token": None}, "victim"),           # null Token: an open name
     ({**PUT, "Token": ""}, "victim"),
     ({k: v for k, v in PUT.items() if k != "Token"}, "victim"),
     ({k: v for k, v in PUT.items() if k != "Seq"}, "victim"),
@@ -388,7 +392,8 @@ def test_a_long_type_and_id_are_not_echoed(front: Front) -> None:
 
 @pytest.mark.parametrize("request_id, echoed", [
     (7, True), (-2**63, True), (2**64 - 1, True), (2**64, False), ("a" * MAX_ID_CHARS, True),
-    ("a" * (MAX_ID_CHARS + 1), False), (1.5, False), ([1], False), ({"a": 1}, False)])
+    ("a" * (MAX_ID_CHARS + 1), False), ("\U0001F600" * (MAX_ID_CHARS // 2), True),
+    ("\U0001F600" * MAX_ID_CHARS, False), (1.5, False), ([1], False), ({"a": 1}, False)])
 def test_which_ids_are_echoed(front: Front, request_id: object, echoed: bool) -> None:
     reply = front.ask({"Type": "Query", "Key": "laptop", "Id": request_id})
     assert reply["Type"] == "Response"
@@ -410,27 +415,52 @@ def test_stats_answer_trusted_sources_only(front: Front) -> None:
 
 
 def test_a_large_answer_needs_a_padded_query(front: Front) -> None:
-    """A name with many addresses: a small Query may not draw its answer
-    (it gets ``too_large``, which names the size to pad to)."""
-    many = [f"2001:db8:1234:5678:9abc:def0:1234:{0x1000 + i:x}" for i in range(32)]
-    assert front.ask(put_with(Key="big", Value=many))["Type"] == "PutOk"
-    small = front.ask({"Type": "Query", "Key": "big"})
-    assert small["Code"] == "too_large", small
+    """A long name with the most addresses it may hold (eight of each
+    family, long forms): a small Query may not draw its answer (it gets
+    ``too_large``, which names the size to pad to)."""
+    key = "a-host-with-many-addresses.of-both-families"
+    many = ([f"192.168.200.{200 + i}" for i in range(8)]
+            + [f"2001:db8:1234:5678:9abc:def0:1234:{0x1000 + i:x}" for i in range(8)])
+    assert front.ask(put_with(Key=key, Value=many))["Type"] == "PutOk"
+    request_id = "q" * MAX_ID_CHARS
+    small = front.ask({"Type": "Query", "Key": key, "Id": request_id})
+    assert small["Code"] == "too_large" and small["Id"] == request_id, small
     needed = int(small["Error"].split("pad the request to ")[1].split()[0])
     assert needed > MAX_SMALL_REPLY_BYTES
-    request = {"Type": "Query", "Key": "big", "Pad": ""}
+    request = {"Type": "Query", "Key": key, "Id": request_id, "Pad": ""}
     request["Pad"] = "x" * (needed - len(json.dumps(request)))
     assert front.ask(request)["Value"] == many
+
+
+@pytest.mark.parametrize("ninth", ["10.0.1.9", "fd00::9"])
+def test_a_ninth_address_of_a_family_is_refused_as_invalid(front: Front, ninth: str) -> None:
+    """At most eight addresses of each family: a JSON Put of a ninth gets
+    ``invalid`` and changes nothing, and the state machine refuses it too
+    when it comes some other way (an older front end, a hand-made op)."""
+    eight = [f"10.0.1.{i}" for i in range(1, 9)] + [f"fd00::{i:x}" for i in range(1, 9)]
+    assert front.ask(put_with(Value=eight))["Outcome"] == "claimed"
+    family = "IPv6" if ":" in ninth else "IPv4"
+    before = front.store.state()
+    reply = front.ask(put_with(Value=eight + [ninth], Seq=6))
+    assert reply["Code"] == "invalid", reply
+    assert f"9 {family} addresses given; at most 8 allowed" in reply["Error"], reply
+    assert front.store.state() == before
+    v4 = tuple(a for a in eight + [ninth] if ":" not in a)
+    v6 = tuple(a for a in eight + [ninth] if ":" in a)
+    op = RecordOp("record_set", "victim", ipv4=v4, ipv6=v6, owner="o", seq=7)
+    finished = front.loop.run_until_complete(front.store.call(op, 1.0))
+    assert finished.status == Status.ERROR and f"9 {family} addresses" in finished.value
+    assert front.store.state() == before
 
 
 def test_a_put_reply_is_no_larger_than_the_put(front: Front) -> None:
     """Echoed Key and Value written with non-ASCII spaces would be escaped
     to six bytes each; they are left out when the reply would outgrow the
-    request, but the claim's Outcome and new Token come back."""
+    request, but the claim's Outcome comes back."""
     padded = {"Type": "Put", "Key": "\u00a0" * 2000 + "spaced", "Value": "10.0.0.3"}
     data = json.dumps(padded, ensure_ascii=False).encode()
     reply = front.ask(data)
-    assert reply["Type"] == "PutOk" and reply["Outcome"] == "claimed" and "Token" in reply
+    assert reply == {"Type": "PutOk", "Outcome": "claimed", "Open": True}
     assert "Key" not in reply and len(json.dumps(reply)) <= len(data)
 
 

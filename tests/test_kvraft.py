@@ -33,7 +33,8 @@ from mydns_lab.protocol import (ClientRequest, Command, KvOp, KvSnapshot, Outcom
                                 Status)
 from mydns_lab.raft import Role
 from mydns_lab.raftkv import KVStateMachine, Result
-from mydns_lab.records import json_owner
+from mydns_lab.dns.tsig import tsig_owner
+from mydns_lab.records import KEY_OWNER_PREFIX, json_owner, same_owner
 from mydns_lab.sim.engine import TICK_MS, HistoryRecord, SimClient
 from tests.kvlab import (DO_LIMIT_MS, ELECTION_TIMEOUT_MS, Body, KvLab, append_value,
                          check_client_appends, check_concurrent_appends,
@@ -572,6 +573,24 @@ def test_first_set_claims_the_name_for_its_owner() -> None:
     assert missing.status == Status.ERROR and "no such name" in missing.value
 
 
+def test_a_key_keeps_the_names_it_wrote_before_its_owner_was_marked() -> None:
+    """Names written through a TSIG key were once owned by the bare hash
+    that now follows ``key:``: the key still owns them (its next write
+    stores the marked form), and no one else does."""
+    apply = Applier()
+    marked = tsig_owner("laptop")
+    bare = marked[len(KEY_OWNER_PREFIX):]
+    apply(set_op("laptop", "192.0.2.1", owner=bare))           # as an earlier version wrote it
+    assert apply(set_op("laptop", "192.0.2.2", owner=marked, seq=2)).outcome == Outcome.UPDATED
+    assert apply.machine.records["laptop"].owner == marked
+    before = apply.state()
+    assert apply(set_op("laptop", "192.0.2.6", owner=bare, seq=3)).status == Status.OWNED
+    assert apply(set_op("laptop", "192.0.2.6", owner=tsig_owner("other"), seq=3)).status == \
+        Status.OWNED
+    assert apply.state() == before
+    assert not same_owner(marked, KEY_OWNER_PREFIX + json_owner("t"))
+
+
 def test_older_upload_never_overwrites_a_newer_one() -> None:
     apply = Applier()
     apply(set_op("host", "192.0.2.5", seq=5))
@@ -629,7 +648,9 @@ def test_invalid_names_are_refused_with_a_reason(name: str, reason: str) -> None
     (("192.0.2.1", "alice"), "'alice' is not an IPv4 or IPv6 address"),
     (("2001:db8::g",), "'2001:db8::g' is not"),
     ((), "no address given for 'host'"),
-    (("192.0.2.1",) * 33, "33 addresses given; at most 32"),
+    (("192.0.2.1",) * 33, "33 addresses given; at most 8 IPv4 and 8 IPv6 allowed"),
+    (tuple(f"192.0.2.{i}" for i in range(1, 10)), "9 IPv4 addresses given; at most 8 allowed"),
+    (tuple(f"2001:db8::{i:x}" for i in range(1, 10)), "9 IPv6 addresses given; at most 8 allowed"),
 ])
 def test_invalid_addresses_are_refused_with_a_reason(addresses: tuple[str, ...],
                                                      reason: str) -> None:
@@ -639,6 +660,14 @@ def test_invalid_addresses_are_refused_with_a_reason(addresses: tuple[str, ...],
     result = apply(set_op("host", *addresses, seq=2))
     assert result.status == Status.ERROR and reason in result.value, result
     assert apply.state() == before
+
+
+def test_eight_addresses_of_each_family_are_stored() -> None:
+    apply = Applier()
+    eight = [f"192.0.2.{i}" for i in range(1, 9)] + [f"2001:db8::{i:x}" for i in range(1, 9)]
+    assert apply(set_op("host", *eight)).status == Status.OK
+    record = apply.machine.records["host"]
+    assert (len(record.ipv4), len(record.ipv6)) == (8, 8)
 
 
 @pytest.mark.parametrize("ipv4, ipv6, reason", [

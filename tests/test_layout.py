@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     # The same table is docs/architecture.md's folder map.
     "cmdline": set(),
     "reports": set(),
+    "admission": set(),
     "core": set(),
     "protocol": {"core"},
     "records": {"protocol"},
@@ -39,13 +40,13 @@ MAY_IMPORT: dict[str, set[str]] = {
     "dns": {"protocol", "records"},
     "net": {"core", "clerks", "codec", "protocol"},
     "clients": {"cmdline", "records"},
-    "service": {"clerks", "dns", "net", "protocol", "records", "reports"},
-    "lab": {"codec", "core", "dns", "host", "net", "protocol", "raft", "raftkv", "records",
+    "service": {"admission", "clerks", "dns", "net", "protocol", "records", "reports"},
+    "lab": {"admission", "codec", "core", "dns", "host", "net", "protocol", "raft", "raftkv", "records",
             "reports", "service", "storage"},
     "sim": {"clerks", "cmdline", "codec", "core", "host", "linearizability", "net", "protocol",
             "raft", "raftkv", "storage"},
     "experiments": {"clients", "cmdline", "lab", "linearizability"},
-    "__main__": {"cmdline", "experiments", "lab"},
+    "__main__": {"admission", "cmdline", "experiments", "lab"},
     "analysis": {"experiments"},
 }
 

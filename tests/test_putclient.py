@@ -22,6 +22,7 @@ from mydns_lab.clients.jsonclient import NoAnswer
 from mydns_lab.clients.put import (EXIT_NO_ANSWER, EXIT_OK, EXIT_REFUSED, TokenEntry, TokenStore,
                                    Uploader, default_token_file, hostname_label, machine_addresses,
                                    main, next_seq, relative_name, run)
+from mydns_lab.records import MAX_ADDRESSES_PER_FAMILY, json_owner, put_mac, split_addresses
 
 Addr = namedtuple("Addr", "family address netmask broadcast ptp")
 OWNED_TEXT = ("name 'laptop' is owned by another key; pass the token that claimed it or "
@@ -36,6 +37,10 @@ CLAIMED = {"Type": "PutOk", "Outcome": "claimed"}
 UPDATED = {"Type": "PutOk", "Outcome": "updated"}
 OWNED_LINE = ('error: name "laptop" is owned by another key; pass --token-file with its token '
               'or choose another name')
+UNKNOWN = {"Type": "Error", "Error": "no name 'laptop' to update with a Mac",
+           "Code": "unknown_name"}
+BAD_SIGNATURE = {"Type": "Error", "Error": "the Mac of this upload is not its owner's",
+                 "Code": "bad_signature"}
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
 
 
@@ -131,6 +136,18 @@ def test_machine_addresses_skip_loopback_link_local_and_bridges() -> None:
     assert machine_addresses({"lo": interfaces["lo"]}) == []
 
 
+def test_machine_addresses_keep_as_many_as_a_name_holds() -> None:
+    """Privacy addresses pile up on IPv6 interfaces; put.py uploads the
+    first MAX_ADDRESSES_PER_FAMILY of each family rather than failing."""
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    many = [Addr(v6, f"2001:db8::{i:x}", None, None, None) for i in range(20, 0, -1)]
+    many += [Addr(v4, f"10.0.0.{i}", None, None, None) for i in range(12)]
+    kept = machine_addresses({"eth0": many})
+    assert kept == ([f"10.0.0.{i}" for i in range(MAX_ADDRESSES_PER_FAMILY)]
+                    + [f"2001:db8::{i:x}" for i in range(1, MAX_ADDRESSES_PER_FAMILY + 1)])
+    assert list(sum(split_addresses(kept), ())) == kept, "a name takes them all"
+
+
 def test_default_token_file_follows_xdg(tmp_path: Path) -> None:
     assert default_token_file({"XDG_CONFIG_HOME": str(tmp_path)}) == \
         tmp_path / "mydns" / "tokens.json"
@@ -194,8 +211,13 @@ def test_first_upload_claims_with_a_token_made_and_saved_first(tmp_path: Path) -
     fake.script[A] = [UPDATED]
     outcome = up.upload(["10.1.2.3", "fd00::1"])
     assert outcome.line == "laptop.mydns. -> 10.1.2.3, fd00::1 (updated via 127.0.0.1:1)"
-    assert fake.calls[1][1]["Token"] == entry.token and fake.calls[1][1]["Seq"] == 2000
-    assert fake.calls[1][1]["Value"] == ["10.1.2.3", "fd00::1"]
+    # After the claim the token never travels: the upload is signed with it.
+    signed = fake.calls[1][1]
+    assert signed == {"Type": "Put", "Key": "laptop", "Value": ["10.1.2.3", "fd00::1"],
+                      "Seq": 2000, "Mac": put_mac(json_owner(entry.token), "mydns.", "laptop",
+                                                  ["10.1.2.3", "fd00::1"], 2000)}
+    sent = json.dumps(signed)
+    assert entry.token not in sent and json_owner(entry.token) not in sent
 
 
 def test_fail_over_retries_the_same_request_on_the_next_front_end(tmp_path: Path) -> None:
@@ -224,12 +246,24 @@ def test_no_answer_is_bounded_and_keeps_the_token(tmp_path: Path) -> None:
     assert fake.calls[-1][1]["Seq"] > kept.seq
 
 
-def test_refused_new_token_is_forgotten(tmp_path: Path) -> None:
+def test_refused_new_token_is_kept_and_tried_again(tmp_path: Path) -> None:
+    """``owned`` for a token that never succeeded proves nothing (a reply
+    can be forged, and a lost earlier upload may have claimed the name with
+    it): the token stays in the file and the next run sends it again."""
     fake = FakeFrontEnds({A: [OWNED]})
     up = uploader(tmp_path, fake)
     outcome = up.upload(["10.1.2.3"])
-    assert outcome == type(outcome)(EXIT_REFUSED, OWNED_LINE)
-    assert up.store.get("laptop.mydns.") is None and len(fake.calls) == 1
+    assert outcome == type(outcome)(EXIT_REFUSED, OWNED_LINE + kept_note(up))
+    kept = up.store.get("laptop.mydns.")
+    assert kept == TokenEntry(fake.calls[0][1]["Token"], 1000, False) and len(fake.calls) == 1
+    fake.script[A] = [UPDATED]
+    assert "(claimed via" in up.upload(["10.1.2.3"]).line
+    assert fake.calls[1][1]["Token"] == kept.token
+    assert up.store.get("laptop.mydns.") == TokenEntry(kept.token, 2000, True)
+
+
+def kept_note(up: Uploader) -> str:
+    return f" (the new token stays in {up.store.path}; the next run tries it again)"
 
 
 def test_refused_known_token_is_kept(tmp_path: Path) -> None:
@@ -238,6 +272,73 @@ def test_refused_known_token_is_kept(tmp_path: Path) -> None:
     up.store.save("laptop.mydns.", TokenEntry("mine", 5))
     assert up.upload(["10.1.2.3"]).exit_code == EXIT_REFUSED
     assert up.store.get("laptop.mydns.") == TokenEntry("mine", 1000)
+
+
+def test_an_unknown_name_is_claimed_again_with_a_new_token(tmp_path: Path) -> None:
+    """The name was released (or the store started afresh): a new token
+    claims it, so a forged ``unknown_name`` draws out no token that owns
+    the name; the old token is dropped once the new one owns the name."""
+    fake = FakeFrontEnds({A: [UNKNOWN, CLAIMED]})
+    up = uploader(tmp_path, fake)
+    up.store.save("laptop.mydns.", TokenEntry("old-token", 5))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome.line.startswith("laptop.mydns. -> 10.1.2.3 (claimed via 127.0.0.1:1; ")
+    (_, signed), (_, claim) = fake.calls
+    assert "Token" not in signed and "old-token" not in json.dumps(fake.calls)
+    assert claim["Seq"] == signed["Seq"] == 1000 and claim["Token"] != "old-token"
+    assert up.store.get("laptop.mydns.") == TokenEntry(claim["Token"], 1000, True)
+
+
+def test_a_refused_reclaim_keeps_both_tokens_until_one_succeeds(tmp_path: Path) -> None:
+    fake = FakeFrontEnds({A: [UNKNOWN, OWNED]})
+    up = uploader(tmp_path, fake)
+    up.store.save("laptop.mydns.", TokenEntry("old-token", 5))
+    assert up.upload(["10.1.2.3"]).line == OWNED_LINE + kept_note(up)
+    new_token = fake.calls[1][1]["Token"]
+    assert up.store.get("laptop.mydns.") == TokenEntry("old-token", 1000, True, new_token)
+    # The file keeps the new token across runs (it is read back, not remembered).
+    assert json.loads(up.store.path.read_text())["laptop.mydns."]["reclaim"] == new_token
+
+    # Next run: the old token's signature is refused, as the name is the new
+    # token's (the owned answer was forged, or that claim's answer was lost):
+    # the new token is sent again and is the owner's.
+    fake.script[A] = [BAD_SIGNATURE, UPDATED]
+    assert "(claimed via" in up.upload(["10.1.2.3"]).line
+    assert fake.calls[3][1]["Token"] == new_token and "old-token" not in json.dumps(fake.calls)
+    assert up.store.get("laptop.mydns.") == TokenEntry(new_token, 2000, True)
+
+
+def test_the_old_tokens_success_keeps_the_new_one(tmp_path: Path) -> None:
+    """A PutOk proves nothing (it may be forged while the new token's lost
+    claim took the name), so the new token stays for a later refusal."""
+    fake = FakeFrontEnds({A: [UPDATED]})
+    up = uploader(tmp_path, fake)
+    up.store.save("laptop.mydns.", TokenEntry("old-token", 5, True, "new-token"))
+    assert "(updated via" in up.upload(["10.1.2.3"]).line
+    assert "Mac" in fake.calls[0][1] and "Token" not in fake.calls[0][1]
+    assert up.store.get("laptop.mydns.") == TokenEntry("old-token", 1000, True, "new-token")
+
+
+def test_a_bad_signature_is_refused_and_the_token_kept(tmp_path: Path) -> None:
+    fake = FakeFrontEnds({A: [BAD_SIGNATURE]})
+    up = uploader(tmp_path, fake)
+    up.store.save("laptop.mydns.", TokenEntry("mine", 5))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome.exit_code == EXIT_REFUSED and len(fake.calls) == 1
+    assert outcome.line.startswith("error: 127.0.0.1:1 did not accept the signature of the "
+                                   "upload of laptop.mydns.: the name is owned by another key")
+    assert up.store.get("laptop.mydns.") == TokenEntry("mine", 1000)
+    assert "mine" not in json.dumps(fake.calls)
+
+
+def test_a_reclaim_without_answer_keeps_both_tokens(tmp_path: Path) -> None:
+    fake = FakeFrontEnds({A: [UNKNOWN]})
+    up = uploader(tmp_path, fake, servers=(A,))
+    up.store.save("laptop.mydns.", TokenEntry("old-token", 5))
+    assert up.upload(["10.1.2.3"]).exit_code == EXIT_NO_ANSWER
+    kept = up.store.get("laptop.mydns.")
+    assert kept is not None and kept.token == "old-token" and kept.reclaim == \
+        fake.calls[-1][1]["Token"]
 
 
 def test_other_refusals_are_reported_as_given(tmp_path: Path) -> None:
@@ -253,8 +354,8 @@ def test_owned_is_known_by_its_code_not_its_wording(tmp_path: Path) -> None:
     reworded = {"Type": "Error", "Error": "that name belongs to somebody else", "Code": "owned"}
     up = uploader(tmp_path, FakeFrontEnds({A: [reworded]}))
     outcome = up.upload(["10.1.2.3"])
-    assert outcome == type(outcome)(EXIT_REFUSED, OWNED_LINE)
-    assert up.store.get("laptop.mydns.") is None  # the new token owned nothing
+    assert outcome == type(outcome)(EXIT_REFUSED, OWNED_LINE + kept_note(up))
+    assert up.store.get("laptop.mydns.") is not None  # kept: it may own the name
 
 
 def test_owned_wording_under_another_code_is_not_ownership(tmp_path: Path) -> None:

@@ -34,7 +34,12 @@ ZONE = "mydns."
 TIMEOUT_S = 2.0
 VISIBLE_WITHIN_S = 10.0
 PACKAGE = {"dig": "bind9-dnsutils", "nsupdate": "bind9-dnsutils", "kdig": "knot-dnsutils"}
-MANY = [f"10.20.0.{i}" for i in range(1, 33)]   # 32 A records: over 512 bytes
+MANY_V4 = [f"10.20.0.{i}" for i in range(1, 9)]      # the most a name may hold:
+MANY_V6 = [f"fd00::20:{i:x}" for i in range(1, 9)]   # eight of each family
+LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 50])  # 242 octets: 248 with the zone
+"""A long name holding eight AAAA: its answer (490 bytes) fits 512 unsigned,
+but not with a TSIG signature, so a signed query without EDNS is truncated.
+Addresses alone can no longer make an answer too large for UDP."""
 
 
 def secret(name: str) -> str:
@@ -45,7 +50,7 @@ def secret(name: str) -> str:
 KEYS = f"""\
 # name   secret                     granted names
 laptop   {secret("laptop")}
-admin    {secret("admin")}   gpu1.lab *.lab web
+admin    {secret("admin")}   gpu1.lab *.lab
 """
 
 
@@ -84,12 +89,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory):
     keys.chmod(0o600)  # the launcher refuses a keys file others can read
     with LabProcess(folder / "data", "--keys", str(keys), nservers=3, nclerks=2,
                     seed=7) as lab:
-        for name, value in (("web", ["10.1.2.3", "fd00::53"]), ("many", MANY)):
+        for name, value in (("web", ["10.1.2.3", "fd00::53"]), ("many", MANY_V4 + MANY_V6),
+                            (LONG, MANY_V6)):
             reply = lab.call(0, {"Type": "Put", "Key": name, "Value": value, "Seq": 1,
-                                 "Token": f"token-of-{name}"})
+                                 "Token": f"token-of-{name[:8]}"})
             assert reply["Type"] == "PutOk", reply
         wait_until_every_front_end(lab, "web.mydns.", "AAAA", ["fd00::53"])
-        wait_until_every_front_end(lab, "many.mydns.", "A", sorted(MANY))
+        wait_until_every_front_end(lab, "many.mydns.", "A", sorted(MANY_V4))
+        wait_until_every_front_end(lab, f"{LONG}.mydns.", "AAAA", sorted(MANY_V6))
         yield lab
 
 
@@ -121,12 +128,16 @@ def test_dig_reports_nxdomain_with_the_soa(lab: LabProcess) -> None:
 
 def test_dig_over_tcp_gets_what_udp_had_to_truncate(lab: LabProcess) -> None:
     binary = need("dig")
-    udp = run(binary, "@127.0.0.1", "-p", str(lab.port), "many.mydns.", "A", "+noedns",
-              "+ignore", "+time=2", "+tries=1")
-    assert " tc " in udp.stdout.replace(";", " ") and "ANSWER: 0" in udp.stdout
-    tcp = run(binary, "@127.0.0.1", "-p", str(lab.port), "many.mydns.", "A", "+noedns",
-              "+short", "+time=2", "+tries=1")  # dig itself retries over TCP
-    assert sorted(tcp.stdout.split()) == sorted(MANY)
+    signed = ["-y", f"hmac-sha256:admin:{secret('admin')}", "+noedns", "+time=2", "+tries=1"]
+    udp = run(binary, "@127.0.0.1", "-p", str(lab.port), f"{LONG}.mydns.", "AAAA", "+ignore",
+              *signed)
+    assert " tc " in udp.stdout.replace(";", " ") and "ANSWER: 0" in udp.stdout, udp.stdout
+    tcp = run(binary, "@127.0.0.1", "-p", str(lab.port), f"{LONG}.mydns.", "AAAA", "+short",
+              *signed)  # dig itself retries over TCP
+    assert sorted(tcp.stdout.split()) == sorted(MANY_V6), tcp.stdout + tcp.stderr
+    unsigned = run(binary, "@127.0.0.1", "-p", str(lab.port), f"{LONG}.mydns.", "AAAA",
+                   "+noedns", "+ignore", "+time=2", "+tries=1")
+    assert " tc " not in unsigned.stdout.replace(";", " ") and "ANSWER: 8" in unsigned.stdout
 
 
 # --- nsupdate with TSIG ------------------------------------------------------------------
@@ -156,7 +167,7 @@ def test_nsupdate_adds_an_aaaa_record_dig_then_sees(lab: LabProcess) -> None:
 @pytest.mark.parametrize("key, key_secret, name, rcode", [
     ("laptop", secret("laptop"), "stolen.mydns.", "REFUSED"),   # not granted to the key
     ("laptop", secret("admin"), "laptop.mydns.", "NOTAUTH"),    # wrong secret
-    ("admin", secret("admin"), "web.mydns.", "REFUSED"),        # granted, but JSON-owned
+    ("admin", secret("admin"), "web.mydns.", "REFUSED"),        # not granted, and JSON-owned
 ], ids=["not-granted", "wrong-secret", "json-owned"])
 def test_nsupdate_without_the_right_is_refused(lab: LabProcess, key: str, key_secret: str,
                                                 name: str, rcode: str) -> None:
@@ -193,13 +204,29 @@ def test_dnspython_answers(lab: LabProcess, tcp: bool) -> None:
     assert ask(port, "www.example.com.", "A", tcp).rcode() == dns.rcode.REFUSED
 
 
+def signed_query(name: str, rdtype: str, edns: bool) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
+    query.use_tsig(dns.tsigkeyring.from_text({"admin": secret("admin")}), keyname="admin",
+                   algorithm=dns.tsig.HMAC_SHA256)
+    return query
+
+
 def test_dnspython_truncation_and_tcp(lab: LabProcess) -> None:
-    udp = ask(lab.port, "many.mydns.", "A", edns=False)
-    assert udp.flags & dns.flags.TC and not udp.answer
-    with_edns = ask(lab.port, "many.mydns.", "A")     # 1232 bytes: fits
-    assert not with_edns.flags & dns.flags.TC and len(with_edns.answer[0]) == 32
-    tcp = ask(lab.port, "many.mydns.", "A", tcp=True, edns=False)
-    assert sorted(r.to_text() for r in tcp.answer[0]) == sorted(MANY)
+    name = f"{LONG}.mydns."
+    udp = dns.query.udp(signed_query(name, "AAAA", edns=False), "127.0.0.1",
+                        timeout=TIMEOUT_S, port=lab.port)
+    assert udp.flags & dns.flags.TC and not udp.answer and udp.had_tsig
+    with_edns = dns.query.udp(signed_query(name, "AAAA", edns=True), "127.0.0.1",
+                              timeout=TIMEOUT_S, port=lab.port)    # 1232 bytes: fits
+    assert not with_edns.flags & dns.flags.TC and len(with_edns.answer[0]) == 8
+    tcp = dns.query.tcp(signed_query(name, "AAAA", edns=False), "127.0.0.1",
+                        timeout=TIMEOUT_S, port=lab.port)
+    assert sorted(r.to_text() for r in tcp.answer[0]) == sorted(MANY_V6) and tcp.had_tsig
+    # The most a name may hold fits 512 bytes without a signature, both families.
+    for rdtype, expected in (("A", MANY_V4), ("AAAA", MANY_V6)):
+        plain = ask(lab.port, "many.mydns.", rdtype, edns=False)
+        assert not plain.flags & dns.flags.TC
+        assert sorted(r.to_text() for r in plain.answer[0]) == sorted(expected)
 
 
 def test_dnspython_tsig_update_owns_the_name(lab: LabProcess) -> None:
@@ -209,8 +236,12 @@ def test_dnspython_tsig_update_owns_the_name(lab: LabProcess) -> None:
     reply = dns.query.tcp(update, "127.0.0.1", timeout=TIMEOUT_S, port=lab.port)
     assert reply.rcode() == dns.rcode.NOERROR
     wait_until_every_front_end(lab, "gpu1.lab.mydns.", "A", ["10.30.0.1"])
-    # A name written through TSIG belongs to the key: no JSON token changes it.
-    refused = lab.call(1, {"Type": "Put", "Key": "gpu1.lab", "Value": "10.6.6.6", "Seq": 10**15,
-                           "Token": "any"})
-    assert refused["Type"] == "Error" and "owned by another key" in refused["Error"]
+    # A name the keys file grants to a key is that key's: no JSON Put, with a
+    # token or without, claims or changes it.
+    for token in ({"Token": "any"}, {}):
+        for name in ("gpu1.lab", "unclaimed.lab"):
+            refused = lab.call(1, {"Type": "Put", "Key": name, "Value": "10.6.6.6",
+                                   "Seq": 10**15, **token})
+            assert refused["Type"] == "Error" and refused["Code"] == "reserved", refused
+            assert "nsupdate" in refused["Error"]
     assert addresses(lab.port + 1, "gpu1.lab.mydns.", "A") == ["10.30.0.1"]

@@ -5,7 +5,6 @@ workloads and the tests (one way to talk to a front end)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import socket
@@ -37,50 +36,73 @@ def json_call(server: tuple[str, int], request: dict[str, Any], timeout_s: float
               attempts: int = 1) -> dict[str, Any]:
     """Send ``request`` and return the decoded reply; raises NoAnswer.
 
-    A retry re-sends the same request, so a Put without ``Seq`` should carry
-    one if it may be retried (the front end would stamp each copy afresh).
+    The reply is the first JSON object that carries this request's ``Id``
+    (a fresh one per call, never taken from ``request``) and comes from
+    ``server``: the socket is connected, so the kernel drops datagrams from
+    any other address or port, and a datagram without the ``Id``, with
+    another, or not JSON at all is skipped while the wait goes on. So a
+    forged reply needs the request's port and ``Id``, i.e. a sender on the
+    path. A retry re-sends the same request, so a Put without ``Seq``
+    should carry one if it may be retried (the front end would stamp each
+    copy afresh).
     """
     family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     request_id = _next_id()
     payload = json.dumps({**request, "Id": request_id}, separators=(",", ":")).encode()
+    not_json = False
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect(server)
         for _ in range(attempts):
-            sock.sendto(payload, server)
-            reply = _await_reply(sock, request_id, timeout_s, server)
+            try:
+                sock.send(payload)
+            except ConnectionRefusedError:  # an earlier attempt's port unreachable
+                continue
+            reply, skipped = _await_reply(sock, request_id, timeout_s)
             if reply is not None:
                 return reply
+            not_json = not_json or skipped
+    if not_json:
+        raise NoAnswer(f"{server_text(server)} answered with something that is not JSON; is "
+                       "it a MyDNS front end?")
     raise NoAnswer(f"no answer from {server[0]}:{server[1]} after {attempts} attempt(s) "
                    f"of {timeout_s:g} s")
 
 
-_ids = itertools.count(int.from_bytes(os.urandom(3), "big"))
-
-
 def _next_id() -> int:
-    return next(_ids)
+    """A request ``Id``: 63 random bits (a signed 64-bit integer, which the
+    front end echoes), so an off-path sender cannot guess it."""
+    return int.from_bytes(os.urandom(8), "big") >> 1
 
 
-def _await_reply(sock: socket.socket, request_id: int, timeout_s: float,
-                 server: tuple[str, int]) -> dict[str, Any] | None:
-    """The reply carrying ``request_id``; None on timeout. Replies to other
-    (earlier, timed-out) requests are skipped."""
+def _await_reply(sock: socket.socket, request_id: int,
+                 timeout_s: float) -> tuple[dict[str, Any] | None, bool]:
+    """The reply on connected ``sock`` carrying ``request_id`` (None on
+    timeout or port unreachable), and whether a datagram that is not JSON
+    was skipped. Replies without that ``Id`` (forged, or to earlier,
+    timed-out requests) are skipped too."""
     deadline = time.monotonic() + timeout_s
+    not_json = False
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None
+            return None, not_json
         sock.settimeout(remaining)
         try:
-            data, _ = sock.recvfrom(65535)
+            data = sock.recv(65535)
         except (socket.timeout, ConnectionRefusedError):
-            return None
+            return None, not_json
         try:
             reply = json.loads(data)
-        except ValueError:
-            raise NoAnswer(f"{server[0]}:{server[1]} answered with something that is not "
-                           "JSON; is it a MyDNS front end?") from None
-        if isinstance(reply, dict) and reply.get("Id", request_id) == request_id:
-            return reply
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+            not_json = True
+            continue
+        if isinstance(reply, dict) and _is_id(reply.get("Id"), request_id):
+            return reply, not_json
+
+
+def _is_id(value: object, request_id: int) -> bool:
+    """``value`` is ``request_id`` itself (JSON ``true`` is not ``1``)."""
+    return type(value) is int and value == request_id
 
 
 class AsyncJsonClient:

@@ -4,15 +4,25 @@
                   [--interval SECONDS] [--token-file PATH] [--zone ZONE]
 
 Each upload is one JSON ``Put`` (see :mod:`mydns_lab.service`) carrying the
-name, the addresses, this machine's token and a sequence number:
+name, the addresses, a sequence number and either the token or a signature:
 
-* **Token.** The first upload of a name sends a token made here
+* **Token (the claim).** The first upload of a name sends a token made here
   (``secrets.token_urlsafe``), and a Put whose token is new claims a free
   name for that token. The token is written to the token file *before* the
   Put leaves, so an upload whose answer was lost can be retried with the
   same token: if it had claimed the name, the retry is the owner's and
-  succeeds. Only a refusal with ``Code`` ``owned`` (another key's name) of
-  a token that never succeeded drops it from the file (it owns nothing).
+  succeeds. A token that might own its name is never dropped: a refusal
+  with ``Code`` ``owned`` keeps it (a reply proves nothing, and a lost
+  earlier upload may have claimed the name), and the next run tries again.
+* **Signature (every later upload).** Once an upload with the token
+  succeeded (``confirmed``), the token is never sent again: each upload
+  carries ``Mac``, :func:`mydns_lab.records.put_mac` keyed by
+  ``json_owner(token)``, over zone, name, addresses and ``Seq``, so a
+  captured upload sets no other value or name, and once a newer one is
+  stored it is stale. If the service answers ``unknown_name`` (the name
+  was released unrefreshed, or the store started afresh), the name is
+  claimed again with a *new* token, kept beside the old one until its
+  claim succeeds (:meth:`Uploader.upload`).
 * **Sequence number.** The wall clock in milliseconds, but never below the
   last one used for the name plus one (kept in the token file), so uploads
   from this machine only move forward and the store refuses a stale one.
@@ -21,8 +31,14 @@ name, the addresses, this machine's token and a sequence number:
 
 The token file (default ``$XDG_CONFIG_HOME/mydns/tokens.json`` or
 ``~/.config/mydns/tokens.json``; mode 0600, its folder created 0700) maps a
-fully qualified name to ``{"token": T, "seq": N, "confirmed": bool}``; a
-hand-written ``{"laptop.mydns.": "T"}`` is accepted too.
+fully qualified name to ``{"token": T, "seq": N, "confirmed": bool}`` (with
+``"reclaim": T2`` while a new token claims the name again); a hand-written
+``{"laptop.mydns.": "T"}`` is accepted too and counts as confirmed (add
+``"confirmed": false`` to a hand-written token that is to claim a new name).
+
+Replies are read on a connected socket and must carry the request's
+``Id`` (:func:`mydns_lab.clients.jsonclient.json_call`); anything else is
+skipped while the wait for the real reply goes on.
 
 Front ends are tried in the order given, each once per round for at most
 ``--timeout`` seconds, for two rounds; an error with ``Code``
@@ -33,9 +49,9 @@ end answered or bad usage.
 
 **Replies are read by their fields, never their wording**: ``Type``
 (``PutOk`` or ``Error``), an error's ``Code`` and a PutOk's ``Outcome``.
-The line says "claimed" when ``Outcome`` is ``claimed`` or the token had
-never succeeded before (a lost answer may have claimed the name), else
-"updated". An error without a ``Code`` (a front end older than the codes,
+The line says "claimed" when the upload carried a token (a lost answer
+may have claimed the name) or ``Outcome`` is ``claimed``, else "updated".
+An error without a ``Code`` (a front end older than the codes,
 or not MyDNS) cannot be told apart, so it is a refusal whose line says so.
 """
 
@@ -60,7 +76,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 import psutil
 
 from ..cmdline import EXIT_USAGE, UsageParser
-from ..records import InvalidRecord, normalize_name, split_addresses
+from ..records import (MAX_ADDRESSES_PER_FAMILY, InvalidRecord, json_owner, normalize_name,
+                       put_mac, split_addresses)
 from .cli import DEFAULT_ZONE, UsageError, front_ends, zone_of
 from .jsonclient import NoAnswer, Server, json_call, server_text
 
@@ -76,6 +93,7 @@ EXIT_OK, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2
 
 # The reply fields put.py acts on (their values: docs/service.md, mydns_lab/service.py)
 CODE_OWNED, CODE_UNAVAILABLE, CODE_NO_SPACE = "owned", "unavailable", "nospace"
+CODE_BAD_SIGNATURE, CODE_UNKNOWN_NAME = "bad_signature", "unknown_name"
 OUTCOME_CLAIMED = "claimed"
 
 JsonCall = Callable[[Server, dict[str, Any], float, int], dict[str, Any]]
@@ -111,10 +129,12 @@ def machine_addresses(interfaces: Mapping[str, Iterable[Any]] | None = None) -> 
     (``psutil.net_if_addrs()`` unless given), in canonical order, leaving out
     loopback, link-local, multicast and unspecified addresses and container
     bridges (interfaces named ``docker*``, ``br-*``, ``veth*``, ``virbr*``,
-    ``cni*``, ``flannel*``)."""
+    ``cni*``, ``flannel*``). A name holds at most MAX_ADDRESSES_PER_FAMILY
+    of each family: beyond that (IPv6 privacy addresses pile up) the first
+    in that order are kept."""
     if interfaces is None:
         interfaces = psutil.net_if_addrs()
-    found: list[str] = []
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for interface, addresses in interfaces.items():
         if interface == "lo" or interface.startswith(BRIDGE_PREFIXES):
             continue
@@ -127,9 +147,12 @@ def machine_addresses(interfaces: Mapping[str, Iterable[Any]] | None = None) -> 
                 continue
             if not (address.is_loopback or address.is_link_local or address.is_multicast
                     or address.is_unspecified):
-                found.append(str(address))
-    v4, v6 = split_addresses(found)
-    return list(v4 + v6)
+                found.add(address)
+    kept = []
+    for version in (4, 6):
+        family = sorted(a for a in found if a.version == version)  # type: ignore[type-var]
+        kept += [str(a) for a in family[:MAX_ADDRESSES_PER_FAMILY]]
+    return kept
 
 
 def checked_addresses(texts: list[str]) -> list[str]:
@@ -161,6 +184,7 @@ class TokenEntry:
     token: str
     seq: int = 0               # the last sequence number sent for the name
     confirmed: bool = True     # an upload with this token succeeded
+    reclaim: str = ""          # a new token claiming the name again (see Uploader.upload)
 
 
 class TokenStore:
@@ -219,7 +243,8 @@ class TokenStore:
 
     def _write(self, entries: dict[str, TokenEntry]) -> None:
         folder = self.path.parent
-        data = {name: {"token": e.token, "seq": e.seq, "confirmed": e.confirmed}
+        data = {name: {"token": e.token, "seq": e.seq, "confirmed": e.confirmed,
+                       **({"reclaim": e.reclaim} if e.reclaim else {})}
                 for name, e in sorted(entries.items())}
         fd, temp = tempfile.mkstemp(dir=folder, prefix=".tokens-", suffix=".tmp")
         try:
@@ -240,8 +265,10 @@ def _entry_from(path: Path, name: str, value: Any) -> TokenEntry:
         return TokenEntry(value)
     if isinstance(value, dict) and isinstance(value.get("token"), str) and value["token"]:
         seq, confirmed = value.get("seq", 0), value.get("confirmed", True)
-        if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(confirmed, bool):
-            return TokenEntry(value["token"], max(seq, 0), confirmed)
+        reclaim = value.get("reclaim", "")
+        if (isinstance(seq, int) and not isinstance(seq, bool) and isinstance(confirmed, bool)
+                and isinstance(reclaim, str)):
+            return TokenEntry(value["token"], max(seq, 0), confirmed, reclaim)
     raise UsageError(f"{path}: the entry for {name!r} is not a token (expected \"TOKEN\" or "
                      "{\"token\": \"TOKEN\"}); fix or move the file")
 
@@ -287,25 +314,72 @@ class Uploader:
         self._clock_ms = clock_ms
 
     def upload(self, addresses: list[str]) -> UploadResult:
-        """Send ``addresses`` for the name; never raises for the network."""
+        """Send ``addresses`` for the name; never raises for the network.
+
+        A confirmed token is never sent: the upload is signed with it
+        (``Mac``). Only when the service says the name does not exist
+        (``unknown_name``: released unrefreshed, or a store started
+        afresh) is it claimed again, with a *new* token (``reclaim``), so
+        that a forged ``unknown_name`` draws out nothing that owns the name.
+        Both tokens stay in the file until the new one's claim succeeds (the
+        name is then the new one's, so the old one owns nothing); while
+        both are kept, a ``bad_signature`` for the old one (the new claim's
+        answer was lost, or its ``owned`` forged) sends the new one again.
+        Replies are not signed, so a forger on the path who fakes both an
+        ``unknown_name`` and that claim's PutOk can make put.py drop the old
+        token; such a forger can as well drop every upload until the name
+        expires."""
         entry = self.store.get(self.fqdn) or TokenEntry(secrets.token_urlsafe(TOKEN_BYTES),
                                                         confirmed=False)
         entry = replace(entry, seq=next_seq(entry.seq, self._clock_ms()))
         self.store.save(self.fqdn, entry)  # persist before the Put can claim anything
         value: str | list[str] = addresses[0] if len(addresses) == 1 else addresses
-        request = {"Type": "Put", "Key": self.name, "Value": value, "Token": entry.token,
-                   "Seq": entry.seq}
+        put = {"Type": "Put", "Key": self.name, "Value": value, "Seq": entry.seq}
         shown = ", ".join(addresses)
+        if not entry.confirmed:
+            return self._claim(entry, entry.token, put, shown)
+        mac = put_mac(json_owner(entry.token), self.zone, self.name, addresses, entry.seq)
+        answered = self._send({**put, "Mac": mac})
+        if isinstance(answered, list):
+            return UploadResult(EXIT_NO_ANSWER, self._no_answer_line(entry, answered))
+        server, reply = answered
+        if reply.get("Type") == "PutOk":  # a reclaim token stays: a PutOk proves nothing
+            return self._succeeded(entry, server, shown, reply.get("Outcome"))
+        code = reply.get("Code")
+        if code == CODE_UNKNOWN_NAME or (code == CODE_BAD_SIGNATURE and entry.reclaim):
+            entry = replace(entry, reclaim=entry.reclaim or secrets.token_urlsafe(TOKEN_BYTES))
+            self.store.save(self.fqdn, entry)  # persist before the claim leaves
+            return self._claim(entry, entry.reclaim, put, shown)
+        return self._refused(entry, server, reply)
+
+    def _claim(self, entry: TokenEntry, token: str, put: dict[str, Any],
+               shown: str) -> UploadResult:
+        """``put`` carrying ``token`` (the entry's unconfirmed token or its
+        ``reclaim``): a claim, or the owner's update if a lost earlier
+        upload with it had claimed the name. On success ``token`` is the
+        entry's confirmed token, alone."""
+        answered = self._send({**put, "Token": token})
+        if isinstance(answered, list):
+            return UploadResult(EXIT_NO_ANSWER, self._no_answer_line(entry, answered))
+        server, reply = answered
+        if reply.get("Type") != "PutOk":
+            return self._refused(entry, server, reply)
+        self.store.save(self.fqdn, TokenEntry(token, entry.seq, True))
+        return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via "
+                                     f"{server_text(server)}; token saved to "
+                                     f"{shown_path(self.store.path)})")
+
+    def _send(self, request: dict[str, Any]) -> tuple[Server, dict[str, Any]] | list[str]:
+        """The first front end's reply that is not ``unavailable``, with that
+        front end, trying each in turn for ROUNDS rounds; else what went
+        wrong with each try."""
         problems: list[str] = []
         for _ in range(ROUNDS):
             for server in self.servers:
                 reply = self._try(server, request, problems)
-                if reply is None:
-                    continue
-                if reply.get("Type") == "PutOk":
-                    return self._succeeded(entry, server, shown, reply.get("Outcome"))
-                return self._refused(entry, server, reply)
-        return UploadResult(EXIT_NO_ANSWER, self._no_answer_line(entry, problems))
+                if reply is not None:
+                    return server, reply
+        return problems
 
     def _try(self, server: Server, request: dict[str, Any],
              problems: list[str]) -> dict[str, Any] | None:
@@ -326,13 +400,11 @@ class Uploader:
 
     def _succeeded(self, entry: TokenEntry, server: Server, shown: str,
                    reply_outcome: object) -> UploadResult:
-        """The line for a PutOk; ``reply_outcome`` is its ``Outcome`` (None
-        from a front end older than the field: the token decides alone)."""
+        """The line for a PutOk of a signed upload; ``reply_outcome`` is its
+        ``Outcome`` (None from a front end older than the field)."""
         via = server_text(server)
-        if entry.confirmed and reply_outcome != OUTCOME_CLAIMED:
+        if reply_outcome != OUTCOME_CLAIMED:
             return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (updated via {via})")
-        if not entry.confirmed:
-            self.store.save(self.fqdn, replace(entry, confirmed=True))
         return UploadResult(EXIT_OK, f"{self.fqdn} -> {shown} (claimed via {via}; token saved "
                                      f"to {shown_path(self.store.path)})")
 
@@ -341,13 +413,23 @@ class Uploader:
         reason = str(reply.get("Error", reply))
         code = reply.get("Code")
         if code == CODE_OWNED:
-            if not entry.confirmed:
-                # Had a lost earlier upload claimed the name with this token,
-                # the store would have taken this one: the token owns nothing.
-                self.store.forget(self.fqdn)
+            # A token that might own the name is never dropped: a reply proves
+            # nothing (anyone on the path can forge one), and had a lost
+            # earlier upload claimed the name with it, losing it loses the name.
+            kept = ("" if entry.confirmed and not entry.reclaim else
+                    f" (the new token stays in {shown_path(self.store.path)}; the next run "
+                    "tries it again)")
             return UploadResult(EXIT_REFUSED, f"error: name \"{self.name}\" is owned by another "
                                               "key; pass --token-file with its token or choose "
-                                              "another name")
+                                              f"another name{kept}")
+        if code == CODE_BAD_SIGNATURE:
+            return UploadResult(EXIT_REFUSED, f"error: {server_text(server)} did not accept the "
+                                              f"signature of the upload of {self.fqdn}: the name "
+                                              "is owned by another key than the token in "
+                                              f"{shown_path(self.store.path)} (released and "
+                                              "claimed anew?), or the upload was changed on the "
+                                              f"way ({reason}); pass --token-file with its token "
+                                              "or choose another name")
         if code is None:
             # Without a Code the refusal cannot be told from a transient one
             # or an ownership one, so say so rather than guess from the words.

@@ -33,7 +33,9 @@ numbers and the zone's naming rule (:class:`~mydns_lab.dns.wire.Zone`) are
 **What is served.** The zone (default ``mydns.``) is answered
 authoritatively (AA set) from a :class:`~mydns_lab.dns.update.RecordView`: A
 and AAAA from the record's addresses; TXT as one RR ``updated=<ISO-8601
-UTC>`` plus one RR per stored text; SOA and NS at the apex. The SOA serial
+UTC>`` (when it was last refreshed: ``--expire`` counts from it), one
+``access=open`` for an open name (any Put without a token may change it),
+plus one RR per stored text; SOA and NS at the apex. The SOA serial
 is ``view.serial``, its minimum (the negative-caching TTL) is ``ttl``.
 Unknown names get NXDOMAIN, other types NODATA, both with the SOA in the
 authority section; names outside the zone get REFUSED. ANY is answered per
@@ -76,6 +78,7 @@ from dnslib import (AAAA, EDNS0, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, D
                     DNSRecord, EDNSOption)
 
 from ..protocol import Record, RecordOp
+from ..records import OPEN_OWNER
 from .cache import ResponseCache
 from .tsig import BADTIME, KeyRing, SeenMacs, Signer, verify_request
 from .update import RecordView, Refusal, plan_update, refusal_from_results
@@ -391,7 +394,8 @@ class DnsFrontEnd:
         if qtype == T_AAAA:
             return [RR(owner, T_AAAA, C_IN, self.ttl, AAAA(a)) for a in record.ipv6]
         if qtype == T_TXT:
-            texts = [f"updated={_iso_utc(record.updated_ms)}", *record.txt]
+            texts = [f"updated={_iso_utc(record.updated_ms)}",
+                     *(["access=open"] if record.owner == OPEN_OWNER else []), *record.txt]
             return [RR(owner, T_TXT, C_IN, self.ttl, TXT(t.encode())) for t in texts]
         if qtype == T_ANY:
             return [self._hinfo(owner)]

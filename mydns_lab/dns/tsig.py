@@ -31,12 +31,14 @@ error fits (BADSIG says the MAC is wrong and sends users after their key),
 and a BADTIME answer carries our clock in Other Data, all a client whose
 clock is really off needs.
 
-**Ownership.** Names written through TSIG are owned by
-``token_hash("tsig:" + key name)`` (:func:`tsig_owner`): a name claimed with
+**Ownership.** Names written through TSIG are owned by ``"key:" +
+token_hash("tsig:" + key name)`` (:func:`tsig_owner`): a name claimed with
 a JSON token cannot be changed through TSIG nor the reverse, and rotating a
 key's secret keeps its names. The owner is derived from the key's *name*,
 so JSON tokens are hashed under another prefix
-(:func:`mydns_lab.records.json_owner`): no JSON token maps to it.
+(:func:`mydns_lab.records.json_owner`): no JSON token maps to it, and
+the ``key:`` mark tells the front end that no signed Put may change the
+name (:data:`mydns_lab.records.KEY_OWNER_PREFIX`).
 
 **Keys file** (:meth:`KeyRing.load`)::
 
@@ -64,7 +66,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..records import InvalidRecord, normalize_name, token_hash
+from ..records import KEY_OWNER_PREFIX, InvalidRecord, normalize_name, token_hash
 from .wire import C_ANY, T_TSIG, Labels, WireError, WireRR, lower_labels, read_name, wire_name
 
 __all__ = ["KeyFileError", "TsigKey", "KeyRing", "TsigFields", "Signer", "SeenMacs",
@@ -81,8 +83,9 @@ _KEY_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 def tsig_owner(key_name: str) -> str:
-    """The owner hash of names created through the TSIG key ``key_name``."""
-    return token_hash(TSIG_OWNER_PREFIX + key_name.lower().rstrip("."))
+    """The owner of names created through the TSIG key ``key_name``:
+    KEY_OWNER_PREFIX and a hash of its name."""
+    return KEY_OWNER_PREFIX + token_hash(TSIG_OWNER_PREFIX + key_name.lower().rstrip("."))
 
 
 # --- keys ---------------------------------------------------------------------------
@@ -110,6 +113,16 @@ class TsigKey:
     def owner(self) -> str:
         return tsig_owner(self.name)
 
+    def grants_name(self, name: str, zone: str) -> bool:
+        """Whether this key may change ``name`` (stored form, relative to
+        ``zone``, which ends in a dot): its grants (``*.x`` is anything
+        below ``x``), or without grants the name equal to its own less the
+        zone suffix."""
+        suffix = "." + zone.rstrip(".")
+        grants = self.grants or (self.name.removesuffix(suffix),)
+        return any(grant == name or (grant.startswith("*.") and name.endswith(grant[1:]))
+                   for grant in grants)
+
 
 class KeyRing:
     """The TSIG keys a front end accepts, by name."""
@@ -126,6 +139,11 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def key_granting(self, name: str, zone: str) -> TsigKey | None:
+        """A key that may change ``name`` (see :meth:`TsigKey.grants_name`),
+        or None: such a name is reserved for its keys."""
+        return next((k for k in self._keys.values() if k.grants_name(name, zone)), None)
 
     @classmethod
     def load(cls, path: str) -> KeyRing:

@@ -66,7 +66,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 from ..protocol import REFUSALS, Record, RecordOp, Status
-from ..records import InvalidRecord, split_addresses
+from ..records import InvalidRecord, same_owner, split_addresses
 from .tsig import BADTIME, TsigKey
 from .wire import (C_ANY, C_IN, C_NONE, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED, EDE_OTHER,
                    EDE_PROHIBITED, FORMERR, META_TYPES, NOTAUTH, NOTIMP, NOTZONE, NXDOMAIN, NXRRSET,
@@ -215,13 +215,13 @@ def _plan(updates: tuple[WireRR, ...], key: TsigKey, zone: Zone,
         if problem is not None:
             return problem
         name = Zone.record_name(zone.relative(rr.labels) or ())
-        if name is None or not _granted(key, name, zone):
+        if name is None or not key.grants_name(name, zone.name):
             shown = b".".join(rr.labels).decode("ascii", "replace")
             return Refusal(REFUSED, (EDE_PROHIBITED, f"key {key.name!r} may not change {shown!r}"))
         if name not in current:
             current[name] = view.lookup(name)
             record = current[name]
-            if record is not None and record.owner != key.owner:
+            if record is not None and not same_owner(record.owner, key.owner):
                 return Refusal(REFUSED, (EDE_PROHIBITED, f"name {name!r} is owned by another key"))
             wanted[name] = (set(record.ipv4), set(record.ipv6)) if record else (set(), set())
         v4, v6 = wanted[name]
@@ -273,22 +273,6 @@ def _prescan(rr: WireRR, zone: Zone) -> Refusal | None:
         if len(rr.rdata) != (4 if rr.rtype == T_A else 16):
             return Refusal(FORMERR)
     return None
-
-
-def _granted(key: TsigKey, name: str, zone: Zone) -> bool:
-    """Whether ``key`` may change ``name``: its grants (``*.x`` is anything
-    below ``x``), or without grants the name equal to its own."""
-    grants = key.grants or (_default_grant(key, zone),)
-    for grant in grants:
-        if grant == name or (grant.startswith("*.") and name.endswith(grant[1:])):
-            return True
-    return False
-
-
-def _default_grant(key: TsigKey, zone: Zone) -> str:
-    """The key's name, less the zone suffix if it has one."""
-    suffix = "." + zone.name[:-1]
-    return key.name[:-len(suffix)] if key.name.endswith(suffix) else key.name
 
 
 def _apply_update(rr: WireRR, v4: set[str], v6: set[str]) -> None:

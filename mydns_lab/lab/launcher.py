@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable
 
+from ..admission import AdmissionPolicy
 from ..codec import DecodeError, decode
 from ..core.quorum import majority
 from ..dns.tsig import KeyFileError, KeyRing
@@ -88,7 +89,9 @@ class LabOptions:
     workload: str | None = None
     dns_reads: str = "cache"
     keys_file: Path | None = None
-    trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # who may ask a front end for Stats
+    trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # exempt from limits; may ask for Stats
+    admission: AdmissionPolicy = AdmissionPolicy()
+    rrl: int = 100
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -381,7 +384,7 @@ class Lab:
         opts = self.options
         return FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
                                 opts.dns_reads, str(opts.keys_file) if opts.keys_file else None,
-                                opts.trusted)
+                                opts.trusted, opts.admission, opts.rrl)
 
     def _spawn_clerk(self, index: int, address: int, conn: Connection) -> Connection:
         """Start clerk ``index``; returns the read end of its start pipe."""
