@@ -42,11 +42,14 @@ UNKNOWN = {"Type": "Error", "Error": "no name 'laptop' to update with a Mac",
 BAD_SIGNATURE = {"Type": "Error", "Error": "the Mac of this upload is not its owner's",
                  "Code": "bad_signature"}
 A, B, C = ("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)
+REFUSED: Any = {"refused": "at once"}
 
 
 class FakeFrontEnds:
     """``json_call`` stand-in: per server, a list of answers to give in turn
-    (a dict, or None for no answer); records (server, request) pairs."""
+    (a dict; None for no answer, which costs the wait on ``clock``; or
+    REFUSED, a port nobody listens on, answered at once); records
+    (server, request) pairs."""
 
     def __init__(self, script: dict[tuple[str, int], list[dict[str, Any] | None]]) -> None:
         self.script = script
@@ -61,15 +64,23 @@ class FakeFrontEnds:
         self.times.append(self.clock.now if self.clock else 0)
         answers = self.script.get(server, [])
         answer = answers.pop(0) if answers else None
+        if answer is REFUSED:
+            raise ConnectionRefusedError(111, "Connection refused")
         if answer is None:
+            if self.clock:
+                self.clock.now += timeout_s
             raise NoAnswer(f"no answer from {server}")
         return answer
 
 
 def uploader(tmp_path: Path, fake: FakeFrontEnds, servers=(A, B, C), clock=None) -> Uploader:
+    """An Uploader calling ``fake``, its retries timed by ``fake.clock``
+    (a FakeClock made here when the test has none)."""
     ticks = iter(range(1_000, 10**9, 1_000))
+    fake.clock = fake.clock or FakeClock()
     return Uploader("laptop", "mydns.", list(servers), TokenStore(tmp_path / "cfg" / "t.json"),
-                    call=fake, clock_ms=clock or (lambda: next(ticks)))
+                    call=fake, clock_ms=clock or (lambda: next(ticks)),
+                    monotonic=fake.clock.monotonic, sleep=fake.clock.sleep)
 
 
 # --- name, zone, addresses ---------------------------------------------------------------
@@ -221,7 +232,7 @@ def test_first_upload_claims_with_a_token_made_and_saved_first(tmp_path: Path) -
 
 
 def test_fail_over_retries_the_same_request_on_the_next_front_end(tmp_path: Path) -> None:
-    fake = FakeFrontEnds({A: [None, None], B: [TRY_AGAIN, CLAIMED]})
+    fake = FakeFrontEnds({A: [REFUSED, REFUSED], B: [TRY_AGAIN, CLAIMED]})
     outcome = uploader(tmp_path, fake).upload(["10.1.2.3"])
     assert outcome.exit_code == EXIT_OK and "via 127.0.0.1:2" in outcome.line
     assert [server for server, _ in fake.calls] == [A, B, C, A, B]
@@ -232,8 +243,12 @@ def test_no_answer_is_bounded_and_keeps_the_token(tmp_path: Path) -> None:
     fake = FakeFrontEnds({})
     up = uploader(tmp_path, fake)
     outcome = up.upload(["10.1.2.3"])
-    assert outcome.exit_code == EXIT_NO_ANSWER and len(fake.calls) == 6
-    assert outcome.line.startswith("error: no front end answered the upload of laptop.mydns.")
+    # Each silent front end costs the 4 s wait: A, B, then C for the 2 s left of 10.
+    assert outcome.exit_code == EXIT_NO_ANSWER and [s for s, _ in fake.calls] == [A, B, C]
+    assert fake.clock is not None and fake.clock.now == 10.0
+    assert outcome.line.startswith("error: no front end answered the upload of laptop.mydns. "
+                                   "within 10 s")
+    assert "is the service running" in outcome.line
     assert "so the next run is safe even if this upload claimed the name" in outcome.line
     kept = up.store.get("laptop.mydns.")
     assert kept is not None and not kept.confirmed
@@ -329,6 +344,30 @@ def test_a_bad_signature_is_refused_and_the_token_kept(tmp_path: Path) -> None:
                                    "upload of laptop.mydns.: the name is owned by another key")
     assert up.store.get("laptop.mydns.") == TokenEntry("mine", 1000)
     assert "mine" not in json.dumps(fake.calls)
+
+
+def test_an_upload_no_one_took_is_tried_again_until_it_is(tmp_path: Path) -> None:
+    """Right after the service starts its ports refuse, then its cluster
+    elects a leader: ``--once`` still succeeds, after pauses that double."""
+    fake = FakeFrontEnds({A: [REFUSED] * 5 + [TRY_AGAIN, CLAIMED]})
+    up = uploader(tmp_path, fake, servers=(A,))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome.exit_code == EXIT_OK and "(claimed via" in outcome.line
+    assert fake.clock is not None and fake.clock.sleeps == [0.25, 0.5, 1.0]
+    assert len({json.dumps(request, sort_keys=True) for _, request in fake.calls}) == 1
+
+
+def test_a_cluster_without_a_majority_is_named_as_such(tmp_path: Path) -> None:
+    """The front ends answer ``unavailable`` (their cluster did not commit
+    in time): put.py says so, not "is the service running?"."""
+    fake = FakeFrontEnds({A: [TRY_AGAIN] * 100, B: [REFUSED] * 100})
+    up = uploader(tmp_path, fake, servers=(A, B))
+    outcome = up.upload(["10.1.2.3"])
+    assert outcome.exit_code == EXIT_NO_ANSWER
+    assert outcome.line.startswith("error: the upload of laptop.mydns. was not taken within 10 s: "
+                                   "the front ends answer, but the service's cluster does not")
+    assert "is the service running" not in outcome.line
+    assert fake.clock is not None and fake.clock.now == 10.0
 
 
 def test_a_reclaim_without_answer_keeps_both_tokens(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """What ``put.py`` does: keep this machine's name pointing at its addresses.
 
     python put.py [NAME] [--ip ADDR ...] [--server HOST:PORT ...] [--once]
-                  [--interval SECONDS] [--token-file PATH] [--zone ZONE]
+                  [--interval SECONDS] [--deadline SECONDS] [--token-file PATH]
+                  [--zone ZONE]
 
 Each upload is one JSON ``Put`` (see :mod:`mydns_lab.service`) carrying the
 name, the addresses, a sequence number and either the token or a signature:
@@ -41,11 +42,17 @@ Replies are read on a connected socket and must carry the request's
 skipped while the wait for the real reply goes on.
 
 Front ends are tried in the order given, each once per round for at most
-``--timeout`` seconds, for two rounds; an error with ``Code``
-``unavailable`` (the cluster did not answer it in time) moves on like no
-answer. Every upload prints one line: the outcome on stdout, or
-``error: ...`` on stderr. Exit status: 0 uploaded, 1 refused, 2 no front
-end answered or bad usage.
+``--timeout`` seconds (4: longer than the 3 s a front end waits for its
+cluster, so its ``unavailable`` answer comes back), for two rounds; an
+error with ``Code`` ``unavailable`` (the cluster did not answer it in
+time) moves on like no answer. An upload that no front end took is tried
+again, after a pause, until ``--deadline`` seconds (10) have passed since
+it began (so ``--once`` right after the service starts succeeds); then its
+line says whether no front end answered (is the service running?) or the
+front ends answered but their cluster did not (too few servers up: DNS
+goes on answering the last records). Every upload prints one line: the
+outcome on stdout, or ``error: ...`` on stderr. Exit status: 0 uploaded,
+1 refused, 2 no front end or cluster answered, or bad usage.
 
 **Replies are read by their fields, never their wording**: ``Type``
 (``PutOk`` or ``Error``), an error's ``Code`` and a PutOk's ``Outcome``.
@@ -69,7 +76,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
@@ -81,8 +88,10 @@ from ..records import (MAX_ADDRESSES_PER_FAMILY, InvalidRecord, json_owner, norm
 from .cli import DEFAULT_ZONE, UsageError, front_ends, zone_of
 from .jsonclient import NoAnswer, Server, json_call, server_text
 
-TRY_TIMEOUT_S = 1.0
+TRY_TIMEOUT_S = 4.0          # > the front end's 3 s wait for its cluster (PUT_TIMEOUT_S)
 ROUNDS = 2
+DEADLINE_S = 10.0
+FIRST_PAUSE_S, MAX_PAUSE_S = 0.25, 2.0   # between tries of an upload no one took
 DEFAULT_INTERVAL_S = 60.0
 ADDRESS_POLL_S = 5.0        # how often the loop looks for an address change
 RETRY_AFTER_S = 5.0         # after no front end answered, in the loop
@@ -295,23 +304,38 @@ def _transient(reply: dict[str, Any]) -> bool:
     return reply.get("Type") == "Error" and reply.get("Code") == CODE_UNAVAILABLE
 
 
+@dataclass
+class _NotTaken:
+    """Why no front end took a request: each failed try, and whether a
+    front end answered that its cluster did not (``unavailable``)."""
+    problems: list[str] = field(default_factory=list)
+    cluster_silent: bool = False
+
+
 class Uploader:
     """Uploads one name's addresses; owns the name's token file entry.
 
     ``call`` is :func:`json_call` (a fake in tests), ``clock_ms`` the wall
-    clock in milliseconds.
+    clock in milliseconds, ``monotonic`` and ``sleep`` time the retries
+    of a request no front end took, for up to ``deadline_s``.
     """
 
     def __init__(self, name: str, zone: str, servers: list[Server], store: TokenStore,
                  try_timeout_s: float = TRY_TIMEOUT_S, call: JsonCall = json_call,
-                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000), *,
+                 deadline_s: float = DEADLINE_S,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         assert servers, "at least one front end"
         self.name, self.zone, self.fqdn = name, zone, f"{name}.{zone}"
         self.servers = servers
         self.store = store
         self.try_timeout_s = try_timeout_s
+        self.deadline_s = deadline_s
         self._call = call
         self._clock_ms = clock_ms
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     def upload(self, addresses: list[str]) -> UploadResult:
         """Send ``addresses`` for the name; never raises for the network.
@@ -340,7 +364,7 @@ class Uploader:
             return self._claim(entry, entry.token, put, shown)
         mac = put_mac(json_owner(entry.token), self.zone, self.name, addresses, entry.seq)
         answered = self._send({**put, "Mac": mac})
-        if isinstance(answered, list):
+        if isinstance(answered, _NotTaken):
             return UploadResult(EXIT_NO_ANSWER, self._no_answer_line(entry, answered))
         server, reply = answered
         if reply.get("Type") == "PutOk":  # a reclaim token stays: a PutOk proves nothing
@@ -359,7 +383,7 @@ class Uploader:
         upload with it had claimed the name. On success ``token`` is the
         entry's confirmed token, alone."""
         answered = self._send({**put, "Token": token})
-        if isinstance(answered, list):
+        if isinstance(answered, _NotTaken):
             return UploadResult(EXIT_NO_ANSWER, self._no_answer_line(entry, answered))
         server, reply = answered
         if reply.get("Type") != "PutOk":
@@ -369,32 +393,45 @@ class Uploader:
                                      f"{server_text(server)}; token saved to "
                                      f"{shown_path(self.store.path)})")
 
-    def _send(self, request: dict[str, Any]) -> tuple[Server, dict[str, Any]] | list[str]:
+    def _send(self, request: dict[str, Any]) -> tuple[Server, dict[str, Any]] | _NotTaken:
         """The first front end's reply that is not ``unavailable``, with that
-        front end, trying each in turn for ROUNDS rounds; else what went
-        wrong with each try."""
-        problems: list[str] = []
-        for _ in range(ROUNDS):
-            for server in self.servers:
-                reply = self._try(server, request, problems)
-                if reply is not None:
-                    return server, reply
-        return problems
+        front end: each in turn for ROUNDS rounds, then again after a pause
+        (FIRST_PAUSE_S, doubling up to MAX_PAUSE_S), until ``deadline_s``
+        has passed since the first try; else why no front end took it."""
+        give_up = self._monotonic() + self.deadline_s
+        not_taken = _NotTaken()
+        pause = FIRST_PAUSE_S
+        while True:
+            for _ in range(ROUNDS):
+                for server in self.servers:
+                    remaining = give_up - self._monotonic()
+                    if remaining <= 0:
+                        return not_taken
+                    reply = self._try(server, request, min(self.try_timeout_s, remaining),
+                                      not_taken)
+                    if reply is not None:
+                        return server, reply
+            remaining = give_up - self._monotonic()
+            if remaining <= 0:
+                return not_taken
+            self._sleep(min(pause, remaining))
+            pause = min(2 * pause, MAX_PAUSE_S)
 
-    def _try(self, server: Server, request: dict[str, Any],
-             problems: list[str]) -> dict[str, Any] | None:
-        """The front end's reply, or None (noted in ``problems``) when it
+    def _try(self, server: Server, request: dict[str, Any], timeout_s: float,
+             not_taken: _NotTaken) -> dict[str, Any] | None:
+        """The front end's reply, or None (noted in ``not_taken``) when it
         gave none or asked to try again."""
         try:
-            reply = self._call(server, request, self.try_timeout_s, 1)
+            reply = self._call(server, request, timeout_s, 1)
         except NoAnswer as exc:  # silence, or an answer that is not JSON
-            problems.append(str(exc))
+            not_taken.problems.append(str(exc))
             return None
         except OSError as exc:  # e.g. no route to that host
-            problems.append(f"{server_text(server)}: {exc.strerror or exc}")
+            not_taken.problems.append(f"{server_text(server)}: {exc.strerror or exc}")
             return None
         if _transient(reply):
-            problems.append(f"{server_text(server)}: {reply.get('Error', reply)}")
+            not_taken.problems.append(f"{server_text(server)}: {reply.get('Error', reply)}")
+            not_taken.cluster_silent = True
             return None
         return reply
 
@@ -444,14 +481,22 @@ class Uploader:
                                               f"operator frees space ({reason})")
         return UploadResult(EXIT_REFUSED, f"error: {self.fqdn} refused: {reason}")
 
-    def _no_answer_line(self, entry: TokenEntry, problems: list[str]) -> str:
-        tried = "; ".join(dict.fromkeys(problems))
+    def _no_answer_line(self, entry: TokenEntry, not_taken: _NotTaken) -> str:
         kept = ("" if entry.confirmed else
                 f"; its token stays in {shown_path(self.store.path)}, so the next run "
                 "is safe even if this upload claimed the name")
-        return (f"error: no front end answered the upload of {self.fqdn} ({tried}); is the "
-                f"service running (sh run_dns.sh)? Pass --server HOST:PORT to use "
-                f"others{kept}")
+        if not_taken.cluster_silent:
+            # Say what is wrong: the front ends are up, their Raft cluster has
+            # no majority; DNS answers go on from the front ends' copies.
+            return (f"error: the upload of {self.fqdn} was not taken within "
+                    f"{self.deadline_s:g} s: the front ends answer, but the service's cluster "
+                    "does not (fewer than a majority of its servers are up or reachable); DNS "
+                    "goes on answering the last records. Try again once the servers are "
+                    f"back{kept}")
+        tried = "; ".join(dict.fromkeys(not_taken.problems))
+        return (f"error: no front end answered the upload of {self.fqdn} within "
+                f"{self.deadline_s:g} s ({tried}); is the service running (sh run_dns.sh)? "
+                f"Pass --server HOST:PORT to use others{kept}")
 
 
 # --- the loop ----------------------------------------------------------------------------
@@ -513,7 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where tokens are kept (default: ~/.config/mydns/tokens.json)")
     p.add_argument("--zone", default=DEFAULT_ZONE, help="the service's zone (mydns.)")
     p.add_argument("--timeout", type=float, default=TRY_TIMEOUT_S, metavar="SECONDS",
-                   help="how long to wait for one front end (1)")
+                   help="how long to wait for one front end's answer (4: more than the 3 s "
+                        "a front end waits for its cluster)")
+    p.add_argument("--deadline", type=float, default=DEADLINE_S, metavar="SECONDS",
+                   help="how long to keep trying an upload no front end took (10)")
     return p
 
 
@@ -525,15 +573,15 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     err = sys.stderr if err is None else err
     args = build_parser().parse_args(argv)
     try:
-        if args.interval <= 0 or args.timeout <= 0:
-            raise UsageError("--interval and --timeout must be positive")
+        if min(args.interval, args.timeout, args.deadline) <= 0:
+            raise UsageError("--interval, --timeout and --deadline must be positive")
         zone = zone_of(args.zone)
         name = relative_name(args.name if args.name else hostname_label(socket.gethostname()),
                              zone)
         servers = front_ends(args.server)
         fixed = checked_addresses(args.ip) if args.ip else None
         store = TokenStore(args.token_file or default_token_file())
-        uploader = Uploader(name, zone, servers, store, args.timeout)
+        uploader = Uploader(name, zone, servers, store, args.timeout, deadline_s=args.deadline)
         return run(uploader, (lambda: fixed) if fixed else machine_addresses, args.once,
                    args.interval, out, err)
     except UsageError as exc:
