@@ -5,19 +5,40 @@ set -eu
 cd "$(dirname "$0")"
 . scripts/ensure_venv.sh
 
-# The real-client tests run dig, kdig and nsupdate (Debian packages
-# bind9-dnsutils and knot-dnsutils). Install them when missing and we can;
-# a failed install only means those tests skip.
-has_dns_tools() {
-    command -v dig >/dev/null 2>&1 && command -v kdig >/dev/null 2>&1 &&
-        command -v nsupdate >/dev/null 2>&1
+# Real components are tested as Debian ships them. Each line below names
+# the commands some tests run, the packages that hold them, and what skips
+# without them. Missing ones are installed when we can (root with apt-get);
+# a failed install only means those tests skip, saying why.
+apt_updated="" installed=""
+have_all() {
+    for command in "$@"; do
+        command -v "$command" >/dev/null 2>&1 || return 1
+    done
 }
-if ! has_dns_tools; then
+ensure_tools() {  # PACKAGES WHAT-SKIPS COMMAND...
+    packages=$1 skips=$2
+    shift 2
+    have_all "$@" && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq bind9-dnsutils knot-dnsutils; } >/dev/null 2>&1 || true
+        [ -n "$apt_updated" ] || { apt-get update -qq >/dev/null 2>&1 || true; apt_updated=yes; }
+        # shellcheck disable=SC2086  # PACKAGES is a list
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null 2>&1 &&
+            installed="$installed $packages"
     fi
-    has_dns_tools || echo "note: dig, kdig or nsupdate is missing (apt-get install bind9-dnsutils knot-dnsutils); the real-client tests will skip" >&2
-fi
+    have_all "$@" || echo "note: $* missing (apt-get install $packages); $skips will skip" >&2
+}
+ensure_tools "bind9-dnsutils knot-dnsutils" "the real-client tests" dig kdig nsupdate
+ensure_tools "chromium" "the status page's browser test" chromium
+ensure_tools "ddclient inadyn" "the dyndns2 client tests" ddclient inadyn
+ensure_tools "zonemaster-cli knot" "the Zonemaster conformance test" zonemaster-cli knotd
+
+# Tests start their own ddclient, inadyn and knotd, once each: a daemon a
+# package installed just now may have enabled is stopped (never one that
+# was here before).
+for service in ddclient inadyn knot; do
+    case " $installed " in
+        *" $service "*) systemctl disable --now "$service.service" >/dev/null 2>&1 || true ;;
+    esac
+done
 
 exec .venv/bin/python -m pytest "$@"

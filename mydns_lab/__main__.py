@@ -1,4 +1,6 @@
 """`python -m mydns_lab` (what `sh run_dns.sh` runs): the lab on this host.
+Also the ``mydns`` console script, whose subcommands (``lab``, ``put``,
+``query``, ``keygen``, ``resolver``; see :func:`main`) reach the clients.
 
 Flags mirror the original Go program's (``--nservers --nclerks
 --dnsDuration --crash --unreliable``, with one or two dashes); a boolean
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from .admission import OPEN_NAMES_CHOICES, AdmissionPolicy, duration
-from .cmdline import (UsageParser, add_boolean_flag, ip_address, non_negative_int,
+from .cmdline import (EXIT_USAGE, UsageParser, add_boolean_flag, ip_address, non_negative_int,
                       non_negative_seconds, port_number, positive_int, ttl_seconds)
 from .lab.launcher import (LOOPBACK_NETWORKS, MAX_SERVERS, Lab, LabFailure, LabOptions,
                            StartFailure, print_final_table)
-from .lab.preflight import zone_name
+from .lab.preflight import (host_address, name_server_entry, published_name_servers, tls_problem,
+                            zone_name)
 from .lab.state import LabState
+from .net.procs import set_role_title
 
 PLAIN_STATUS_INTERVAL_S = 3.0
 
@@ -50,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
          help="address the front ends listen on (127.0.0.1; 0.0.0.0 or :: for all)")
     flag("--zone", type=zone_name, default="mydns.", help="DNS zone served (mydns.)")
     flag("--ttl", type=ttl_seconds, default=60, help="TTL of answers in seconds (60)")
+    flag("--ns", type=name_server_entry, action="append", default=[], metavar="NAME=ADDR",
+         help="a name server of the zone and its address, repeatable, in order (the first is "
+              "the SOA MNAME); NAME is relative to --zone or absolute with a trailing dot "
+              "(default: ns1 .. ns<nclerks> at --bind)")
     flag("--dns-reads", choices=["cache", "linearizable"], default="cache",
          help="answer DNS from each front end's copy of the records (cache, the default) "
               "or read each name through the cluster (linearizable)")
@@ -72,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--rrl", type=non_negative_int, default=100, metavar="RATE",
          help="DNS responses a second to one client network (/24, IPv6 /56) before answers "
               "are dropped or truncated; 0 no limit (100)")
+    flag("--http-port", type=http_port, default=9980, metavar="P",
+         help="front end i serves HTTP on P+i: dyndns2 updates (/nic/update), the status "
+              "page (/), /metrics, /healthz, /readyz (9980; 0 none)")
+    flag("--http-bind", type=ip_address, default=None, metavar="ADDR",
+         help="address the HTTP endpoints listen on (default: --bind)")
+    flag("--http-cert", type=readable_file, default=None, metavar="FILE",
+         help="with --http-key: serve HTTPS with this certificate chain (PEM)")
+    flag("--http-key", type=readable_file, default=None, metavar="FILE",
+         help="the private key of --http-cert (PEM)")
+    flag("--status-page", choices=["local", "public", "off"], default="local",
+         help="the status page (/ on the HTTP port): local (default) shows the names to "
+              "loopback and --trusted sources, the cluster alone to others; public: all to "
+              "all; off: none")
     flag("--keys", type=Path, default=None, metavar="FILE",
          help="TSIG keys allowed to send RFC 2136 updates (see docs/service.md)")
     flag("--no-dashboard", dest="dashboard", action="store_false",
@@ -81,6 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
          help="start the cluster, run this client workload for --dnsDuration seconds "
               "(10 if 0), print its summary and exit non-zero if it failed")
     return p
+
+
+def http_port(text: str) -> int:
+    """``--http-port``: a port number, or 0 for no HTTP."""
+    return 0 if text.strip() == "0" else port_number(text)
+
+
+def readable_file(text: str) -> str:
+    """A file this process can read, as given."""
+    try:
+        with open(text, "rb"):
+            return text
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
 
 
 def networks(text: str) -> tuple[str, ...]:
@@ -101,6 +136,16 @@ def options_from(argv: list[str] | None) -> LabOptions:
         parser.error(f"--port {args.port} leaves no room for {args.nclerks} front ends")
     if args.nservers > MAX_SERVERS:
         parser.error(f"--nservers {args.nservers} is too many; at most {MAX_SERVERS}")
+    if (args.http_cert is None) != (args.http_key is None):
+        parser.error("--http-cert and --http-key go together: give both for HTTPS, or neither")
+    if args.http_cert and (problem := tls_problem(args.http_cert, args.http_key)):
+        parser.error(problem)
+    if args.http_port and args.http_port + args.nclerks - 1 > 65535:
+        parser.error(f"--http-port {args.http_port} leaves no room for {args.nclerks} front ends")
+    try:
+        name_servers = published_name_servers(args.zone, args.ns, args.bind, args.nclerks)
+    except ValueError as exc:
+        parser.error(str(exc))
     seed = args.seed if args.seed is not None else int(time.time() * 1000) % 1_000_000
     return LabOptions(nservers=args.nservers, nclerks=args.nclerks,
                       dns_duration=args.dns_duration, crash=args.crash,
@@ -109,6 +154,9 @@ def options_from(argv: list[str] | None) -> LabOptions:
                       bind=args.bind, zone=args.zone, ttl=args.ttl, dashboard=args.dashboard,
                       fsync=not args.no_fsync, dns_reads=args.dns_reads, keys_file=args.keys,
                       workload=args.workload, trusted=args.trusted, rrl=args.rrl,
+                      name_servers=name_servers, http_port=args.http_port,
+                      http_bind=args.http_bind, http_cert=args.http_cert, http_key=args.http_key,
+                      status_page=args.status_page,
                       admission=AdmissionPolicy(args.expire, args.claims_per_minute,
                                                 args.max_names, args.open_names))
 
@@ -123,6 +171,12 @@ def notes(options: LabOptions) -> list[str]:
                      f"no more than --nservers {options.nservers - 1} does")
     if options.long_reordering and not options.unreliable:
         found.append("--long-reordering does nothing without --unreliable")
+    if options.bind in ("0.0.0.0", "::") and options.name_servers:
+        published = options.name_servers[0].ipv4 + options.name_servers[0].ipv6
+        if published == (host_address(6 if ":" in options.bind else 4),):
+            found.append(f"--bind {options.bind}: the zone's name servers are published at "
+                         f"{published[0]} (this host's first address); pass --ns ns1=ADDR "
+                         "to choose")
     return found
 
 
@@ -147,8 +201,58 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
     raise _Terminate()
 
 
+COMMANDS = {
+    "lab": "run the lab on this host, as sh run_dns.sh does (the default: flags alone run it)",
+    "put": "keep a name pointed at this machine's addresses (put.py)",
+    "query": "look a name up over DNS (query.py)",
+    "keygen": "print a new TSIG key for the --keys file",
+    "resolver": "route the zone to the service through this machine's resolver",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``mydns COMMAND ...`` (the console script) and ``python -m mydns_lab``:
+    the first word picks a command from COMMANDS and the rest goes to that
+    command's own ``main``. Without one (no arguments, or flags only) the lab
+    runs exactly as it always has, which is what ``sh run_dns.sh`` does."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0].startswith("-"):
+        if "-h" in args or "--help" in args:
+            print(commands_help())
+        return run_lab(args)
+    command, rest = args[0], args[1:]
+    if command == "lab":
+        return run_lab(rest)
+    if command == "put":
+        from .clients import put
+        return put.main(rest, prog="mydns put")
+    if command == "query":
+        from .clients import query
+        return query.main(rest, prog="mydns query")
+    if command == "keygen":
+        from .clients import keygen
+        return keygen.main(rest)
+    if command == "resolver":
+        from .clients import resolver
+        return resolver.main(rest)
+    print(f"mydns: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}, "
+          "or give the lab's flags alone (see mydns --help)", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def commands_help() -> str:
+    """What ``mydns --help`` prints above the lab's flags."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(["usage: mydns [COMMAND] [ARGS ...]   (or: python -m mydns_lab ...)", "",
+                      "commands (each has its own --help):", *lines, "",
+                      "Without a command, the flags below run the lab.", ""])
+
+
+def run_lab(argv: list[str] | None = None) -> int:
+    """The lab: ``mydns lab``, ``python -m mydns_lab`` and ``sh run_dns.sh``."""
     options = options_from(argv)
+    set_role_title("lab")
     signal.signal(signal.SIGTERM, _on_sigterm)
     live = None
     if options.dashboard and sys.stdout.isatty():

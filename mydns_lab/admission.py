@@ -139,13 +139,16 @@ class Refused(Exception):
 class Admission:
     """The front end's gate for JSON Puts, applied before the store sees
     them. ``reserved(name)`` names the TSIG key a name is granted to (None:
-    not reserved); ``known(name)`` says whether the name exists as far as
+    not reserved); ``name_servers`` are the zone's NS names (stored form),
+    which no Put may take; ``known(name)`` says whether the name exists as far as
     this front end knows (its copy of the records), which is what decides
     whether a Put is a new claim for the claim rate."""
 
     def __init__(self, policy: AdmissionPolicy, trusted: TrustedSources,
-                 reserved: Callable[[str], str | None], known: Callable[[str], bool]) -> None:
+                 reserved: Callable[[str], str | None], known: Callable[[str], bool],
+                 name_servers: frozenset[str] = frozenset()) -> None:
         self.policy = policy
+        self._name_servers = name_servers
         self._trusted = trusted
         self._reserved = reserved
         self._known = known
@@ -158,6 +161,9 @@ class Admission:
         if not has_token and self.policy.open_names == "deny":
             raise Refused("this service takes only Puts with a Token (--open-names deny): "
                           "use put.py, which makes and keeps one", "token_required")
+        if name in self._name_servers:
+            raise Refused(f"name {name!r} is a name server of the zone: its address is the "
+                          "operator's (--ns); choose another name", "reserved")
         key = self._reserved(name)
         if key is not None:
             raise Refused(f"name {name!r} is reserved for the TSIG key {key!r} in the keys file; "

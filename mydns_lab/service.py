@@ -33,7 +33,8 @@ store keeps (the token's hash) over zone, name, addresses and Seq, checked
 here (``bad_signature``, ``unknown_name``), so a captured one changes no
 other value or name, and once a newer upload is stored it is ``stale``.
 Names the keys file grants to a TSIG key are for that key
-only (``Code: reserved``). New claims from an untrusted source are limited
+only, and the zone's name servers (``ns1`` ..) for none (``Code: reserved``:
+:mod:`mydns_lab.dns.nameservers`). New claims from an untrusted source are limited
 per minute (``rate_limited``), the zone's size by ``--max-names``
 (``zone_full``), and a name not refreshed within ``--expire`` is released
 (:func:`mydns_lab.net.recordcopy.expire_records`). The rules are
@@ -64,24 +65,31 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
+
+from aiohttp import web
 
 from .admission import Admission, AdmissionPolicy, Refused, TrustedSources
 from .clerks import Finished
 from .dns.answers import Answer, DnsFrontEnd, Drop, Reply, UpdateNeeded
+from .dns.nameservers import DEFAULT_NAME_SERVERS, NameServer
 from .dns.rrl import ResponseRateLimiter, Verdict, truncated_reply
 from .dns.tsig import KeyRing
+from .dns.wire import UPDATE, question_type
 from .net.cluster_client import ClusterClient, ClusterTimeout
 from .net.jsonwire import (MAX_SMALL_REPLY_BYTES, RequestError, decode_request, echoed_id,
                            error_reply, fitted_reply, is_text, quoted)
 from .net.recordcopy import RecordCache, expire_records, watch_records
-from .net.procs import die_with_parent
+from .net.procs import die_with_parent, set_role_title
 from .net.transport import LAUNCHER
 from .protocol import Outcome, Record, RecordOp, Status
 from .records import (MAX_SEQ, OPEN_OWNER, InvalidRecord, checked_op, is_key_owner, json_owner,
                       put_mac, split_addresses)
 from .reports import ClerkStatus
+from .web.app import ClusterFile, WebContext, start_site, tls_context
+from .web.metrics import FrontEndMetrics, UpdatePath, put_outcome, rcode_label
 
 STATUS_INTERVAL_S = 0.25
 PUT_TIMEOUT_S = 3.0
@@ -104,6 +112,13 @@ class FrontEndSettings:
     trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # CIDR networks exempt from limits, answered Stats
     admission: AdmissionPolicy = AdmissionPolicy()
     rrl: int = 100                    # DNS responses a second to one client network (0: no limit)
+    name_servers: tuple[NameServer, ...] = DEFAULT_NAME_SERVERS  # the apex NS set; reserved names
+    http_port: int = 0                # HTTP (dyndns2, status, metrics) on http_port + i; 0: none
+    http_bind: str | None = None      # None: the same address as DNS (bind)
+    http_cert: str | None = None      # with http_key: HTTPS instead of HTTP
+    http_key: str | None = None
+    status_file: str | None = None    # the launcher's status.json, for the status page and metrics
+    status_page: str = "local"        # --status-page: who sees the names on / (web/status.py)
 
 
 class _OneRecordView:
@@ -161,8 +176,9 @@ class JsonFrontEnd:
     def __init__(self, client: ClusterClient, counters: FrontEndCounters,
                  trusted: tuple[str, ...] = LOOPBACK_NETWORKS, *,
                  admission: Admission | None = None, records: RecordCache | None = None,
-                 zone: str = "mydns.") -> None:
+                 zone: str = "mydns.", metrics: FrontEndMetrics | None = None) -> None:
         self._client = client
+        self._metrics = metrics
         self.counters = counters
         self._trusted = TrustedSources(trusted)
         self._admission = admission
@@ -170,12 +186,14 @@ class JsonFrontEnd:
         self._zone = zone
         self._internal_errors_seen: set[str] = set()
 
-    async def handle(self, data: bytes, source: str | None = None) -> bytes | None:
+    async def handle(self, data: bytes, source: str | None = None,
+                     path: UpdatePath = UpdatePath.JSON) -> bytes | None:
         """One request datagram from IP address ``source`` (None: not from
         the network, never trusted) in, one reply datagram out, at most
         ``max(len(data), MAX_SMALL_REPLY_BYTES)`` long; None (send nothing)
         for Stats from an untrusted source. Never raises: an exception
-        inside is a bug, answered with Code ``internal``."""
+        inside is a bug, answered with Code ``internal``. A Put is counted
+        in the metrics under ``path`` (the HTTP routes': dyndns2)."""
         self.counters.requests_received += 1
         started = time.monotonic()
         request: Any = None
@@ -194,6 +212,8 @@ class JsonFrontEnd:
         except Exception as exc:
             reply = self._internalerror_reply(exc)
         self.counters.replies_sent += 1
+        if self._metrics is not None and isinstance(request, dict) and request.get("Type") == "Put":
+            self._metrics.update_done(path, put_outcome(reply), time.monotonic() - started)
         return fitted_reply(reply, echoed_id(request), max(len(data), MAX_SMALL_REPLY_BYTES))
 
     def _internalerror_reply(self, exc: Exception) -> dict[str, Any]:
@@ -360,18 +380,21 @@ class DnsService:
 
     def __init__(self, client: ClusterClient, settings: FrontEndSettings,
                  cache: RecordCache, counters: FrontEndCounters,
-                 keyring: KeyRing | None = None) -> None:
-        self._dns = DnsFrontEnd(settings.zone, settings.ttl, view=cache, keyring=keyring)
+                 keyring: KeyRing | None = None, metrics: FrontEndMetrics | None = None) -> None:
+        self._dns = DnsFrontEnd(settings.zone, settings.ttl, view=cache, keyring=keyring,
+                                name_servers=settings.name_servers)
         self._client = client
         self._cache = cache
         self._linearizable = settings.dns_reads == "linearizable"
         self.counters = counters
+        self._metrics = metrics
         self._rrl = (ResponseRateLimiter(settings.rrl, TrustedSources(settings.trusted))
                      if settings.rrl > 0 else None)
 
     async def answer(self, packet: bytes, tcp: bool) -> bytes | None:
         """The reply to send for ``packet``, or None to send nothing."""
         self.counters.requests_received += 1
+        started = time.monotonic()
         name = self._dns.queried_name(packet) if self._linearizable else None
         if not self._cache.loaded:
             reply = self._not_loaded(packet, tcp)
@@ -385,6 +408,7 @@ class DnsService:
             data = reply.data if isinstance(reply, Answer) else None
         if data is not None:
             self.counters.replies_sent += 1
+            self._observe(data, started)
         return data
 
     def rate_limited(self, packet: bytes, source: str) -> Answer | Drop | None:
@@ -415,13 +439,25 @@ class DnsService:
         if self._linearizable or len(packet) < 3 or packet[2] & 0x78:  # opcode != QUERY
             return None
         self.counters.requests_received += 1
+        started = time.monotonic()
         if self._cache.loaded:
             reply = self._dns.handle(packet, tcp=False, now_s=time.time())
         else:
             reply = self._not_loaded(packet, tcp=False)
         if isinstance(reply, Answer):
             self.counters.replies_sent += 1
+            self._observe(reply.data, started)
         return reply
+
+    def _observe(self, response: bytes, started: float) -> None:
+        """A sent response in the metrics: an UPDATE's under rfc2136, else a query's."""
+        if self._metrics is None or len(response) < 4:
+            return
+        rcode, seconds = response[3] & 0xF, time.monotonic() - started
+        if (response[2] >> 3) & 0xF == UPDATE:  # a response's opcode is its request's
+            self._metrics.update_done(UpdatePath.RFC2136, rcode_label(rcode).lower(), seconds)
+        else:
+            self._metrics.dns_answered(question_type(response), rcode, seconds)
 
     def _not_loaded(self, packet: bytes, tcp: bool) -> Reply:
         """SERVFAIL for a query, before the first copy of the records has
@@ -541,7 +577,8 @@ def _admission(settings: FrontEndSettings, cache: RecordCache, keyring: KeyRing)
         key = keyring.key_granting(name, settings.zone)
         return key.name if key else None
     return Admission(settings.admission, TrustedSources(settings.trusted), reserved,
-                     lambda name: cache.lookup(name) is not None)
+                     lambda name: cache.lookup(name) is not None,
+                     frozenset(server.name for server in settings.name_servers))
 
 
 def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:
@@ -583,9 +620,14 @@ class Endpoint:
 
 
 def listen_endpoints(settings: FrontEndSettings, index: int) -> tuple[Endpoint, ...]:
-    """Every socket front end ``index`` binds, in the order it binds them."""
+    """Every socket front end ``index`` binds, in the order it binds them:
+    DNS and JSON on UDP and TCP, then HTTP when ``http_port`` is set."""
     port = settings.port + index
-    return Endpoint(Proto.UDP, settings.bind, port), Endpoint(Proto.TCP, settings.bind, port)
+    dns = Endpoint(Proto.UDP, settings.bind, port), Endpoint(Proto.TCP, settings.bind, port)
+    if not settings.http_port:
+        return dns
+    return (*dns, Endpoint(Proto.TCP, settings.http_bind or settings.bind,
+                           settings.http_port + index, "--http-port"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,11 +655,29 @@ class _BindError(Exception):
         self.endpoint, self.error = endpoint, error
 
 
+@dataclass(slots=True)
+class _Listening:
+    """What a front end has bound; :meth:`close` lets go of all of it."""
+
+    udp: asyncio.DatagramTransport
+    tcp: asyncio.Server
+    http: web.AppRunner | None = None
+
+    async def close(self) -> None:
+        self.udp.close()
+        self.tcp.close()
+        if self.http is not None:
+            await self.http.cleanup()
+
+
 async def _listen(settings: FrontEndSettings, index: int, json_front: JsonFrontEnd,
-                  dns: DnsService) -> tuple[asyncio.DatagramTransport, asyncio.Server]:
-    """Bind the UDP and TCP endpoints; raises _BindError naming the one
-    that failed (nothing stays bound)."""
-    udp, tcp = listen_endpoints(settings, index)
+                  dns: DnsService, web_context: WebContext) -> _Listening:
+    """Bind the UDP, TCP and HTTP endpoints; raises _BindError naming the
+    one that failed (nothing stays bound)."""
+    udp, tcp, *http = listen_endpoints(settings, index)
+    # A certificate that does not load raises here, before anything is bound.
+    tls = (tls_context(settings.http_cert, settings.http_key)
+           if http and settings.http_cert and settings.http_key else None)
     loop = asyncio.get_running_loop()
     try:
         transport, _ = await loop.create_datagram_endpoint(
@@ -630,7 +690,14 @@ async def _listen(settings: FrontEndSettings, index: int, json_front: JsonFrontE
     except OSError as exc:
         transport.close()
         raise _BindError(tcp, exc) from None
-    return transport, server
+    listening = _Listening(transport, server)
+    if http:
+        try:
+            listening.http = await start_site(web_context, http[0].address, http[0].port, tls)
+        except OSError as exc:
+            await listening.close()
+            raise _BindError(http[0], exc) from None
+    return listening
 
 
 async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Connection,
@@ -645,11 +712,19 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     cache = RecordCache()
     try:
         keyring = KeyRing.load(settings.keys_file) if settings.keys_file else None
+        cluster = ClusterFile(settings.status_file)
+        metrics = FrontEndMetrics(cache, cluster.read, counters)
         json_front = JsonFrontEnd(client, counters, settings.trusted,
                                   admission=_admission(settings, cache, keyring or KeyRing()),
-                                  records=cache, zone=settings.zone)
-        dns = DnsService(client, settings, cache, counters, keyring)
-        transport, tcp_server = await _listen(settings, index, json_front, dns)
+                                  records=cache, zone=settings.zone, metrics=metrics)
+        dns = DnsService(client, settings, cache, counters, keyring, metrics)
+        web_context = WebContext(index, settings.zone, cache, TrustedSources(settings.trusted),
+                                 # every Put over HTTP is a dyndns2 update, counted as one
+                                 partial(json_front.handle, path=UpdatePath.DYNDNS2), cluster,
+                                 metrics=metrics,
+                                 status_page=settings.status_page,
+                                 operation_totals=lambda: (counters.puts_ok, counters.queries_ok))
+        listening = await _listen(settings, index, json_front, dns, web_context)
     except _BindError as exc:
         _tell(started, FrontEndFailed(index, str(exc), exc.endpoint, exc.error.errno))
         return False
@@ -669,8 +744,7 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     finally:
         for task in background:
             task.cancel()
-        transport.close()
-        tcp_server.close()
+        await listening.close()
         if not client.closed.is_set():
             # The final counters, so the launcher's table counts every operation.
             client.send_status(LAUNCHER, _status(index, client, counters))
@@ -693,6 +767,7 @@ def run_clerk(index: int, address: int, settings: FrontEndSettings, conn: Connec
     It sends one message on ``started``, :class:`FrontEndListening` once
     every endpoint is bound, or :class:`FrontEndFailed`, then exits 1."""
     die_with_parent()
+    set_role_title(f"frontend c{index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not asyncio.run(_serve(index, address, settings, conn, started)):
         sys.exit(1)

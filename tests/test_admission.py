@@ -20,15 +20,16 @@ import pytest
 
 from mydns_lab import codec
 from mydns_lab.__main__ import options_from
-from mydns_lab.admission import (Admission, AdmissionPolicy, ClaimLimiter, TrustedSources,
-                                 duration, source_prefix)
+from mydns_lab.admission import (Admission, AdmissionPolicy, ClaimLimiter, Refused,
+                                 TrustedSources, duration, source_prefix)
 from mydns_lab.clerks import Finished
 from mydns_lab.dns.tsig import KeyRing
 from mydns_lab.experiments.labprocess import LabProcess, wait_for
 from mydns_lab.protocol import Command, Outcome, RecordOp, Status
 from mydns_lab.raftkv import KVStateMachine, Result
 from mydns_lab.records import OPEN_OWNER, json_owner
-from mydns_lab.service import FrontEndCounters, JsonFrontEnd
+from mydns_lab.net.recordcopy import RecordCache
+from mydns_lab.service import FrontEndCounters, FrontEndSettings, JsonFrontEnd, _admission
 
 ALICE, BOB = json_owner("alice"), json_owner("bob")
 STRANGER = "192.0.2.77"
@@ -132,7 +133,8 @@ class MachineClient:
 
 
 class Front:
-    def __init__(self, policy: AdmissionPolicy, keys: str = "") -> None:
+    def __init__(self, policy: AdmissionPolicy, keys: str = "",
+                 name_servers: frozenset[str] = frozenset()) -> None:
         self.client = MachineClient()
         keyring = KeyRing.parse(keys) if keys else KeyRing()
 
@@ -141,7 +143,7 @@ class Front:
             return key.name if key else None
         records = self.client.store.machine.records
         admission = Admission(policy, TrustedSources(("127.0.0.0/8",)), reserved,
-                              lambda name: name in records)
+                              lambda name: name in records, name_servers)
         self.fe = JsonFrontEnd(self.client, FrontEndCounters(),  # type: ignore[arg-type]
                                admission=admission)
 
@@ -169,6 +171,29 @@ def test_a_name_granted_to_a_key_is_reserved_for_it() -> None:
             assert refused["Code"] == "reserved", refused
     assert front.client.store.machine.records == {}
     assert front.put(Key="lab", Token="t")["Outcome"] == "claimed"  # "*.lab" is below lab only
+
+
+def test_the_zone_name_servers_are_reserved_for_no_one() -> None:
+    front = Front(AdmissionPolicy(), name_servers=frozenset({"ns1", "b.ns"}))
+    for name in ("ns1", "NS1", "b.ns."):
+        for token in ({"Token": "t"}, {}):
+            refused = front.put(Key=name, **token)
+            assert refused["Code"] == "reserved", refused
+            assert "is a name server of the zone" in refused["Error"], refused
+    assert front.client.store.machine.records == {}
+    assert front.put(Key="ns2", Token="t")["Outcome"] == "claimed"
+    assert front.put(Key="ns", Token="t")["Outcome"] == "claimed"
+
+
+def test_the_front_ends_reserve_the_name_servers_they_publish() -> None:
+    options = options_from(["--nclerks", "3", "--ns", "ns9=192.0.2.9", "--ns", "x.mydns.=::1"])
+    assert [s.name for s in options.name_servers] == ["ns9", "x"]
+    settings = FrontEndSettings((1,), name_servers=options.name_servers)
+    admission = _admission(settings, RecordCache(), KeyRing())
+    with pytest.raises(Refused, match="'x' is a name server"):
+        admission.check_put("x", True, "192.0.2.1", 0.0)
+    admission.check_put("ns1", True, "192.0.2.1", 0.0)  # not one of the --ns names
+    assert [s.name for s in options_from(["--nclerks", "3"]).name_servers] == ["ns1", "ns2", "ns3"]
 
 
 def test_claims_per_minute_limit_new_names_from_a_source_not_updates() -> None:

@@ -12,15 +12,16 @@ import datetime
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from dnslib import AAAA, EDNS0, QTYPE, RD, RR, A, DNSHeader, DNSQuestion, DNSRecord
 
-from mydns_lab.dns.answers import Answer, DnsFrontEnd, Drop, UpdateNeeded, _iso_utc
+from mydns_lab.dns.answers import Answer, DnsFrontEnd, Drop, UpdateNeeded, _iso_utc, soa_serial
+from mydns_lab.dns.nameservers import NameServer, default_name_servers, name_servers
 from mydns_lab.dns.tsig import (KeyFileError, KeyRing, TsigKey, parse_tsig_rdata, tsig_digest,
                                 tsig_owner)
-from mydns_lab.dns.wire import parse_message
+from mydns_lab.dns.wire import Zone, parse_message
 from mydns_lab.protocol import Record, RecordOp, Status
 from mydns_lab.records import token_hash
 
@@ -116,14 +117,89 @@ def test_soa_at_the_apex() -> None:
     soa = r.rr[0].rdata
     assert str(soa.mname) == "ns1.mydns." and str(soa.rname) == "hostmaster.mydns."
     serial, refresh, retry, expire, minimum = soa.times
-    assert serial == 1234 and minimum == 90 and refresh > retry > 0 and expire > refresh
+    assert serial == 1235 and minimum == 90 and refresh > retry > 0 and expire > refresh
     view.put(GPU)
-    assert ask(front(view), "mydns.", "SOA").rr[0].rdata.times[0] == 1235
+    assert ask(front(view), "mydns.", "SOA").rr[0].rdata.times[0] == 1236
 
 
-def test_ns_at_the_apex_default_and_configured() -> None:
-    assert rdatas(ask(front(), "mydns.", "NS")) == ["ns1.mydns."]
-    assert rdatas(ask(front(ns_name="dns.example.net"), "mydns.", "NS")) == ["dns.example.net."]
+def test_soa_serial_is_at_least_one_and_rises_within_32_bits() -> None:
+    empty = MemoryView(serial=0)
+    assert ask(front(empty), "mydns.", "SOA").rr[0].rdata.times[0] == 1
+    assert ask(front(empty), "nobody.mydns.").auth[0].rdata.times[0] == 1
+    assert [soa_serial(s) for s in (0, 1, 2**32 - 2, 2**32 - 1, 2**32)] == [1, 2, 2**32 - 1, 1, 2]
+
+    def increases(old: int, new: int) -> bool:  # RFC 1982 serial arithmetic, SERIAL_BITS 32
+        return 0 < (new - old) % 2**32 < 2**31
+    assert all(increases(soa_serial(s), soa_serial(s + 1)) and 1 <= soa_serial(s) < 2**32
+               for s in (0, 7, 2**31, 2**32 - 3, 2**32 - 2, 2**32 - 1, 2**32, 5 * 2**32))
+
+
+def test_ns_at_the_apex_default() -> None:
+    r = ask(front(), "mydns.", "NS")
+    assert rdatas(r) == ["ns1.mydns."] and r.header.aa == 1
+    assert [(str(rr.rname), str(rr.rdata), rr.ttl) for rr in r.ar] == [
+        ("ns1.mydns.", "127.0.0.1", 60)]
+
+
+SERVERS = name_servers(Zone.of("mydns."), [("ns1", "192.0.2.53"), ("ns1", "2001:db8::53"),
+                                           ("b.ns.mydns.", "198.51.100.53")])
+
+
+def test_ns_set_in_order_with_addresses_in_the_additional_section() -> None:
+    fe = front(name_servers=SERVERS, ttl=120)
+    r = ask(fe, "MyDns.", "NS")
+    assert rdatas(r) == ["ns1.mydns.", "b.ns.mydns."] and all(rr.ttl == 120 for rr in r.rr)
+    assert str(r.rr[0].rname) == "MyDns."
+    assert [(str(rr.rname), QTYPE[rr.rtype], str(rr.rdata)) for rr in r.ar] == [
+        ("ns1.mydns.", "A", "192.0.2.53"), ("ns1.mydns.", "AAAA", "2001:db8::53"),
+        ("b.ns.mydns.", "A", "198.51.100.53")]
+    assert all(rr.ttl == 120 for rr in r.ar)
+    assert str(ask(fe, "mydns.", "SOA").rr[0].rdata.mname) == "ns1.mydns."
+
+
+def test_name_servers_resolve_in_the_zone_whatever_the_store_holds() -> None:
+    claimed = Record("ns1", ("203.0.113.66",), ("2001:db8::66",), ("mine",), owner="x", seq=1)
+    fe = front(MemoryView({"ns1": claimed, "laptop": LAPTOP}), name_servers=SERVERS)
+    assert rdatas(ask(fe, "ns1.mydns.", "A")) == ["192.0.2.53"]
+    assert rdatas(ask(fe, "NS1.mydns.", "AAAA")) == ["2001:db8::53"]
+    assert rdatas(ask(fe, "b.ns.mydns.", "A")) == ["198.51.100.53"]
+    for name, qtype in (("ns1.mydns.", "TXT"), ("b.ns.mydns.", "AAAA"), ("ns1.mydns.", "MX")):
+        r = ask(fe, name, qtype)  # the name exists, without that type: NODATA
+        assert (r.header.rcode, r.rr, [QTYPE[rr.rtype] for rr in r.auth]) == (NOERROR, [], ["SOA"])
+    assert ask(fe, "ns.mydns.", "A").header.rcode == NOERROR  # an empty non-terminal
+    assert ask(fe, "ns2.mydns.", "A").header.rcode == NXDOMAIN
+
+
+def test_name_server_addresses_that_do_not_fit_are_left_out_not_truncated() -> None:
+    many = default_name_servers("2001:db8::53", 20)
+    full = ask(front(name_servers=many), "mydns.", "NS", tcp=True)
+    assert len(full.rr) == 20 and len(full.ar) == 20
+    plain = ask(front(name_servers=many), "mydns.", "NS")
+    assert plain.header.tc == 0 and len(plain.rr) == 20 and 0 < len(plain.ar) < 20
+    kept = len(plain.ar)  # the first ones, in order
+    assert [str(rr.rname) for rr in plain.ar] == [f"ns{k}.mydns." for k in range(1, kept + 1)]
+    assert len(plain.pack()) <= 512
+
+
+def test_default_name_servers_one_per_front_end_at_the_bind_address() -> None:
+    assert default_name_servers("192.0.2.1", 2) == (
+        NameServer("ns1", ("192.0.2.1",)), NameServer("ns2", ("192.0.2.1",)))
+    assert default_name_servers("::1", 1) == (NameServer("ns1", (), ("::1",)),)
+    with pytest.raises(ValueError, match="--bind 0.0.0.0 listens on every address"):
+        default_name_servers("0.0.0.0", 2)
+
+
+@pytest.mark.parametrize("given, words", [
+    ([("dns.example.net.", "192.0.2.1")], "must be inside the zone mydns."),
+    ([("mydns.", "192.0.2.1")], "below its apex"),
+    ([("a_b", "192.0.2.1")], "not a name"),
+    ([("ns1", "ns1.example")], "expected an IPv4 or IPv6 address"),
+    ([("ns1", "::")], "is no address a resolver can be sent to"),
+    ([("ns1", "192.0.2.1"), ("NS1.mydns.", "192.0.2.1")], "given twice"),
+])
+def test_bad_name_servers_say_which(given: list[tuple[str, str]], words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        name_servers(Zone.of("mydns."), given)
 
 
 def test_unknown_name_is_nxdomain_with_soa() -> None:
@@ -634,6 +710,35 @@ def test_value_dependent_prerequisite() -> None:
     refused_with(front(), update(prereqs=[txt]), NOTIMP)
     bad_ttl = RR("laptop.mydns.", QTYPE.A, 255, 60, RD(b""))
     refused_with(front(), update(prereqs=[bad_ttl]), FORMERR)
+
+
+def test_updates_of_a_name_server_are_refused() -> None:
+    """``laptop`` is granted to the key ``laptop`` by name and stored as
+    its own, yet a name server of the zone it is: no update touches it."""
+    fe = front(name_servers=(NameServer("laptop", ("192.0.2.53",)),))
+    for ident, change in enumerate((add("laptop.mydns.", "192.0.2.9"),
+                                    delete_name("laptop.mydns."),
+                                    delete_rr("laptop.mydns.", "192.0.2.1"))):
+        refused_with(fe, update(updates=[change], ident=ident), REFUSED)
+    q = DNSRecord.parse(update(updates=[add("laptop.mydns.", "192.0.2.9")], ident=9))
+    q.add_ar(EDNS0(udp_len=1232))
+    reply, _ = send(fe, bytes(q.pack()))
+    ede = [o for o in DNSRecord.parse(reply.data).ar[0].rdata if o.code == 15]
+    assert b"'laptop' is a name server of the zone" in ede[0].data
+    assert isinstance(send(front(), q.pack())[0], UpdateNeeded)  # not a name server: taken
+
+
+def test_prerequisites_see_name_servers_as_queries_do() -> None:
+    fe = front(MemoryView({"laptop": LAPTOP, "ns1": replace(GPU, name="ns1")}),
+               name_servers=SERVERS)
+    ours = [RR("ns1.mydns.", QTYPE.A, 1, 0, A("192.0.2.53"))]
+    stored = [RR("ns1.mydns.", QTYPE.A, 1, 0, A(a)) for a in GPU.ipv4]
+    change = [add("laptop.mydns.", "192.0.2.9")]
+    for prereqs in (ours, [exists("ns1.mydns.")], [exists("b.ns.mydns.", QTYPE.A)],
+                    [exists("ns2.mydns.", rclass=254)], [exists("ns1.mydns.", QTYPE.TXT, 254)]):
+        assert isinstance(send(fe, update(prereqs=prereqs, updates=change))[0], UpdateNeeded)
+    refused_with(fe, update(prereqs=stored, updates=change), NXRRSET)
+    refused_with(fe, update(prereqs=[exists("ns1.mydns.", rclass=254)], updates=change), YXDOMAIN)
 
 
 @pytest.mark.parametrize("results, rcode", [

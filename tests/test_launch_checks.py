@@ -70,6 +70,20 @@ def test_zone_is_normalised() -> None:
     assert options_from(["--zone", "Example.COM"]).zone == "example.com."
 
 
+def test_a_wildcard_bind_publishes_this_hosts_address_and_says_so() -> None:
+    """``--bind 0.0.0.0`` listens everywhere: the name servers get this
+    host's first reachable address (loopback when it has none), and a note
+    says which; ``--ns`` chooses instead, without a note."""
+    options = options_from(["--bind", "0.0.0.0", "--nclerks", "2"])
+    published = options.name_servers[0].ipv4
+    assert [s.name for s in options.name_servers] == ["ns1", "ns2"] and published
+    assert [n for n in notes(options) if "--bind 0.0.0.0" in n] == [
+        f"--bind 0.0.0.0: the zone's name servers are published at {published[0]} (this "
+        "host's first address); pass --ns ns1=ADDR to choose"]
+    chosen = options_from(["--bind", "0.0.0.0", "--ns", "ns1=192.0.2.53"])
+    assert chosen.name_servers[0].ipv4 == ("192.0.2.53",) and notes(chosen) == []
+
+
 def test_even_cluster_gets_a_note_not_an_error() -> None:
     assert notes(options_from(["--nservers", "4"])) == [
         "--nservers 4 tolerates 1 failed server, no more than --nservers 3 does"]

@@ -40,13 +40,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "dns": {"protocol", "records"},
     "net": {"core", "clerks", "codec", "protocol"},
     "clients": {"cmdline", "records"},
-    "service": {"admission", "clerks", "dns", "net", "protocol", "records", "reports"},
+    "web": {"admission", "net", "protocol", "records"},
+    "service": {"admission", "clerks", "dns", "net", "protocol", "records", "reports", "web"},
     "lab": {"admission", "codec", "core", "dns", "host", "net", "protocol", "raft", "raftkv", "records",
-            "reports", "service", "storage"},
+            "reports", "service", "storage", "web"},
     "sim": {"clerks", "cmdline", "codec", "core", "host", "linearizability", "net", "protocol",
             "raft", "raftkv", "storage"},
     "experiments": {"clients", "cmdline", "lab", "linearizability"},
-    "__main__": {"admission", "cmdline", "experiments", "lab"},
+    "__main__": {"admission", "clients", "cmdline", "experiments", "lab", "net"},
     "analysis": {"experiments"},
 }
 

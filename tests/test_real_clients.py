@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shutil
 import subprocess
 
 import dns.flags
@@ -27,13 +26,13 @@ import dns.update
 import pytest
 
 from mydns_lab.experiments.labprocess import LabProcess, wait_for
+from tests.realtools import need
 
 pytestmark = pytest.mark.lab
 
 ZONE = "mydns."
 TIMEOUT_S = 2.0
 VISIBLE_WITHIN_S = 10.0
-PACKAGE = {"dig": "bind9-dnsutils", "nsupdate": "bind9-dnsutils", "kdig": "knot-dnsutils"}
 MANY_V4 = [f"10.20.0.{i}" for i in range(1, 9)]      # the most a name may hold:
 MANY_V6 = [f"fd00::20:{i:x}" for i in range(1, 9)]   # eight of each family
 LONG = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 50])  # 242 octets: 248 with the zone
@@ -52,14 +51,6 @@ KEYS = f"""\
 laptop   {secret("laptop")}
 admin    {secret("admin")}   gpu1.lab *.lab
 """
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"{binary} is not installed: install the Debian package {PACKAGE[binary]} "
-                    f"(apt-get install {PACKAGE[binary]}; run_tests.sh does it as root)")
-    return path
 
 
 def ask(port: int, name: str, rdtype: str, tcp: bool = False,
@@ -124,6 +115,47 @@ def test_dig_reports_nxdomain_with_the_soa(lab: LabProcess) -> None:
     assert "status: NXDOMAIN" in done.stdout and "flags: qr aa" in done.stdout
     assert any(line.startswith("mydns.") and "\tSOA\t" in line
                for line in done.stdout.split(";; AUTHORITY SECTION:")[1].splitlines())
+
+
+def dig_records(port: int, name: str, rdtype: str) -> list[tuple[str, ...]]:
+    """(owner, type, value) of each RR in dig's answer and additional sections."""
+    done = run(need("dig"), "@127.0.0.1", "-p", str(port), name, rdtype, "+noall", "+answer",
+               "+additional", "+time=2", "+tries=1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [(f[0], f[3], " ".join(f[4:])) for line in done.stdout.splitlines()
+            if line and not line.startswith(";") and (f := line.split())[3] != "OPT"]
+
+
+def test_dig_finds_a_name_server_per_front_end_with_its_address(lab: LabProcess) -> None:
+    """ns1 and ns2 (two front ends) at --bind, in the zone: NS answers carry
+    their addresses, A queries answer them, the SOA names ns1 with a serial
+    of at least 1, and no client may claim them."""
+    for _, port in lab.servers():
+        assert dig_records(port, ZONE, "NS") == [
+            ("mydns.", "NS", "ns1.mydns."), ("mydns.", "NS", "ns2.mydns."),
+            ("ns1.mydns.", "A", "127.0.0.1"), ("ns2.mydns.", "A", "127.0.0.1")]
+        assert dig_records(port, "ns2.mydns.", "A") == [("ns2.mydns.", "A", "127.0.0.1")]
+        assert dig_records(port, "ns1.mydns.", "AAAA") == []
+        ((_, _, soa),) = dig_records(port, ZONE, "SOA")
+        mname, rname, serial = soa.split()[:3]
+        assert (mname, rname) == ("ns1.mydns.", "hostmaster.mydns.") and int(serial) >= 1
+    refused = lab.call(0, {"Type": "Put", "Key": "ns1", "Value": "10.6.6.6", "Token": "thief"})
+    assert refused["Code"] == "reserved" and "name server" in refused["Error"], refused
+    assert dig_records(lab.port, "ns1.mydns.", "A") == [("ns1.mydns.", "A", "127.0.0.1")]
+
+
+def test_ns_flags_name_the_servers_in_order(tmp_path) -> None:
+    need("dig")
+    with LabProcess(tmp_path / "data", "--ns", "dns-a=127.0.0.1", "--ns", "dns-b.mydns.=::1",
+                    "--ns", "dns-a=fd00::a", nservers=1, nclerks=1, seed=3) as lab:
+        assert dig_records(lab.port, ZONE, "NS") == [
+            ("mydns.", "NS", "dns-a.mydns."), ("mydns.", "NS", "dns-b.mydns."),
+            ("dns-a.mydns.", "A", "127.0.0.1"), ("dns-a.mydns.", "AAAA", "fd00::a"),
+            ("dns-b.mydns.", "AAAA", "::1")]
+        assert dig_records(lab.port, "dns-b.mydns.", "AAAA") == [("dns-b.mydns.", "AAAA", "::1")]
+        assert dig_records(lab.port, "ns1.mydns.", "A") == []  # not a name server here
+        ((_, _, soa),) = dig_records(lab.port, ZONE, "SOA")
+        assert soa.split()[0] == "dns-a.mydns."
 
 
 def test_dig_over_tcp_gets_what_udp_had_to_truncate(lab: LabProcess) -> None:

@@ -1,8 +1,12 @@
-"""Pieces put.py and query.py share: the default front ends and zone, how
-``--server`` and ``--zone`` are read, and the error for a bad command line
-or unusable local state."""
+"""Pieces the clients share: the default front ends and zone, how
+``--server`` and ``--zone`` are read, the error for a bad command line or
+unusable local state, and how a file they own is replaced."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 from ..records import InvalidRecord, normalize_name
 from .jsonclient import Server, parse_server
@@ -34,3 +38,20 @@ def front_ends(texts: list[str]) -> list[Server]:
         return [parse_server(text) for text in texts] or list(DEFAULT_SERVERS)
     except ValueError as exc:
         raise UsageError(f"--server: {exc}") from None
+
+
+def write_atomically(path: Path, text: str, mode: int) -> None:
+    """Replace ``path`` with ``text`` (file mode ``mode``) all at once: a
+    reader, or a crash, sees the old file or the new one, never part of
+    it. Raises OSError; nothing is left behind when it does."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -74,7 +74,6 @@ import re
 import secrets
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,7 +84,8 @@ import psutil
 from ..cmdline import EXIT_USAGE, UsageParser
 from ..records import (MAX_ADDRESSES_PER_FAMILY, InvalidRecord, json_owner, normalize_name,
                        put_mac, split_addresses)
-from .cli import DEFAULT_ZONE, UsageError, front_ends, zone_of
+from .cli import DEFAULT_ZONE, UsageError, front_ends, write_atomically, zone_of
+from .putservice import install, put_unit, unit_dir
 from .jsonclient import NoAnswer, Server, json_call, server_text
 
 TRY_TIMEOUT_S = 4.0          # > the front end's 3 s wait for its cluster (PUT_TIMEOUT_S)
@@ -251,22 +251,10 @@ class TokenStore:
         return {name: _entry_from(self.path, name, value) for name, value in raw.items()}
 
     def _write(self, entries: dict[str, TokenEntry]) -> None:
-        folder = self.path.parent
         data = {name: {"token": e.token, "seq": e.seq, "confirmed": e.confirmed,
                        **({"reclaim": e.reclaim} if e.reclaim else {})}
                 for name, e in sorted(entries.items())}
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".tokens-", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(data, out, indent=2)
-                out.write("\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, json.dumps(data, indent=2) + "\n", 0o600)
 
 
 def _entry_from(path: Path, name: str, value: Any) -> TokenEntry:
@@ -540,8 +528,22 @@ def run(uploader: Uploader, addresses: Callable[[], list[str]], once: bool,
 
 # --- command line ------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    p = UsageParser(prog="put.py", description="Point NAME.<zone> at this machine's addresses "
+def _install_service(args: argparse.Namespace, zone: str, name: str,
+                     environ: Mapping[str, str] = os.environ) -> str:
+    """``--install-service``: the unit for this command line, written."""
+    scope = args.install_service
+    if scope == "auto":
+        scope = "system" if os.geteuid() == 0 else "user"
+    put_args = [*(a for server in args.server for a in ("--server", server)),
+                *(a for ip in args.ip for a in ("--ip", ip)),
+                "--zone", zone, "--interval", f"{args.interval:g}",
+                "--token-file", str((args.token_file or default_token_file(environ)).absolute())]
+    unit = put_unit(scope, unit_dir(scope, environ), f"{name}.{zone}", name, put_args)
+    return install(unit)
+
+
+def build_parser(prog: str = "put.py") -> argparse.ArgumentParser:
+    p = UsageParser(prog=prog, description="Point NAME.<zone> at this machine's addresses "
                     "in MyDNS, and keep it pointed there.")
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="the name to claim (default: this machine's host name)")
@@ -562,16 +564,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "a front end waits for its cluster)")
     p.add_argument("--deadline", type=float, default=DEADLINE_S, metavar="SECONDS",
                    help="how long to keep trying an upload no front end took (10)")
+    p.add_argument("--install-service", nargs="?", const="auto", choices=["user", "system", "auto"],
+                   metavar="user|system",
+                   help="write a systemd unit that runs this command (without --once) at "
+                        "every boot or login, and say how to start it (default: system as "
+                        "root, else user); uploads nothing")
     return p
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+         err: TextIO | None = None, prog: str = "put.py") -> int:
     """The command; returns the exit status. Prints to ``out``/``err``
-    (default: the streams current at the call)."""
+    (default: the streams current at the call); ``prog`` names it in usage
+    and errors (``mydns put`` when run as a subcommand)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if min(args.interval, args.timeout, args.deadline) <= 0:
             raise UsageError("--interval, --timeout and --deadline must be positive")
@@ -580,6 +588,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
                              zone)
         servers = front_ends(args.server)
         fixed = checked_addresses(args.ip) if args.ip else None
+        if args.install_service:
+            print(_install_service(args, zone, name), file=out)
+            return EXIT_OK
         store = TokenStore(args.token_file or default_token_file())
         uploader = Uploader(name, zone, servers, store, args.timeout, deadline_s=args.deadline)
         return run(uploader, (lambda: fixed) if fixed else machine_addresses, args.once,

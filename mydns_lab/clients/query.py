@@ -172,8 +172,8 @@ def report(lookups: list[Lookup], as_json: bool, out: TextIO, err: TextIO) -> in
     return EXIT_FOUND if status == "found" else EXIT_NOT_FOUND
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = UsageParser(prog="query.py", description="Look a name up in MyDNS over DNS.")
+def build_parser(prog: str = "query.py") -> argparse.ArgumentParser:
+    p = UsageParser(prog=prog, description="Look a name up in MyDNS over DNS.")
     p.add_argument("name", metavar="NAME",
                    help="a name in the zone (laptop), or a fully qualified one (laptop.mydns.)")
     p.add_argument("--type", choices=TYPES, type=str.upper, default=None,
@@ -189,12 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+         err: TextIO | None = None, prog: str = "query.py") -> int:
     """The command; returns the exit status. Prints to ``out``/``err``
-    (default: the streams current at the call)."""
+    (default: the streams current at the call); ``prog`` names it in usage
+    and errors (``mydns query`` when run as a subcommand)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")

@@ -35,14 +35,22 @@ authoritatively (AA set) from a :class:`~mydns_lab.dns.update.RecordView`: A
 and AAAA from the record's addresses; TXT as one RR ``updated=<ISO-8601
 UTC>`` (when it was last refreshed: ``--expire`` counts from it), one
 ``access=open`` for an open name (any Put without a token may change it),
-plus one RR per stored text; SOA and NS at the apex. The SOA serial
-is ``view.serial``, its minimum (the negative-caching TTL) is ``ttl``.
-Unknown names get NXDOMAIN, other types NODATA, both with the SOA in the
-authority section; names outside the zone get REFUSED. ANY is answered per
-RFC 8482 with one synthesised ``HINFO "RFC8482" ""`` (cheap, and it tells
-the asker why). Empty non-terminals (``lab`` when only ``gpu1.lab`` exists)
-answer NODATA when the view also offers ``has_descendants``
-(:class:`SubtreeView`), NXDOMAIN otherwise.
+plus one RR per stored text; SOA and NS at the apex. The NS set is the
+front end's :class:`~mydns_lab.dns.nameservers.NameServer` tuple (see that
+module), in order; the SOA MNAME is its first name; an NS answer carries
+every name's A and AAAA in the additional section, as many as fit
+(additional data is optional: RFC 2181 section 9, so no TC for it), and A
+and AAAA queries for those names are answered with their addresses,
+whatever the store holds under the name (other types: NODATA). The SOA
+serial is :func:`soa_serial` of ``view.serial``, its minimum (the
+negative-caching TTL) is ``ttl``. Unknown names get NXDOMAIN, other types
+NODATA, both with the SOA in the authority section; names outside the zone
+get REFUSED. ANY is answered per RFC 8482 with one synthesised ``HINFO
+"RFC8482" ""`` (cheap, and it tells the asker why). Empty non-terminals
+(``lab`` when only ``gpu1.lab`` exists, ``ns`` above a name server
+``b.ns``) answer NODATA when the view also offers ``has_descendants``
+(:class:`SubtreeView`) or the name is above a name server's, NXDOMAIN
+otherwise.
 
 **Sizes.** Without EDNS a UDP answer is at most 512 bytes. With EDNS the
 client's payload size is honoured but capped at 1232 bytes (the DNS Flag Day
@@ -80,6 +88,7 @@ from dnslib import (AAAA, EDNS0, NS, RD, RR, SOA, TXT, A, DNSHeader, DNSLabel, D
 from ..protocol import Record, RecordOp
 from ..records import OPEN_OWNER
 from .cache import ResponseCache
+from .nameservers import DEFAULT_NAME_SERVERS, NameServer
 from .tsig import BADTIME, KeyRing, SeenMacs, Signer, verify_request
 from .update import RecordView, Refusal, plan_update, refusal_from_results
 from .wire import (BADVERS, C_ANY, C_IN, EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, F_OPCODE, F_QR,
@@ -89,12 +98,21 @@ from .wire import (BADVERS, C_ANY, C_IN, EDE_NOT_AUTHORITATIVE, EDE_PROHIBITED, 
                    WireError, WireMessage, WireRR, Zone, edns_and_tsig, parse_message)
 
 __all__ = ["Answer", "Drop", "UpdateNeeded", "Reply", "SubtreeView", "DnsFrontEnd",
-           "UDP_PAYLOAD_MAX"]
+           "UDP_PAYLOAD_MAX", "soa_serial"]
 
 UDP_PAYLOAD_MAX = 1232   # the EDNS payload we accept and advertise (see the module doc)
 UDP_PLAIN_MAX = 512      # without EDNS (RFC 1035)
 TCP_MAX = 65535
 SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S = 3600, 900, 604800
+SERIAL_MODULUS = 0xFFFFFFFF  # SOA serials 1 .. 2**32 - 1
+
+
+def soa_serial(serial: int) -> int:
+    """The SOA serial for a view at ``serial`` (which starts at 0 and rises
+    with every change): ``serial + 1``, so an empty zone's is 1, never 0;
+    past 2**32 - 1 it wraps to 1, which RFC 1982 serial arithmetic still
+    reads as an increase (as it does every step of one)."""
+    return serial % SERIAL_MODULUS + 1
 
 
 # --- replies ---------------------------------------------------------------------
@@ -145,6 +163,7 @@ class _Response:
     aa: bool = False
     answers: list[RR] = field(default_factory=list)
     authority: list[RR] = field(default_factory=list)
+    additional: list[RR] = field(default_factory=list)  # optional: dropped to fit
     ede: tuple[int, str] | None = None
     signer: Signer | None = None
 
@@ -160,6 +179,7 @@ def _refuse(resp: _Response, rcode: int, ede: tuple[int, str] | None = None) -> 
     authoritative, ``ede`` attached when the request had EDNS. The one way
     every refusal (a query's, TSIG's, an UPDATE's :class:`Refusal`) is made."""
     resp.rcode, resp.aa, resp.answers, resp.authority = rcode, False, [], []
+    resp.additional = []
     resp.ede = ede
     return resp
 
@@ -185,6 +205,7 @@ def _pack_body(resp: _Response, truncated: bool) -> bytes:
     if not truncated:
         record.rr.extend(resp.answers)
         record.auth.extend(resp.authority)
+        record.ar.extend(resp.additional)
     if resp.edns is not None:
         options = []
         if resp.ede is not None:
@@ -196,8 +217,9 @@ def _pack_body(resp: _Response, truncated: bool) -> bytes:
 
 
 def _pack(resp: _Response, tcp: bool) -> bytes:
-    """The response as bytes: truncated (TC, question only) when it does not
-    fit the transport, signed last."""
+    """The response as bytes: without the additional RRs that do not fit
+    the transport, last first; truncated (TC, question only) when it does
+    not fit without any; signed last."""
     if tcp:
         limit = TCP_MAX
     elif resp.edns is not None:
@@ -206,6 +228,10 @@ def _pack(resp: _Response, tcp: bool) -> bytes:
         limit = UDP_PLAIN_MAX
     reserve = resp.signer.rr_size() if resp.signer is not None else 0
     body = _pack_body(resp, truncated=False)
+    kept = len(resp.additional)
+    while len(body) + reserve > limit and kept:
+        kept -= 1
+        body = _pack_body(replace(resp, additional=resp.additional[:kept]), truncated=False)
     if len(body) + reserve > limit:
         body = _pack_body(resp, truncated=True)
     return resp.signer.sign(body) if resp.signer is not None else body
@@ -236,19 +262,32 @@ def _iso_utc(ms: int) -> str:
 class DnsFrontEnd:
     """Answers DNS for one zone; one instance per front-end process, shared
     by its UDP and TCP servers. ``view`` is what :meth:`handle` answers
-    from; the front end reads it, never replaces it."""
+    from; the front end reads it, never replaces it. ``name_servers`` is
+    the zone's NS set, first the SOA MNAME (built by
+    :mod:`mydns_lab.dns.nameservers`; the default is one front end's at
+    127.0.0.1)."""
 
     def __init__(self, zone: str = "mydns.", ttl: int = 60, *, view: RecordView,
-                 keyring: KeyRing | None = None, ns_name: str | None = None) -> None:
+                 keyring: KeyRing | None = None,
+                 name_servers: tuple[NameServer, ...] = DEFAULT_NAME_SERVERS) -> None:
         self.zone = Zone.of(zone)
         if not 0 <= ttl <= 0x7FFFFFFF:
             raise ValueError(f"ttl {ttl} is out of range")
+        if not name_servers or any(not (s.ipv4 or s.ipv6) for s in name_servers):
+            raise ValueError("a zone needs at least one name server, each with an address")
         self.ttl = ttl
         self.view = view
         self.keyring = keyring if keyring is not None else KeyRing()
-        ns = ns_name if ns_name is not None else "ns1." + self.zone.name
+        self.name_servers = {server.name: server for server in name_servers}
+        if len(self.name_servers) != len(name_servers):
+            raise ValueError("a name server is listed twice")
+        # Names above a name server's (``ns`` of ``b.ns``): empty non-terminals.
+        self._above_name_servers = {name.split(".", k)[k] for name in self.name_servers
+                                    for k in range(1, name.count(".") + 1)}
         self._zone_label = DNSLabel(self.zone.labels)
-        self._ns_label = DNSLabel(ns if ns.endswith(".") else ns + ".")
+        # Zone.of: InvalidRecord for a name that is no name, or too long with the zone.
+        self._ns_labels = [DNSLabel(Zone.of(f"{server.name}.{self.zone.name}").labels)
+                           for server in name_servers]
         self._hostmaster = DNSLabel(("hostmaster".encode(),) + self.zone.labels)
         self.responses = ResponseCache()
         self.seen_updates = SeenMacs()
@@ -344,9 +383,9 @@ class DnsFrontEnd:
     # --- queries ---
 
     def _soa(self, view: RecordView) -> RR:
-        times = (view.serial & 0xFFFFFFFF, SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, self.ttl)
+        times = (soa_serial(view.serial), SOA_REFRESH_S, SOA_RETRY_S, SOA_EXPIRE_S, self.ttl)
         return RR(self._zone_label, T_SOA, C_IN, self.ttl,
-                  SOA(self._ns_label, self._hostmaster, times))
+                  SOA(self._ns_labels[0], self._hostmaster, times))
 
     def _query(self, resp: _Response, view: RecordView) -> _Response:
         """``resp`` filled in with the answer to its question, from ``view``."""
@@ -364,11 +403,17 @@ class DnsFrontEnd:
         owner = DNSLabel(q.labels)
         if not relative:
             resp.answers = self._apex_rrs(owner, q.qtype, view)
+            if q.qtype == T_NS:
+                resp.additional = self._name_server_addresses()
+        elif (name := Zone.record_name(relative)) in self.name_servers:
+            # Configuration, not the store: no record can shadow a name server.
+            server = self.name_servers[name]
+            resp.answers = self._addresses(owner, q.qtype, server.ipv4, server.ipv6)
         else:
-            name = Zone.record_name(relative)
             record = view.lookup(name) if name is not None else None
             if record is None:
-                if name is None or not _has_descendants(view, name):
+                if name is None or not (name in self._above_name_servers
+                                        or _has_descendants(view, name)):
                     resp.rcode = NXDOMAIN
                 resp.authority = [self._soa(view)]
                 return resp
@@ -383,16 +428,31 @@ class DnsFrontEnd:
             soa.rname = owner
             return [soa]
         if qtype == T_NS:
-            return [RR(owner, T_NS, C_IN, self.ttl, NS(self._ns_label))]
+            return [RR(owner, T_NS, C_IN, self.ttl, NS(label)) for label in self._ns_labels]
+        if qtype == T_ANY:
+            return [self._hinfo(owner)]
+        return []
+
+    def _name_server_addresses(self) -> list[RR]:
+        """Every NS name's A and AAAA RRs, in the NS set's order."""
+        return [rr for label, server in zip(self._ns_labels, self.name_servers.values())
+                for rr in self._addresses(label, T_A, server.ipv4, ())
+                + self._addresses(label, T_AAAA, (), server.ipv6)]
+
+    def _addresses(self, owner: DNSLabel, qtype: int, ipv4: tuple[str, ...],
+                   ipv6: tuple[str, ...]) -> list[RR]:
+        """The answer to ``qtype`` at a name holding only addresses."""
+        if qtype == T_A:
+            return [RR(owner, T_A, C_IN, self.ttl, A(a)) for a in ipv4]
+        if qtype == T_AAAA:
+            return [RR(owner, T_AAAA, C_IN, self.ttl, AAAA(a)) for a in ipv6]
         if qtype == T_ANY:
             return [self._hinfo(owner)]
         return []
 
     def _record_rrs(self, owner: DNSLabel, qtype: int, record: Record) -> list[RR]:
-        if qtype == T_A:
-            return [RR(owner, T_A, C_IN, self.ttl, A(a)) for a in record.ipv4]
-        if qtype == T_AAAA:
-            return [RR(owner, T_AAAA, C_IN, self.ttl, AAAA(a)) for a in record.ipv6]
+        if qtype in (T_A, T_AAAA):
+            return self._addresses(owner, qtype, record.ipv4, record.ipv6)
         if qtype == T_TXT:
             texts = [f"updated={_iso_utc(record.updated_ms)}",
                      *(["access=open"] if record.owner == OPEN_OWNER else []), *record.txt]
@@ -437,7 +497,7 @@ class DnsFrontEnd:
         or the ``finish`` of :class:`UpdateNeeded`."""
         signer = resp.signer
         key = signer.key if signer is not None else None
-        planned = plan_update(msg, key, self.zone, view,
+        planned = plan_update(msg, key, self.zone, view, name_servers=self.name_servers,
                               time_signed=signer.request_time if signer else 0,
                               mac=signer.request_mac if signer else b"")
         if isinstance(planned, Refusal):

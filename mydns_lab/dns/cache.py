@@ -11,7 +11,9 @@ Pure: no sockets, no clock. The contract, all on one thread:
 
 **Why a kept response is exact.** The full path's response to a request
 that carries no TSIG is a function of the request's bytes after the ID, of
-the transport's size limit and of the view; the ID is copied into the first
+the transport's size limit and of the view (and of the front end's zone,
+TTL and name servers, fixed for the life of its one cache; the SOA serial
+is derived from the view's ``serial``); the ID is copied into the first
 two bytes and nowhere else. So a response learnt for one request is, with
 the ID patched, byte for byte the response to any later request whose bytes
 after the ID are the same, while the view's ``serial`` (which rises with

@@ -30,12 +30,15 @@ RFC 8945; and a replay, NOTAUTH/BADTIME: see "Replays" below). Unsigned:
 REFUSED. Zone section not ``SOA IN``: FORMERR; not our
 zone, or an RR outside it: NOTZONE. A name the key is not granted (see the
 keys file in :mod:`mydns_lab.dns.tsig`), owned by another key or token, the
-apex, or a type other than A/AAAA being added: REFUSED.
+apex, a name of the zone's NS set (:mod:`mydns_lab.dns.nameservers`: their
+addresses are the operator's, not any key's), or a type other than A/AAAA
+being added: REFUSED.
 
 **Prerequisites** (RFC 2136 sections 2.4 and 3.2) are all supported,
 value-dependent ones for A and AAAA (NOTIMP for other types); they are
 checked against the view when the request arrives, not atomically with the
-write.
+write, and see the NS names as queries do (their configured addresses,
+never a stored record).
 
 **Updates** (section 3.4) may add an A/AAAA RR, delete one, delete an RRset
 or delete every RRset of a name; deletes of types the store does not keep
@@ -63,10 +66,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, replace
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from ..protocol import REFUSALS, Record, RecordOp, Status
 from ..records import InvalidRecord, same_owner, split_addresses
+from .nameservers import NameServer
 from .tsig import BADTIME, TsigKey
 from .wire import (C_ANY, C_IN, C_NONE, EDE_NOT_AUTHORITATIVE, EDE_NOT_SUPPORTED, EDE_OTHER,
                    EDE_PROHIBITED, FORMERR, META_TYPES, NOTAUTH, NOTIMP, NOTZONE, NXDOMAIN, NXRRSET,
@@ -81,7 +85,7 @@ class RecordView(Protocol):
     from, and what an UPDATE's prerequisites and ownership are checked
     against."""
 
-    serial: int  # rises with every change; the SOA serial
+    serial: int  # rises with every change; the SOA serial is derived from it
 
     def lookup(self, name: str) -> Record | None:
         """The record of ``name`` (relative to the zone, normalised), or None."""
@@ -100,12 +104,14 @@ class Refusal:
 
 
 def plan_update(msg: WireMessage, key: TsigKey | None, zone: Zone, view: RecordView, *,
-                time_signed: int, mac: bytes) -> tuple[RecordOp, ...] | Refusal:
+                name_servers: Mapping[str, NameServer], time_signed: int,
+                mac: bytes) -> tuple[RecordOp, ...] | Refusal:
     """The ops an UPDATE needs, or why it is refused (see the module doc).
 
     ``msg`` has exactly one question, the zone section; ``key`` is the key
     that verified its TSIG, None when it had none, and ``time_signed`` and
-    ``mac`` that TSIG's, stamped on every op. Checks, in order: signed,
+    ``mac`` that TSIG's, stamped on every op. ``name_servers`` (by stored
+    name) are the zone's NS names, answered from configuration. Checks, in order: signed,
     zone section, prerequisites (RFC 2136 3.2) against ``view``, then the
     prescan and translation of the update section (3.4)."""
     if key is None:
@@ -116,8 +122,8 @@ def plan_update(msg: WireMessage, key: TsigKey | None, zone: Zone, view: RecordV
         return Refusal(FORMERR)
     if zone.relative(section.labels) != ():
         return Refusal(NOTZONE, (EDE_NOT_AUTHORITATIVE, f"this server updates only {zone.name}"))
-    planned = (_check_prerequisites(msg.answers, zone, view)
-               or _plan(msg.authority, key, zone, view))
+    planned = (_check_prerequisites(msg.answers, zone, view, name_servers)
+               or _plan(msg.authority, key, zone, view, name_servers))
     if isinstance(planned, Refusal):
         return planned
     return tuple(replace(op, tsig_key=key.name, tsig_time=time_signed, tsig_mac=mac.hex(),
@@ -146,8 +152,8 @@ def refusal_from_results(ops: Sequence[RecordOp],
 # --- prerequisites (RFC 2136 3.2) -----------------------------------------------------------
 
 
-def _check_prerequisites(prereqs: tuple[WireRR, ...], zone: Zone,
-                         view: RecordView) -> Refusal | None:
+def _check_prerequisites(prereqs: tuple[WireRR, ...], zone: Zone, view: RecordView,
+                         servers: Mapping[str, NameServer]) -> Refusal | None:
     """RFC 2136 3.2, against ``view``; None when all hold."""
     wanted: dict[tuple[Labels, int], set[bytes]] = {}
     for rr in prereqs:
@@ -159,8 +165,8 @@ def _check_prerequisites(prereqs: tuple[WireRR, ...], zone: Zone,
         if rr.rclass in (C_ANY, C_NONE):
             if rr.rdata:
                 return Refusal(FORMERR)
-            exists = (_name_in_use(relative, view) if rr.rtype == T_ANY
-                      else _rrset(relative, rr.rtype, view) is not None)
+            exists = (_name_in_use(relative, view, servers) if rr.rtype == T_ANY
+                      else _rrset(relative, rr.rtype, view, servers) is not None)
             if rr.rclass == C_ANY and not exists:
                 return Refusal(NXDOMAIN if rr.rtype == T_ANY else NXRRSET)
             if rr.rclass == C_NONE and exists:
@@ -173,7 +179,7 @@ def _check_prerequisites(prereqs: tuple[WireRR, ...], zone: Zone,
         else:
             return Refusal(FORMERR)
     for (relative, rtype), rdatas in wanted.items():
-        if _rrset(relative, rtype, view) != rdatas:
+        if _rrset(relative, rtype, view, servers) != rdatas:
             return Refusal(NXRRSET)
     return None
 
@@ -183,29 +189,34 @@ def _lookup(relative: Labels, view: RecordView) -> Record | None:
     return view.lookup(name) if name is not None else None
 
 
-def _name_in_use(relative: Labels, view: RecordView) -> bool:
-    return not relative or _lookup(relative, view) is not None
+def _name_in_use(relative: Labels, view: RecordView,
+                 servers: Mapping[str, NameServer]) -> bool:
+    return (not relative or Zone.record_name(relative) in servers
+            or _lookup(relative, view) is not None)
 
 
-def _rrset(relative: Labels, rtype: int, view: RecordView) -> set[bytes] | None:
+def _rrset(relative: Labels, rtype: int, view: RecordView,
+           servers: Mapping[str, NameServer]) -> set[bytes] | None:
     """The RRset's RDATA for A and AAAA (a placeholder for the other types
-    we serve), None when there is no such RRset."""
+    we serve), None when there is no such RRset; a name server's as its
+    queries are answered."""
     if not relative:
         return {b""} if rtype in (T_SOA, T_NS) else None
-    record = _lookup(relative, view)
-    if record is None:
+    server = servers.get(Zone.record_name(relative) or "")
+    held = server if server is not None else _lookup(relative, view)
+    if held is None:
         return None
     if rtype in (T_A, T_AAAA):
-        addresses = record.ipv4 if rtype == T_A else record.ipv6
+        addresses = held.ipv4 if rtype == T_A else held.ipv6
         return {ipaddress.ip_address(a).packed for a in addresses} or None
-    return {b""} if rtype == T_TXT else None
+    return {b""} if rtype == T_TXT and server is None else None
 
 
 # --- the update section (RFC 2136 3.4) --------------------------------------------------------
 
 
-def _plan(updates: tuple[WireRR, ...], key: TsigKey, zone: Zone,
-          view: RecordView) -> tuple[RecordOp, ...] | Refusal:
+def _plan(updates: tuple[WireRR, ...], key: TsigKey, zone: Zone, view: RecordView,
+          servers: Mapping[str, NameServer]) -> tuple[RecordOp, ...] | Refusal:
     """Prescan (RFC 2136 3.4.1) and translate the updates into ops, or
     refuse them all. Each name's record is read from ``view`` once."""
     wanted: dict[str, tuple[set[str], set[str]]] = {}
@@ -218,6 +229,9 @@ def _plan(updates: tuple[WireRR, ...], key: TsigKey, zone: Zone,
         if name is None or not key.grants_name(name, zone.name):
             shown = b".".join(rr.labels).decode("ascii", "replace")
             return Refusal(REFUSED, (EDE_PROHIBITED, f"key {key.name!r} may not change {shown!r}"))
+        if name in servers:
+            return Refusal(REFUSED, (EDE_PROHIBITED, f"{name!r} is a name server of the zone; "
+                                     "its address is the operator's (--ns), choose another name"))
         if name not in current:
             current[name] = view.lookup(name)
             record = current[name]

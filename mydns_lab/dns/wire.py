@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from ..records import InvalidRecord, normalize_name
 
 __all__ = ["WireError", "WireRR", "Question", "WireMessage", "Edns", "Labels", "Zone",
-           "read_name", "parse_message", "edns_and_tsig", "wire_name", "lower_labels"]
+           "read_name", "parse_message", "question_type", "edns_and_tsig", "wire_name",
+           "lower_labels"]
 
 MAX_POINTER_HOPS = 127   # more than any 255-octet name needs
 HEADER_SIZE = 12
@@ -163,6 +164,27 @@ def parse_message(data: bytes) -> WireMessage:
     if pos != len(data):
         raise WireError(f"{len(data) - pos} bytes after the last record")
     return WireMessage(ident, flags, tuple(questions), *sections)
+
+
+def question_type(message: bytes) -> int | None:
+    """The type of ``message``'s first question (a request's, or the one a
+    response echoes), read without parsing the rest; None when there is no
+    question or it cannot be read. Cheap enough for every answer the front
+    end counts: a plain name is skipped label by label, and only one with
+    a pointer or an unknown label type takes :func:`read_name`."""
+    try:
+        if len(message) < HEADER_SIZE or not (message[4] or message[5]):
+            return None
+        pos = HEADER_SIZE
+        while 0 < (length := message[pos]) < 0x40:
+            pos += length + 1
+        if length:
+            _, pos = read_name(message, HEADER_SIZE)
+        else:
+            pos += 1
+        return int.from_bytes(message[pos:pos + 2]) if pos + 2 <= len(message) else None
+    except (WireError, IndexError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,9 +97,13 @@ class LabProcess:
         self.nclerks = nclerks
         self.seed = seed
         self.port = port or free_port_range(nclerks)
+        # HTTP on ports this process picks too (unless the flags choose), not the shared 9980.
+        self.http_port = (int(flags[flags.index("--http-port") + 1]) if "--http-port" in flags
+                          else free_port_range(nclerks, start=41000))
+        http = () if "--http-port" in flags else ("--http-port", str(self.http_port))
         self.args = [sys.executable, "-m", "mydns_lab", "--no-dashboard",
                      "--data-dir", str(data_dir), "--port", str(self.port), "--seed", str(seed),
-                     "--nservers", str(nservers), "--nclerks", str(nclerks), *flags]
+                     "--nservers", str(nservers), "--nclerks", str(nclerks), *http, *flags]
         self.log_path = data_dir.parent / f"{data_dir.name}-launcher.log"
         zone = flags[flags.index("--zone") + 1] if "--zone" in flags[:-1] else "mydns."
         self.zone = zone if zone.endswith(".") else zone + "."

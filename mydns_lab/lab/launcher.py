@@ -36,6 +36,7 @@ from typing import Any, Callable
 from ..admission import AdmissionPolicy
 from ..codec import DecodeError, decode
 from ..core.quorum import majority
+from ..dns.nameservers import NameServer, default_name_servers
 from ..dns.tsig import KeyFileError, KeyRing
 from ..net.faults import LinkFaults
 from ..service import (LOOPBACK_NETWORKS, Endpoint, FrontEndFailed, FrontEndListening,
@@ -52,6 +53,7 @@ MAX_SERVERS = CLERK_ADDRESS_BASE  # server addresses 1..n stay below the clerks'
 FRONT_END_START_S = 20.0
 CLUSTER_FILE = "cluster.json"
 STOP_GRACE_S = 3.0
+STATUS_RECENT_CHANGES = 10  # leader changes status.json lists
 # spawn, not fork: a forked child would inherit every other pipe end the
 # launcher holds at that moment, so a killed server's pipe would stay open in
 # its siblings, the router would never see EOF, and would block writing to it.
@@ -92,6 +94,12 @@ class LabOptions:
     trusted: tuple[str, ...] = LOOPBACK_NETWORKS  # exempt from limits; may ask for Stats
     admission: AdmissionPolicy = AdmissionPolicy()
     rrl: int = 100
+    name_servers: tuple[NameServer, ...] = ()  # --ns; () is ns1..ns<nclerks> at --bind
+    http_port: int = 0                 # --http-port: front end i serves HTTP on it + i; 0 none
+    http_bind: str | None = None
+    http_cert: str | None = None
+    http_key: str | None = None
+    status_page: str = "local"         # --status-page: local, public or off
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -279,8 +287,11 @@ class Lab:
             self._unwritable.discard(path.name)
 
     def _write_status_file(self) -> None:
-        """``<data-dir>/status.json``: who is up and who leads, for operators
-        and benchmarks (replaced atomically, a few times a second)."""
+        """``<data-dir>/status.json``: who is up and who leads, each server's
+        term, commit and applied index, the recent leader changes and the
+        network's packet counts, for operators, the front ends' status page
+        and metrics, and benchmarks (replaced atomically, a few times a
+        second)."""
         servers = {}
         for node, view in self.state.servers.items():
             status = view.status
@@ -288,9 +299,16 @@ class Lab:
             role = status.role if fresh and status else ("starting" if view.up else "down")
             servers[str(node)] = {"up": view.up, "pid": view.pid, "role": role,
                                   "term": status.term if status else 0,
+                                  "commit": status.commit if status else 0,
+                                  "applied": status.applied if status else 0,
                                   "disk_full": status.disk_full if fresh and status else ""}
+        changes = self.state.leader_changes
         self._write_quietly(self.options.data_dir / "status.json", json.dumps(
-            {"leader": self.state.leader, "term": self.state.leader_term, "servers": servers}))
+            {"leader": self.state.leader, "term": self.state.leader_term, "servers": servers,
+             "leader_changes": len(changes),
+             "recent_leader_changes": [{"at_s": round(at, 3), "term": term, "leader": node}
+                                       for at, term, node in changes[-STATUS_RECENT_CHANGES:]],
+             "packets": self.state.packets(), "written_at": time.time()}))
 
     def _freeze_router_stats(self, until: float) -> None:
         """Take the network's counters as they stand before anything stops:
@@ -384,7 +402,13 @@ class Lab:
         opts = self.options
         return FrontEndSettings(self._servers, opts.port, opts.bind, opts.zone, opts.ttl,
                                 opts.dns_reads, str(opts.keys_file) if opts.keys_file else None,
-                                opts.trusted, opts.admission, opts.rrl)
+                                opts.trusted, opts.admission, opts.rrl,
+                                name_servers=opts.name_servers or default_name_servers(
+                                    opts.bind, opts.nclerks),
+                                http_port=opts.http_port, http_bind=opts.http_bind,
+                                http_cert=opts.http_cert, http_key=opts.http_key,
+                                status_file=str(opts.data_dir / "status.json"),
+                                status_page=opts.status_page)
 
     def _spawn_clerk(self, index: int, address: int, conn: Connection) -> Connection:
         """Start clerk ``index``; returns the read end of its start pipe."""

@@ -1,5 +1,6 @@
 """Checks the launcher makes before anything starts: the zone is a name,
-and every socket the lab will listen on can be bound.
+the name servers it publishes have addresses, and every socket the lab
+will listen on can be bound.
 
 ``Lab.prepare`` builds the list of :class:`~mydns_lab.service.Endpoint`
 (protocol, address, port) from the front ends' settings and passes it to
@@ -18,9 +19,11 @@ import socket
 
 import psutil
 
+from ..dns.nameservers import NameServer, default_name_servers, name_servers
 from ..dns.wire import Zone
 from ..records import InvalidRecord
 from ..service import Endpoint, Proto
+from ..web.app import tls_context
 
 _WILDCARDS = ("0.0.0.0", "::")
 
@@ -31,6 +34,54 @@ def zone_name(text: str) -> str:
         return Zone.of(text).name
     except InvalidRecord as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a zone name: {exc}") from None
+
+
+def name_server_entry(text: str) -> tuple[str, str]:
+    """The ``--ns NAME=ADDR`` flag type, as ``(NAME, ADDR)``; whether NAME
+    is in the zone is :func:`published_name_servers`'s to say, once
+    ``--zone`` is known."""
+    name, sep, address = text.partition("=")
+    if not sep or not name.strip() or not address.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=ADDR such as ns1=192.0.2.53 or ns2.mydns.=2001:db8::53, got {text!r}")
+    return name.strip(), address.strip()
+
+
+def published_name_servers(zone: str, given: list[tuple[str, str]], bind: str,
+                           nclerks: int) -> tuple[NameServer, ...]:
+    """The zone's NS set: the ``--ns`` entries ``given``, else ``ns1`` ..
+    ``ns<nclerks>`` at ``bind``, or, when ``bind`` is a wildcard (every
+    address of the host), at :func:`host_address` of its family (the
+    launcher notes which; ``--ns`` chooses). Raises ValueError, one line
+    saying what to do, for a bad entry."""
+    if given:
+        return name_servers(Zone.of(zone), given)
+    if bind in _WILDCARDS:
+        bind = host_address(6 if ":" in bind else 4)
+    return default_name_servers(bind, nclerks)
+
+
+def host_address(version: int) -> str:
+    """This host's first address of IP ``version`` that others can reach
+    (not loopback, link-local or multicast; in :func:`host_addresses`'
+    order), or the loopback address when it has none."""
+    for text in host_addresses():
+        ip = ipaddress.ip_address(text)
+        if ip.version == version and not (ip.is_loopback or ip.is_link_local
+                                          or ip.is_multicast or ip.is_unspecified):
+            return str(ip)
+    return "127.0.0.1" if version == 4 else "::1"
+
+
+def tls_problem(cert_file: str, key_file: str) -> str | None:
+    """Why ``--http-cert``/``--http-key`` cannot serve HTTPS, in one line,
+    or None when the certificate chain and its key load."""
+    try:
+        tls_context(cert_file, key_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return (f"--http-cert {cert_file} with --http-key {key_file} does not load "
+                f"({exc}); give a PEM certificate chain and its private key")
+    return None
 
 
 def endpoint_problem(endpoint: Endpoint) -> str | None:

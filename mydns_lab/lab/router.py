@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 
 from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
-from ..net.procs import die_with_parent
+from ..net.procs import die_with_parent, set_role_title
 from ..net.transport import LAUNCHER
 
 STATS_INTERVAL_S = 0.25
@@ -183,6 +183,7 @@ def run_router(pipes: dict[int, Connection], control: Connection, seed: int,
                server_ids: frozenset[int]) -> None:
     """Process entry point."""
     die_with_parent()
+    set_role_title("router")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import codec
 from ..host import drain
-from ..net.procs import die_with_parent
+from ..net.procs import die_with_parent, set_role_title
 from ..net.transport import LAUNCHER, Outbox, receive
 from ..protocol import ClientRequest
 from ..raft import Config, RaftNode
@@ -62,6 +62,7 @@ def _stop(_signum: int, _frame: object) -> None:
 def run_server(node_id: int, settings: ServerSettings, conn: Connection, incarnation: int) -> None:
     """Process entry point. Returns when told to stop or the router is gone."""
     die_with_parent()
+    set_role_title(f"server s{node_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides when we stop
     signal.signal(signal.SIGTERM, _stop)
     server = _Server(node_id, settings, Outbox(conn), incarnation)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Iterator
 
 from ..clerks import Finished
 from ..protocol import Record, RecordOp, Status
@@ -32,6 +33,7 @@ class RecordCache:
     def __init__(self) -> None:
         self.serial = 0
         self.loaded = False
+        self.heard_at = float("-inf")  # time.monotonic() of the last watch answer
         self._records: dict[str, Record] = {}
         self._parents: dict[str, int] = {}  # name -> how many records lie below it
 
@@ -43,6 +45,11 @@ class RecordCache:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every record, in no order, read-only (the status page's listing);
+        finish iterating before the next await, as the copy may change then."""
+        return iter(self._records.values())
 
     def not_refreshed_since(self, cutoff_ms: int, limit: int) -> list[str]:
         """Up to ``limit`` names last changed before ``cutoff_ms``."""
@@ -99,6 +106,7 @@ async def watch_records(client: ClusterClient, cache: RecordCache) -> None:
                                          WATCH_TIMEOUT_S)
             if finished.status != Status.OK:
                 continue
+            cache.heard_at = time.monotonic()
             if finished.full:
                 await load_full_listing(client, cache, finished)
             else:
