@@ -171,6 +171,12 @@ def notes(options: LabOptions) -> list[str]:
                      f"no more than --nservers {options.nservers - 1} does")
     if options.long_reordering and not options.unreliable:
         found.append("--long-reordering does nothing without --unreliable")
+    http_bind = options.http_bind or options.bind
+    clear_off_loopback = not options.http_cert and not ipaddress.ip_address(http_bind).is_loopback
+    if options.http_port and clear_off_loopback:
+        found.append(f"HTTP on {http_bind} without --http-cert: dyndns2 passwords (the names' "
+                     "tokens) cross the network in clear; give --http-cert and --http-key, or "
+                     "--http-bind 127.0.0.1")
     if options.bind in ("0.0.0.0", "::") and options.name_servers:
         published = options.name_servers[0].ipv4 + options.name_servers[0].ipv6
         if published == (host_address(6 if ":" in options.bind else 4),):

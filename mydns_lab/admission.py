@@ -129,11 +129,14 @@ class ClaimLimiter:
 
 class Refused(Exception):
     """A Put the policy turns away before it reaches the store; ``code`` is
-    the JSON ``Code``, the message says why and what to do."""
+    the JSON ``Code``, the message says why and what to do. ``as_claim``:
+    refused only because the name looked new (the claim rate); a Put of a
+    name the store does hold is no claim, and may go on."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str, as_claim: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.as_claim = as_claim
 
 
 class Admission:
@@ -153,6 +156,7 @@ class Admission:
         self._reserved = reserved
         self._known = known
         self._claims = ClaimLimiter(policy.claims_per_minute)
+        self._guesses = ClaimLimiter(policy.claims_per_minute)  # Puts refused as not the owner's
 
     def check_put(self, name: str, has_token: bool, source: str | None, now_s: float) -> None:
         """Raise :class:`Refused` for a Put of ``name`` (stored form) that the
@@ -168,18 +172,32 @@ class Admission:
         if key is not None:
             raise Refused(f"name {name!r} is reserved for the TSIG key {key!r} in the keys file; "
                           "change it with nsupdate and that key", "reserved")
-        if self._known(name) or source in self._trusted:
+        if source in self._trusted:
             return
         prefix = _claimant(source)
-        if not self._claims.allow(prefix, now_s):
+        if not self._guesses.allow(prefix, now_s):
+            # Tokens chosen by people (a router's dyndns2 password) can be
+            # guessed: each wrong one costs a log entry, so they are counted.
+            raise Refused(f"too many updates from {prefix} were refused as not the name "
+                          f"owner's (at most {self.policy.claims_per_minute} a minute, "
+                          "--claims-per-minute); check the token and try again in a minute",
+                          "rate_limited")
+        if not self._known(name) and not self._claims.allow(prefix, now_s):
             raise Refused(f"too many new names claimed from {prefix} "
                           f"(at most {self.policy.claims_per_minute} a minute, "
-                          "--claims-per-minute); try again in a minute", "rate_limited")
+                          "--claims-per-minute); try again in a minute", "rate_limited",
+                          as_claim=True)
 
     def claimed(self, source: str | None, now_s: float) -> None:
         """A Put from ``source`` claimed a name: spend one of its claims."""
         if source not in self._trusted:
             self._claims.spend(_claimant(source), now_s)
+
+    def not_owner(self, source: str | None, now_s: float) -> None:
+        """A Put from ``source`` was refused as not the name owner's
+        (``owned``, ``bad_signature``, ``open``): spend one of its guesses."""
+        if source not in self._trusted:
+            self._guesses.spend(_claimant(source), now_s)
 
 
 def _claimant(source: str | None) -> str:

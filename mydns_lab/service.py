@@ -98,6 +98,9 @@ TCP_IDLE_TIMEOUT_S = 10.0
 MAX_LATENCY_SAMPLES = 512
 MAX_TOKEN_CHARS = 256
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+NOT_THE_OWNERS = frozenset({"owned", "bad_signature", "open"})
+"""The Codes of a Put whose token or Mac is not the name owner's: guesses,
+counted per source by :meth:`mydns_lab.admission.Admission.not_owner`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,17 +288,23 @@ class JsonFrontEnd:
         op = _checked(RecordOp("record_set", request["Key"], ipv4=ipv4, ipv6=ipv6, seq=seq,
                                owner=json_owner(token) if token else OPEN_OWNER,
                                max_names=admission.policy.max_names if admission else 0))
-        if mac is not None:  # the store re-checks the owner, so a stale copy cannot be abused
-            op = replace(op, owner=await self._signed_owner(op, mac))
-        if admission is not None:
+        if admission is not None:  # first: what it refuses costs the cluster nothing
             try:
-                admission.check_put(op.name, op.owner != OPEN_OWNER, source, time.time())
+                admission.check_put(op.name, token is not None or mac is not None, source,
+                                    time.time())
             except Refused as exc:
                 # This front end's copy may lag a claim just made: a stored name is no claim.
-                if exc.code != "rate_limited" or await self._stored(op.name) is None:
+                if not exc.as_claim or await self._stored(op.name) is None:
                     raise RequestError(str(exc), exc.code) from None
-        finished = await self._call(op, PUT_TIMEOUT_S,
-                                    "the update may or may not have been applied, try again")
+        try:
+            if mac is not None:  # the store re-checks the owner: a stale copy cannot be abused
+                op = replace(op, owner=await self._signed_owner(op, mac))
+            finished = await self._call(op, PUT_TIMEOUT_S,
+                                        "the update may or may not have been applied, try again")
+        except RequestError as exc:
+            if admission is not None and exc.code in NOT_THE_OWNERS:
+                admission.not_owner(source, time.time())
+            raise
         if admission is not None and finished.outcome == Outcome.CLAIMED:
             admission.claimed(source, time.time())
         reply: dict[str, Any] = {"Type": "PutOk", "Key": request["Key"], "Value": value,
@@ -744,11 +753,12 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     finally:
         for task in background:
             task.cancel()
-        await listening.close()
         if not client.closed.is_set():
-            # The final counters, so the launcher's table counts every operation.
+            # The final counters first (the launcher waits a few seconds only),
+            # so its table counts every operation.
             client.send_status(LAUNCHER, _status(index, client, counters))
             client.flush_now()
+        await listening.close()
     return True
 
 

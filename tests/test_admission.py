@@ -208,21 +208,39 @@ def test_claims_per_minute_limit_new_names_from_a_source_not_updates() -> None:
 def test_only_puts_that_claim_spend_the_budget() -> None:
     """A refused claim (another owner's name, an open one) adds no name:
     it spends nothing, whatever this front end believed about the name."""
-    front = Front(AdmissionPolicy(claims_per_minute=2))
+    front = Front(AdmissionPolicy(claims_per_minute=3))
     front.client.store(claim("taken", BOB))
     front.client.store(claim("shared", OPEN_OWNER))
     front.fe._admission._known = lambda name: False  # a copy that lags the store
-    for _ in range(5):
-        assert front.put(Key="taken", Token="t")["Code"] == "owned"
-        assert front.put(Key="shared", Token="t")["Code"] == "open"
-    assert front.put(Key="n1", Token="t")["Outcome"] == "claimed"
-    assert front.put(Key="n2", Token="t")["Outcome"] == "claimed"
-    assert front.put(Key="n3", Token="t")["Code"] == "rate_limited"
+    assert front.put(Key="taken", Token="t")["Code"] == "owned"
+    assert front.put(Key="shared", Token="t")["Code"] == "open"
+    for name in ("n1", "n2", "n3"):
+        assert front.put(Key=name, Token="t")["Outcome"] == "claimed"
+    assert front.put(Key="n4", Token="t")["Code"] == "rate_limited"
     # An update of a stored name is no claim, though the copy has not seen
     # the name yet; other sources and trusted ones have their own budget.
     assert front.put(Key="n1", Token="t")["Outcome"] == "updated"
     assert front.put(source="198.51.100.1", Key="h4", Token="t")["Outcome"] == "claimed"
     assert front.put(source="127.0.0.1", Key="h5", Token="t")["Outcome"] == "claimed"
+
+
+def test_puts_refused_as_not_the_owners_are_limited_per_source() -> None:
+    """A token a person chose (a router's dyndns2 password) can be guessed:
+    after --claims-per-minute wrong ones a source gets ``rate_limited`` for
+    every Put, before anything reaches the cluster; trusted ones never."""
+    front = Front(AdmissionPolicy(claims_per_minute=2))
+    front.client.store(claim("router", BOB))
+    front.client.store(claim("mine", json_owner("t")))
+    assert [front.put(Key="router", Token=guess)["Code"] for guess in ("a", "b")] == \
+        ["owned", "owned"]
+    before = front.client.store.state()
+    limited = front.put(Key="router", Token="bob")
+    assert limited["Code"] == "rate_limited" and "not the name owner's" in limited["Error"]
+    assert front.put(Key="mine", Token="t")["Code"] == "rate_limited", "every Put of that source"
+    assert front.client.store.state() == before and front.client.store.index == 2 + 2
+    assert front.put(source="198.51.100.1", Key="mine", Token="t")["Outcome"] == "updated"
+    for guess in ("c", "d", "e"):
+        assert front.put(source="127.0.0.1", Key="router", Token=guess)["Code"] == "owned"
 
 
 def claims(limiter: ClaimLimiter, key: str, now_s: float, tries: int) -> list[bool]:

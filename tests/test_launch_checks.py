@@ -80,8 +80,16 @@ def test_a_wildcard_bind_publishes_this_hosts_address_and_says_so() -> None:
     assert [n for n in notes(options) if "--bind 0.0.0.0" in n] == [
         f"--bind 0.0.0.0: the zone's name servers are published at {published[0]} (this "
         "host's first address); pass --ns ns1=ADDR to choose"]
-    chosen = options_from(["--bind", "0.0.0.0", "--ns", "ns1=192.0.2.53"])
+    chosen = options_from(["--bind", "0.0.0.0", "--ns", "ns1=192.0.2.53", "--http-port", "0"])
     assert chosen.name_servers[0].ipv4 == ("192.0.2.53",) and notes(chosen) == []
+
+
+def test_clear_http_off_loopback_gets_a_note() -> None:
+    """dyndns2 sends the token with every update: in clear, say so."""
+    [note] = notes(options_from(["--http-bind", "0.0.0.0"]))
+    assert note.startswith("HTTP on 0.0.0.0 without --http-cert: dyndns2 passwords")
+    assert notes(options_from([])) == [], "loopback: nobody else listens"
+    assert notes(options_from(["--http-bind", "0.0.0.0", "--http-port", "0"])) == []
 
 
 def test_even_cluster_gets_a_note_not_an_error() -> None:

@@ -31,6 +31,7 @@ from mydns_lab.net.recordcopy import RecordCache
 from mydns_lab.protocol import Record
 from mydns_lab.records import OPEN_OWNER
 from mydns_lab.web.app import WebContext, build_app
+from mydns_lab.web import status
 from mydns_lab.web.status import (MAX_ROWS, PageAccess, RateSampler, StatusPage, recent_records,
                                   render_page, sees_names)
 
@@ -304,3 +305,20 @@ def test_a_headless_browser_shows_an_update_within_a_second(tmp_path: Path) -> N
         assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in plain
         shot = screenshot(url, tmp_path / "status.png", binary=chromium)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_unchanged_records_are_not_scanned_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The names' scan is kept for the records as they stand and the same
+    filter: a tab refreshing every 2 s costs one scan per change."""
+    records = cache_of(Record("gpu1", ("10.1.2.3",), (), (), OWNER, 1, NOW_MS))
+    page = StatusPage(context_of(records))
+    scans = []
+    real = status.recent_records
+    monkeypatch.setattr(status, "recent_records",
+                        lambda *args: scans.append(args[1]) or real(*args))
+    for _ in range(3):
+        page.view("127.0.0.1", "")
+    page.view("127.0.0.1", "gpu")
+    records.apply((Record("nas", ("10.1.2.4",), (), (), OWNER, 1, NOW_MS + 1),), 2, full=False)
+    assert [r.name for r in page.view("127.0.0.1", "").names.rows] == ["nas", "gpu1"]
+    assert scans == ["", "gpu", ""]

@@ -46,6 +46,8 @@ from collections import OrderedDict
 from collections.abc import Container
 from enum import Enum
 
+from .wire import F_OPCODE, F_QR, F_RD, F_TC, QUERY, UPDATE
+
 __all__ = ["Verdict", "ResponseRateLimiter", "network_key", "truncated_reply",
            "MAX_NETWORKS", "MAX_SOURCES", "SLIP"]
 
@@ -58,9 +60,6 @@ SLIP = 2
 """Every SLIP-th response over the limit is sent truncated, the others dropped."""
 IPV4_PREFIX, IPV6_PREFIX = 24, 56
 
-_F_QR, _F_TC, _F_RD = 0x8000, 0x0200, 0x0100
-_F_OPCODE = 0x7800
-_QUERY, _UPDATE = 0, 5
 
 
 class Verdict(Enum):
@@ -169,13 +168,13 @@ def truncated_reply(request: bytes) -> bytes | None:
     if len(request) < 12:
         return None
     ident, flags, qdcount = struct.unpack_from("!HHH", request)
-    opcode = (flags & _F_OPCODE) >> 11
-    if flags & _F_QR or opcode not in (_QUERY, _UPDATE) or qdcount != 1:
+    opcode = (flags & F_OPCODE) >> 11
+    if flags & F_QR or opcode not in (QUERY, UPDATE) or qdcount != 1:
         return None
     end = _question_end(request)
     if end is None:
         return None
-    reply_flags = _F_QR | _F_TC | (flags & (_F_OPCODE | _F_RD))
+    reply_flags = F_QR | F_TC | (flags & (F_OPCODE | F_RD))
     return struct.pack("!6H", ident, reply_flags, 1, 0, 0, 0) + request[12:end]
 
 

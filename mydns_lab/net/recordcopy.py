@@ -139,7 +139,9 @@ async def expire_records(client: ClusterClient, cache: RecordCache, expire_s: fl
     """Release, through the log, every name not refreshed within
     ``expire_s`` (``--expire``). Every front end does it: the store releases
     a name only if it is still unrefreshed at the cutoff, so they cannot
-    disagree, and one front end down leaves the others to do it.
+    disagree, and one front end down leaves the others to do it; a name the
+    watch shows released (or refreshed) meanwhile is skipped, so most
+    releases take one log entry, not one per front end.
 
     Nothing expires in the first ``min(expire_s, EXPIRY_GRACE_S)`` after
     the front end starts: a service that was down for longer than
@@ -159,6 +161,9 @@ async def expire_records(client: ClusterClient, cache: RecordCache, expire_s: fl
             continue
         cutoff_ms = int((time.time() - expire_s) * 1000)
         for name in cache.not_refreshed_since(cutoff_ms, EXPIRY_BATCH):
+            record = cache.lookup(name)
+            if record is None or record.updated_ms >= cutoff_ms:
+                continue  # released by another front end meanwhile, or refreshed: no entry
             try:
                 await client.call(RecordOp("record_expire", name, older_than_ms=cutoff_ms),
                                   EXPIRE_TIMEOUT_S)

@@ -24,6 +24,7 @@ from ..net.recordcopy import RecordCache
 from . import dyndns, metrics, status
 from .metrics import FrontEndMetrics
 
+HTTP_SHUTDOWN_S = 1.0  # how long a stopping front end waits for HTTP requests in flight
 CLUSTER_FILE_MAX_AGE_S = 0.25  # how long a read of the launcher's status file is reused
 READY_WITHIN_S = 3.0
 """How recently the watch on the leader must have answered for /readyz
@@ -89,12 +90,6 @@ class WebContext:
         return True, "ready"
 
 
-def source_of(request: web.Request) -> str | None:
-    """The client's address (never a header a client could set)."""
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return peer[0] if peer else None
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -132,7 +127,8 @@ async def start_site(context: WebContext, host: str, port: int,
                      tls: ssl.SSLContext | None = None) -> web.AppRunner:
     """Serve the app on ``host:port``; raises OSError when it cannot bind
     (nothing stays bound). Stop it with ``await runner.cleanup()``."""
-    runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False,
+                           shutdown_timeout=HTTP_SHUTDOWN_S)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=tls).start()

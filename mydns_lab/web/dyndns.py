@@ -99,7 +99,7 @@ async def nic_update(request: web.Request) -> web.Response:
         return _text(["notfqdn"])
     if len(hosts) > MAX_HOSTS:
         return _text(["numhost"])
-    source = request.remote  # the socket's peer, as app.source_of: no header is read
+    source = request.remote  # the socket's peer: no header a client could set is read
     addresses = _addresses(request.query.get("myip", ""), request.query.get("myipv6", ""),
                            source)
     lines = []

@@ -45,6 +45,7 @@ from ..protocol import Record
 from ..records import OPEN_OWNER, is_key_owner
 
 MAX_ROWS = 500
+RECENT_VIEWS = 16  # filtered views kept for the records as they stand (then all dropped)
 MAX_QUERY_CHARS = 253             # a filter longer than any name matches nothing new
 REFRESH_S = 2
 RATE_SAMPLE_INTERVAL_S = 1.0
@@ -148,6 +149,7 @@ class StatusPage:
 
     def __init__(self, context: StatusSource) -> None:
         self._context = context
+        self._recent: dict[tuple[int, str], tuple[list[Record], int]] = {}
         self.access = PageAccess(context.status_page)
         totals = context.operation_totals
         self.sampler = RateSampler(totals) if totals is not None else None
@@ -170,7 +172,7 @@ class StatusPage:
     async def handle(self, request: web.Request) -> web.Response:
         if self.access is PageAccess.OFF:
             return web.Response(status=404, text="the status page is off (--status-page off)\n")
-        # request.remote is the socket's peer, as app.source_of: no header is read
+        # request.remote is the socket's peer: no header a client could set is read
         query = request.query.get("q", "")[:MAX_QUERY_CHARS].strip().lower()
         view = self.view(request.remote, query)
         return web.Response(text=render_page(view), content_type="text/html",
@@ -181,7 +183,15 @@ class StatusPage:
         context = self._context
         names = None
         if self.access is PageAccess.PUBLIC or sees_names(source, context.trusted):
-            rows, matched = recent_records(context.records, query, MAX_ROWS)
+            # A scan of every record per request would stall the loop that
+            # answers DNS (100,000 names: tens of ms); unchanged records and
+            # the same filter reuse it.
+            key = (context.records.serial, query)
+            if key not in self._recent:
+                if len(self._recent) >= RECENT_VIEWS:
+                    self._recent.clear()
+                self._recent[key] = recent_records(context.records, query, MAX_ROWS)
+            rows, matched = self._recent[key]
             names = NamesView(rows, matched, len(context.records), query)
         rates = None
         if self.sampler is not None:
