@@ -273,15 +273,15 @@ def run_lab(argv: list[str] | None = None) -> int:
                 last[0] = state.elapsed()
                 print(plain_status(state), flush=True)
 
-    for note in notes(options):
-        print(f"mydns: note: {note}", file=sys.stderr)
     lab = Lab(options, show)
     failure = start_failure = ""
     try:
         lab.prepare()
     except LabFailure as exc:
-        print(f"mydns: error: {exc}", file=sys.stderr)
+        print(f"mydns: error: {exc}", file=sys.stderr)  # alone: the one line to act on
         return 2
+    for note in notes(options):
+        print(f"mydns: note: {note}", file=sys.stderr)
     workload = None
     try:
         lab.start()
