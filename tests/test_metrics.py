@@ -228,8 +228,12 @@ def test_a_running_front_end_counts_a_put_and_a_query(tmp_path: Path) -> None:
             return parse(text)
 
         def cluster_seen() -> bool:
+            # status.json lists every server from the start, with term and
+            # commit 0 until its first report reaches the launcher.
             got = scraped()
-            return (all(("mydns_server_term", (("server", s),)) in got for s in "123")
+            return (all(got.get(("mydns_server_term", (("server", s),)), 0) >= 1
+                        and got.get(("mydns_server_commit_index", (("server", s),)), 0) >= 1
+                        for s in "123")
                     and sum(got.get(("mydns_server_leader", (("server", s),)), 0)
                             for s in "123") == 1)
         wait_for(cluster_seen, 10, f"the cluster's servers in /metrics ({lab.replay})")
