@@ -73,7 +73,7 @@ class RecordOp:
     request planned (0, 1, ...). The store refuses a stamp older than the
     last it accepted for that key, or of a message it already took (RFC
     8945 5.2.3; the rule is
-    :meth:`mydns_lab.raftkv.KVStateMachine.accept_signed`). They say
+    :func:`mydns_lab.records.accept_signed`). They say
     which message carried the op, not what it does, so equality leaves
     them out: two ops making the same change compare equal.
     """

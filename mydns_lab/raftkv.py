@@ -23,7 +23,8 @@ from .core.messages import Entry, Snapshot
 from .protocol import (ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Outcome, Record,
                        RecordOp, Status, StoreOp)
 from .raft import NotLeader, RaftNode, Ready, Role
-from .records import OPEN_OWNER, InvalidRecord, checked_op, same_owner
+from .records import (InvalidRecord, SignedState, accept_signed, checked_op, decide_change,
+                      replayed)
 
 WRITE_KINDS = frozenset({"put", "append", "cas", "delete", "record_set", "record_delete",
                          "record_expire"})
@@ -74,7 +75,7 @@ class KVStateMachine:
         # Per TSIG key name: the latest Time Signed accepted, and for each
         # message (its MAC) accepted at that time the last part applied.
         # Replicated and in snapshots: the authority on replays.
-        self.signed: dict[str, tuple[int, dict[str, int]]] = {}
+        self.signed: dict[str, SignedState] = {}
         self.applied_index = 0
         # Recent record changes, (serial, name), for watches. Derived, not
         # replicated: a replica restored from a snapshot starts it empty and
@@ -193,7 +194,7 @@ class KVStateMachine:
         self.sessions = {c: (s, Result(st, v, outcome=o))
                          for (c, s, st, v), o in zip(state.sessions, outcomes, strict=True)}
         for key, time_s, mac, part in state.signed:
-            self.signed.setdefault(key, (time_s, {}))[1][mac] = part
+            self.signed[key] = time_s, {**self.signed.get(key, (time_s, {}))[1], mac: part}
 
     def _execute(self, op: KvOp) -> Result:
         current = self.data.get(op.key, "")
@@ -215,88 +216,26 @@ class KVStateMachine:
 
     def _execute_record(self, op: RecordOp, time_ms: int) -> Result:
         """Record changes check ownership and order in the same step as
-        they write, so no interleaving can slip an older upload in.
-
-        Owners: a token's or a key's hash, or :data:`OPEN_OWNER` for an open
-        name, which any open Put may update and no owner may take (an
-        attacker who could lock a name would do more harm than one who can
-        only point it elsewhere until its next refresh)."""
+        they write, so no interleaving can slip an older upload in; the
+        rules are :func:`mydns_lab.records.decide_change`, shared with the
+        etcd store."""
         try:
             op = checked_op(op)
         except InvalidRecord as exc:
             return Result(Status.ERROR, str(exc))
-        if op.kind == "record_expire":
-            return self._expire(op)
-        if op.kind not in ("record_set", "record_delete"):
-            return Result(Status.ERROR, f"{op.kind} is not a write")
-        if op.tsig_key and not self.accept_signed(op):
-            return Result(Status.REPLAYED, f"the update of {op.name!r} signed by key "
-                                            f"{op.tsig_key!r} at {op.tsig_time} was taken before, "
-                                            "or a newer one from that key was (a replay, or an "
-                                            "old update arriving late); sign a new one")
-        current = self.records.get(op.name)
-        if not op.owner:
-            return Result(Status.ERROR, f"changing {op.name!r} needs the owner's token")
-        if current is None:
-            if op.kind == "record_delete":
-                return Result(Status.ERROR, f"no such name {op.name!r}")
-            if 0 < op.max_names <= len(self.records):
-                return Result(Status.ZONE_FULL, f"the zone holds its limit of {op.max_names} names "
-                                                 f"(--max-names); {op.name!r} was not claimed")
-            self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
-            return Result(Status.OK, outcome=Outcome.CLAIMED)
-        if not same_owner(current.owner, op.owner):
-            if current.owner == OPEN_OWNER:
-                return Result(Status.OPEN, f"name {op.name!r} is open: any Put without a token "
-                                            "updates it, so no token or key can take it; choose "
-                                            "another name, or wait until it expires unrefreshed")
-            return Result(Status.OWNED, f"name {op.name!r} is owned by another key; pass the "
-                                         "token that claimed it or choose another name")
-        if op.kind == "record_delete":
+        if op.tsig_key and op.kind in ("record_set", "record_delete"):
+            signed = accept_signed(self.signed.get(op.tsig_key), op)
+            if signed is None:
+                change = replayed(op)
+                return Result(change.status, change.reason)
+            self.signed[op.tsig_key] = signed
+        change = decide_change(op, self.records.get(op.name), len(self.records), time_ms)
+        if change.stored is not None:
+            self._store(change.stored)
+        elif change.removed:
             del self.records[op.name]
             self._changed(op.name)
-            return Result(Status.OK, outcome=Outcome.DELETED)
-        if op.seq < current.seq:
-            return Result(Status.STALE, f"stale upload for {op.name!r}: sequence {op.seq} is "
-                                         f"older than the stored {current.seq}; nothing changed")
-        self._store(Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms))
-        return Result(Status.OK, outcome=Outcome.UPDATED)
-
-    def _expire(self, op: RecordOp) -> Result:
-        """Release ``op.name`` if it was last changed before
-        ``op.older_than_ms``; a name refreshed since (or gone) is left as it
-        is, so front ends racing to expire it, or an upload racing them,
-        are both safe."""
-        current = self.records.get(op.name)
-        if current is None or current.updated_ms >= op.older_than_ms:
-            return Result(Status.OK)
-        del self.records[op.name]
-        self._changed(op.name)
-        return Result(Status.OK, outcome=Outcome.EXPIRED)
-
-    def accept_signed(self, op: RecordOp) -> bool:
-        """RFC 8945 5.2.3 for an op stamped from a TSIG-signed UPDATE: check
-        its Time Signed against its key's last and, when accepted, record it
-        in the same step. Called by the write path before any other check
-        but validation, so an authentic message uses up its time even if
-        the op is then refused for another reason.
-
-        Accepted: a Time Signed newer than the key's last; or the same one
-        from a message (MAC) not seen yet (two updates signed in one
-        second), or the next part of a message already accepted (one UPDATE
-        plans one op per name, all with its Time Signed and MAC, parts 0,
-        1, ... run in order). Refused: an older Time Signed, and a part
-        already seen, which is what a replay of an accepted message starts
-        with (its first op is part 0 again)."""
-        last = self.signed.get(op.tsig_key)
-        if last is None or op.tsig_time > last[0]:
-            self.signed[op.tsig_key] = (op.tsig_time, {op.tsig_mac: op.tsig_part})
-            return True
-        time_s, parts = last
-        if op.tsig_time < time_s or parts.get(op.tsig_mac, -1) >= op.tsig_part:
-            return False
-        parts[op.tsig_mac] = op.tsig_part
-        return True
+        return Result(change.status, change.reason, outcome=change.outcome)
 
     def _store(self, record: Record) -> None:
         self.records[record.name] = record

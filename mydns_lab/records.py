@@ -12,13 +12,15 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Mapping
 
-from .protocol import RecordOp
+from .protocol import Outcome, Record, RecordOp, Status
 
 __all__ = ["InvalidRecord", "MAX_SEQ", "OPEN_OWNER", "KEY_OWNER_PREFIX", "normalize_name",
            "split_addresses", "check_txt", "checked_op", "token_hash", "json_owner",
-           "is_key_owner", "same_owner", "put_mac"]
+           "is_key_owner", "same_owner", "put_mac", "Change", "decide_change", "SignedState",
+           "accept_signed", "replayed"]
 
 MAX_NAME_OCTETS = 253
 MAX_ADDRESSES_PER_FAMILY = 8
@@ -185,3 +187,101 @@ def checked_op(op: RecordOp) -> RecordOp:
     if not ipv4 and not ipv6:
         raise InvalidRecord(f"no address given for {name!r}")
     return replace(op, name=name, ipv4=ipv4, ipv6=ipv6, txt=check_txt(list(op.txt)))
+
+
+# --- the rules of a record change, shared by every store ---------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a record operation does to the name it names, as
+    :func:`decide_change` rules: ``status`` (a :class:`Status`) with, when
+    refused, ``reason`` in words for people; when accepted, the ``outcome``
+    and either the record to store (``stored``) or ``removed`` (the name
+    is released), or neither (nothing to do, e.g. an expiry of a name
+    refreshed since)."""
+
+    status: str
+    reason: str = ""
+    outcome: str = Outcome.NONE
+    stored: Record | None = None
+    removed: bool = False
+
+
+def decide_change(op: RecordOp, current: Record | None, zone_size: int, time_ms: int) -> Change:
+    """The one rule book of record changes, for the embedded store's state
+    machine and the etcd store's transactions alike: ``op`` (already
+    :func:`checked_op`) against the name's ``current`` record, with the
+    zone holding ``zone_size`` names, at ``time_ms`` (the time the change
+    is stamped with). Pure: the caller applies the answer atomically with
+    the reads it was decided from.
+
+    Owners: a token's or a key's hash, or :data:`OPEN_OWNER` for an open
+    name, which any open Put may update and no owner may take (an attacker
+    who could lock a name would do more harm than one who can only point
+    it elsewhere until its next refresh)."""
+    if op.kind == "record_expire":
+        # Released only if still unrefreshed at the cutoff: front ends racing
+        # to expire a name, or an upload racing them, are all safe.
+        if current is None or current.updated_ms >= op.older_than_ms:
+            return Change(Status.OK)
+        return Change(Status.OK, outcome=Outcome.EXPIRED, removed=True)
+    if op.kind not in ("record_set", "record_delete"):
+        return Change(Status.ERROR, f"{op.kind} is not a write")
+    if not op.owner:
+        return Change(Status.ERROR, f"changing {op.name!r} needs the owner's token")
+    stored = Record(op.name, op.ipv4, op.ipv6, op.txt, op.owner, op.seq, time_ms)
+    if current is None:
+        if op.kind == "record_delete":
+            return Change(Status.ERROR, f"no such name {op.name!r}")
+        if 0 < op.max_names <= zone_size:
+            return Change(Status.ZONE_FULL, f"the zone holds its limit of {op.max_names} names "
+                                             f"(--max-names); {op.name!r} was not claimed")
+        return Change(Status.OK, outcome=Outcome.CLAIMED, stored=stored)
+    if not same_owner(current.owner, op.owner):
+        if current.owner == OPEN_OWNER:
+            return Change(Status.OPEN, f"name {op.name!r} is open: any Put without a token "
+                                        "updates it, so no token or key can take it; choose "
+                                        "another name, or wait until it expires unrefreshed")
+        return Change(Status.OWNED, f"name {op.name!r} is owned by another key; pass the "
+                                     "token that claimed it or choose another name")
+    if op.kind == "record_delete":
+        return Change(Status.OK, outcome=Outcome.DELETED, removed=True)
+    if op.seq < current.seq:
+        return Change(Status.STALE, f"stale upload for {op.name!r}: sequence {op.seq} is "
+                                     f"older than the stored {current.seq}; nothing changed")
+    return Change(Status.OK, outcome=Outcome.UPDATED, stored=stored)
+
+
+SignedState = tuple[int, Mapping[str, int]]
+"""A TSIG key's replay state: the latest Time Signed accepted, and for each
+message (its MAC) accepted at that time the last part applied."""
+
+
+def accept_signed(last: SignedState | None, op: RecordOp) -> SignedState | None:
+    """RFC 8945 5.2.3 for an op stamped from a TSIG-signed UPDATE: the key's
+    new replay state when ``op`` is accepted against ``last``, None when it
+    is a replay. A store checks it before any other rule but validation,
+    and keeps the new state even when the op is then refused for another
+    reason: an authentic message uses up its time.
+
+    Accepted: a Time Signed newer than the key's last; or the same one from
+    a message (MAC) not seen yet (two updates signed in one second), or the
+    next part of a message already accepted (one UPDATE plans one op per
+    name, all with its Time Signed and MAC, parts 0, 1, ... run in order).
+    Refused: an older Time Signed, and a part already seen, which is what a
+    replay of an accepted message starts with (its first op is part 0
+    again)."""
+    if last is None or op.tsig_time > last[0]:
+        return op.tsig_time, {op.tsig_mac: op.tsig_part}
+    time_s, parts = last
+    if op.tsig_time < time_s or parts.get(op.tsig_mac, -1) >= op.tsig_part:
+        return None
+    return time_s, {**parts, op.tsig_mac: op.tsig_part}
+
+
+def replayed(op: RecordOp) -> Change:
+    """The refusal of a signed op :func:`accept_signed` found replayed."""
+    return Change(Status.REPLAYED, f"the update of {op.name!r} signed by key {op.tsig_key!r} "
+                                    f"at {op.tsig_time} was taken before, or a newer one from "
+                                    "that key was (a replay, or an old update arriving late); "
+                                    "sign a new one")
