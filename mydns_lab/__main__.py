@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .admission import OPEN_NAMES_CHOICES, AdmissionPolicy, duration
-from .cmdline import (EXIT_USAGE, UsageParser, add_boolean_flag, ip_address, non_negative_int,
-                      non_negative_seconds, port_number, positive_int, ttl_seconds)
-from .lab.launcher import (LOOPBACK_NETWORKS, MAX_SERVERS, Lab, LabFailure, LabOptions,
-                           StartFailure, print_final_table)
-from .lab.preflight import (host_address, name_server_entry, published_name_servers, tls_problem,
-                            zone_name)
+from .admission import AdmissionPolicy
+from .cmdline import EXIT_USAGE, UsageParser, add_boolean_flag, non_negative_seconds, positive_int
+from .lab.flags import add_front_end_flags, add_store_flags, etcd_options
+from .lab.launcher import MAX_SERVERS, Lab, LabFailure, LabOptions, StartFailure, print_final_table
+from .lab.preflight import host_address, published_name_servers, tls_problem
 from .lab.state import LabState
 from .net.procs import set_role_title
 
@@ -49,52 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--seed", type=int, default=None, help="seed for every random choice (default: random)")
     flag("--data-dir", type=Path, default=Path("mydns-data"), help="data folder (./mydns-data)")
     flag("--fresh", action="store_true", help="delete the data folder first: start empty")
-    flag("--port", type=port_number, default=9876, help="first front-end port (9876)")
-    flag("--bind", type=ip_address, default="127.0.0.1",
-         help="address the front ends listen on (127.0.0.1; 0.0.0.0 or :: for all)")
-    flag("--zone", type=zone_name, default="mydns.", help="DNS zone served (mydns.)")
-    flag("--ttl", type=ttl_seconds, default=60, help="TTL of answers in seconds (60)")
-    flag("--ns", type=name_server_entry, action="append", default=[], metavar="NAME=ADDR",
-         help="a name server of the zone and its address, repeatable, in order (the first is "
-              "the SOA MNAME); NAME is relative to --zone or absolute with a trailing dot "
-              "(default: ns1 .. ns<nclerks> at --bind)")
-    flag("--dns-reads", choices=["cache", "linearizable"], default="cache",
-         help="answer DNS from each front end's copy of the records (cache, the default) "
-              "or read each name through the cluster (linearizable)")
-    flag("--trusted", type=networks, default=LOOPBACK_NETWORKS, metavar="CIDR,...",
-         help="networks exempt from the claim and response rate limits, whose JSON Stats "
-              "requests are answered (loopback)")
-    policy = AdmissionPolicy()
-    flag("--expire", type=duration, default=policy.expire_s, metavar="DURATION",
-         help="release a name not refreshed for this long: 30d (default), 12h, 15m, 90s; "
-              "0 never")
-    flag("--claims-per-minute", type=non_negative_int, default=policy.claims_per_minute,
-         metavar="N", help="new names one untrusted source (an IPv4 address, an IPv6 /64) may "
-                           f"claim a minute at each front end ({policy.claims_per_minute}; 0 no limit)")
-    flag("--max-names", type=non_negative_int, default=policy.max_names, metavar="N",
-         help=f"names the zone may hold ({policy.max_names:,}; 0 no limit)")
-    flag("--open-names", choices=OPEN_NAMES_CHOICES, default=policy.open_names,
-         help="allow (default): a JSON Put without a token claims an open name that any later "
-              "Put without a token may update, as the original's clients expect; deny: every "
-              "Put needs a token")
-    flag("--rrl", type=non_negative_int, default=100, metavar="RATE",
-         help="DNS responses a second to one client network (/24, IPv6 /56) before answers "
-              "are dropped or truncated; 0 no limit (100)")
-    flag("--http-port", type=http_port, default=9980, metavar="P",
-         help="front end i serves HTTP on P+i: dyndns2 updates (/nic/update), the status "
-              "page (/), /metrics, /healthz, /readyz (9980; 0 none)")
-    flag("--http-bind", type=ip_address, default=None, metavar="ADDR",
-         help="address the HTTP endpoints listen on (default: --bind)")
-    flag("--http-cert", type=readable_file, default=None, metavar="FILE",
-         help="with --http-key: serve HTTPS with this certificate chain (PEM)")
-    flag("--http-key", type=readable_file, default=None, metavar="FILE",
-         help="the private key of --http-cert (PEM)")
-    flag("--status-page", choices=["local", "public", "off"], default="local",
-         help="the status page (/ on the HTTP port): local (default) shows the names to "
-              "loopback and --trusted sources, the cluster alone to others; public: all to "
-              "all; off: none")
-    flag("--keys", type=Path, default=None, metavar="FILE",
-         help="TSIG keys allowed to send RFC 2136 updates (see docs/service.md)")
+    add_front_end_flags(p)
+    add_store_flags(p)
     flag("--no-dashboard", dest="dashboard", action="store_false",
          help="print a plain status line every few seconds instead of the live view")
     boolean("no-fsync", "do not fsync (faster, loses data on power failure)")
@@ -102,31 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
          help="start the cluster, run this client workload for --dnsDuration seconds "
               "(10 if 0), print its summary and exit non-zero if it failed")
     return p
-
-
-def http_port(text: str) -> int:
-    """``--http-port``: a port number, or 0 for no HTTP."""
-    return 0 if text.strip() == "0" else port_number(text)
-
-
-def readable_file(text: str) -> str:
-    """A file this process can read, as given."""
-    try:
-        with open(text, "rb"):
-            return text
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
-
-
-def networks(text: str) -> tuple[str, ...]:
-    """``--trusted``: comma-separated networks in CIDR notation (an address
-    alone is a network of one), each in canonical form."""
-    try:
-        return tuple(str(ipaddress.ip_network(part.strip(), strict=False))
-                     for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected networks such as 127.0.0.0/8,192.168.1.0/24, got {text!r}") from None
 
 
 def options_from(argv: list[str] | None) -> LabOptions:
@@ -144,8 +73,12 @@ def options_from(argv: list[str] | None) -> LabOptions:
         parser.error(f"--http-port {args.http_port} leaves no room for {args.nclerks} front ends")
     try:
         name_servers = published_name_servers(args.zone, args.ns, args.bind, args.nclerks)
-    except ValueError as exc:
+        etcd = etcd_options(args)
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if etcd is not None and (args.crash or args.unreliable):
+        parser.error("--crash and --unreliable act on our own Raft servers; with --store etcd "
+                     "there are none (stop etcd members to try failures)")
     seed = args.seed if args.seed is not None else int(time.time() * 1000) % 1_000_000
     return LabOptions(nservers=args.nservers, nclerks=args.nclerks,
                       dns_duration=args.dns_duration, crash=args.crash,
@@ -156,7 +89,7 @@ def options_from(argv: list[str] | None) -> LabOptions:
                       workload=args.workload, trusted=args.trusted, rrl=args.rrl,
                       name_servers=name_servers, http_port=args.http_port,
                       http_bind=args.http_bind, http_cert=args.http_cert, http_key=args.http_key,
-                      status_page=args.status_page,
+                      status_page=args.status_page, etcd=etcd,
                       admission=AdmissionPolicy(args.expire, args.claims_per_minute,
                                                 args.max_names, args.open_names))
 
@@ -187,6 +120,12 @@ def notes(options: LabOptions) -> list[str]:
 
 
 def plain_status(state: LabState) -> str:
+    if not state.nservers:  # --store etcd
+        members = " ".join(f"{m.endpoint}={'leader' if m.leader else 'up' if m.up else 'down'}"
+                           for m in state.etcd_members)
+        p50, p99 = state.latency_percentiles()
+        return (f"t={state.elapsed():.0f}s etcd: {members} ops={state.total_ops()} "
+                f"ops/s={state.ops_per_second():.0f} p50={p50:.1f}ms p99={p99:.1f}ms")
     up = sum(1 for v in state.servers.values() if v.up)
     commit = max((v.status.commit for v in state.servers.values() if v.status), default=0)
     p50, p99 = state.latency_percentiles()

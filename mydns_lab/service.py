@@ -78,7 +78,9 @@ from .dns.nameservers import DEFAULT_NAME_SERVERS, NameServer
 from .dns.rrl import ResponseRateLimiter, Verdict, truncated_reply
 from .dns.tsig import KeyRing
 from .dns.wire import UPDATE, question_type
-from .net.cluster_client import ClusterClient, ClusterTimeout
+from .etcd.gateway import EtcdOptions
+from .etcd.store import EtcdStore
+from .net.cluster_client import ClusterClient, ClusterTimeout, RecordStore
 from .net.jsonwire import (MAX_SMALL_REPLY_BYTES, RequestError, decode_request, echoed_id,
                            error_reply, fitted_reply, is_text, quoted)
 from .net.recordcopy import RecordCache, expire_records, watch_records
@@ -122,6 +124,7 @@ class FrontEndSettings:
     http_key: str | None = None
     status_file: str | None = None    # the launcher's status.json, for the status page and metrics
     status_page: str = "local"        # --status-page: who sees the names on / (web/status.py)
+    etcd: EtcdOptions | None = None   # --store etcd: the records are in etcd, not our servers
 
 
 class _OneRecordView:
@@ -169,14 +172,14 @@ def _addresses_value(record: Record) -> str | list[str]:
 
 
 class JsonFrontEnd:
-    """Answers the JSON protocol through a :class:`ClusterClient`; Stats
+    """Answers the JSON protocol through a :class:`RecordStore`; Stats
     only to sources in ``trusted`` (networks in CIDR notation). Puts pass
     ``admission`` first (None: no limits, as in unit tests). A signed Put's
     ``Mac`` is checked against the owner in ``records``, this front end's
     copy, then (copy not loaded, behind, or None as in unit tests) against
     a read through the cluster; ``zone`` is part of what is signed."""
 
-    def __init__(self, client: ClusterClient, counters: FrontEndCounters,
+    def __init__(self, client: RecordStore, counters: FrontEndCounters,
                  trusted: tuple[str, ...] = LOOPBACK_NETWORKS, *,
                  admission: Admission | None = None, records: RecordCache | None = None,
                  zone: str = "mydns.", metrics: FrontEndMetrics | None = None) -> None:
@@ -387,7 +390,7 @@ def _as_list(value: object) -> list[Any]:
 class DnsService:
     """DNS answers for one front end: from the cache, or read-through."""
 
-    def __init__(self, client: ClusterClient, settings: FrontEndSettings,
+    def __init__(self, client: RecordStore, settings: FrontEndSettings,
                  cache: RecordCache, counters: FrontEndCounters,
                  keyring: KeyRing | None = None, metrics: FrontEndMetrics | None = None) -> None:
         self._dns = DnsFrontEnd(settings.zone, settings.ttl, view=cache, keyring=keyring,
@@ -590,13 +593,13 @@ def _admission(settings: FrontEndSettings, cache: RecordCache, keyring: KeyRing)
                      frozenset(server.name for server in settings.name_servers))
 
 
-def _status(index: int, client: ClusterClient, counters: FrontEndCounters) -> ClerkStatus:
+def _status(index: int, client: RecordStore, counters: FrontEndCounters) -> ClerkStatus:
     return ClerkStatus(index, os.getpid(), counters.puts_ok, counters.puts_failed,
                        counters.queries_ok, counters.queries_failed, client.counters.retries,
                        counters.requests_received, tuple(counters.latencies_ms[-64:]))
 
 
-async def _report_status(index: int, client: ClusterClient, counters: FrontEndCounters) -> None:
+async def _report_status(index: int, client: RecordStore, counters: FrontEndCounters) -> None:
     while not client.closed.is_set():
         client.send_status(LAUNCHER, _status(index, client, counters))
         try:
@@ -716,10 +719,10 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    client = ClusterClient(conn, address, settings.servers)
     counters = FrontEndCounters()
     cache = RecordCache()
     try:
+        client = _store(settings, conn, address)
         keyring = KeyRing.load(settings.keys_file) if settings.keys_file else None
         cluster = ClusterFile(settings.status_file)
         metrics = FrontEndMetrics(cache, cluster.read, counters)
@@ -759,7 +762,18 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
             client.send_status(LAUNCHER, _status(index, client, counters))
             client.flush_now()
         await listening.close()
+        if isinstance(client, EtcdStore):
+            await client.close()
     return True
+
+
+def _store(settings: FrontEndSettings, conn: Connection, address: int) -> RecordStore:
+    """The records' store: etcd (``--store etcd``; then ``conn`` carries
+    status reports to the launcher, if any), or our Raft servers over the
+    router pipe ``conn``."""
+    if settings.etcd is not None:
+        return EtcdStore(settings.etcd, report=conn)
+    return ClusterClient(conn, address, settings.servers)
 
 
 def _tell(started: Connection, message: FrontEndListening | FrontEndFailed) -> None:

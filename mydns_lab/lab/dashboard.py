@@ -58,6 +58,9 @@ def render(state: LabState) -> RenderableType:
     works on a LabState that has received no report at all.
     """
     alarm = state.disk_alarm()
+    if not state.nservers:  # --store etcd: no servers, router or links of ours
+        return Group(_title(state), _etcd_table(state),
+                     _side_by_side(_clerks_table(state), _client_summary(state)), _events(state))
     return Group(
         _title(state),
         *([Text(alarm, style="bold red")] if alarm else []),
@@ -85,7 +88,25 @@ def current_leader(state: LabState) -> int:
     return NO_NODE
 
 
+def _etcd_table(state: LabState) -> Table:
+    table = _table("etcd members", ("endpoint", "state", "role", "raft term", "revision",
+                                    "db"))
+    for member in state.etcd_members:
+        role = "leader" if member.leader else ("follower" if member.up else "")
+        table.add_row(member.endpoint, "up" if member.up else "down", role, str(member.term),
+                      str(member.revision), f"{member.db_bytes / 1e6:.1f} MB" if member.up else "",
+                      style="bold green" if member.leader else (None if member.up else "dim"))
+    return table
+
+
 def _title(state: LabState) -> Text:
+    if not state.nservers:
+        up = sum(1 for member in state.etcd_members if member.up)
+        leaders = [m for m in state.etcd_members if m.leader]
+        leading = (Text(f"etcd leader {leaders[0].endpoint} term {leaders[0].term}",
+                        style="bold green") if leaders else Text("no etcd leader", style="yellow"))
+        return Text.assemble(("MyDNS on etcd", "bold"), f"   {state.elapsed():.1f} s   ",
+                             leading, f"   members up {up}/{len(state.etcd_members)}")
     leader = current_leader(state)
     if leader != NO_NODE:
         leading = Text(f"leader s{leader} term {state.leader_term}", style="bold green")

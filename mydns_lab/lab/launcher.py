@@ -38,11 +38,14 @@ from ..codec import DecodeError, decode
 from ..core.quorum import majority
 from ..dns.nameservers import NameServer, default_name_servers
 from ..dns.tsig import KeyFileError, KeyRing
+from ..etcd.gateway import EtcdOptions
 from ..net.faults import LinkFaults
+from ..net.transport import receive
 from ..service import (LOOPBACK_NETWORKS, Endpoint, FrontEndFailed, FrontEndListening,
                        FrontEndSettings, listen_endpoints, run_clerk)
 from ..storage.files import FILE_MODE, CorruptStorageError, holds_saved_state, mark_recovering
 from .datalock import DataFolderError, DataFolderLock
+from .etcdmembers import MemberPoller
 from .preflight import bind_problem, endpoint_problem
 from .router import run_router
 from .server import ServerSettings, run_server, server_folder
@@ -100,11 +103,15 @@ class LabOptions:
     http_cert: str | None = None
     http_key: str | None = None
     status_page: str = "local"         # --status-page: local, public or off
+    etcd: EtcdOptions | None = None    # --store etcd: front ends only, records in etcd
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["data_dir"] = str(self.data_dir)
         out["keys_file"] = str(self.keys_file) if self.keys_file else None
+        # Where the records were, never a password.
+        out["etcd"] = ({"endpoints": list(self.etcd.endpoints), "prefix": self.etcd.prefix}
+                       if self.etcd else None)
         return out
 
 
@@ -124,10 +131,15 @@ class _Timers:
 class Lab:
     def __init__(self, options: LabOptions, show: Callable[[LabState], None] | None = None) -> None:
         self.options = options
-        self.state = LabState(options.nservers, options.nclerks)
+        on_etcd = options.etcd is not None
+        self.state = LabState(0 if on_etcd else options.nservers, options.nclerks)
         self._show = show
         self._rng = random.Random(f"launcher/{options.seed}")
-        self._servers = tuple(range(1, options.nservers + 1))
+        self._servers = () if on_etcd else tuple(range(1, options.nservers + 1))
+        # --store etcd: no router and no servers; each front end's pipe
+        # carries its status reports here, and the poller watches etcd.
+        self._reports: dict[Connection, int] = {}
+        self._members = MemberPoller(options.etcd) if options.etcd else None
         self._children: dict[int, _Child] = {}
         self._incarnations: dict[int, int] = {}
         self._control: Connection | None = None
@@ -161,7 +173,8 @@ class Lab:
                     raise LabFailure(f"cannot use --keys {opts.keys_file}: {exc}") from None
             if opts.fresh:
                 self._lock.empty_folder()
-            self._prepare_data_folders()
+            if opts.etcd is None:
+                self._prepare_data_folders()
         except DataFolderError as exc:
             self.release()
             raise LabFailure(str(exc)) from None
@@ -182,6 +195,9 @@ class Lab:
             self._lock = None
 
     def start(self) -> None:
+        if self._members is not None:
+            self._start_on_etcd()
+            return
         opts = self.options
         router_ends: dict[int, Connection] = {}
         child_ends: dict[int, Connection] = {}
@@ -208,6 +224,36 @@ class Lab:
                        f"(UDP {opts.bind}:{opts.port}..{opts.port + opts.nclerks - 1}), "
                        f"data in {opts.data_dir}")
 
+    def _start_on_etcd(self) -> None:
+        """``--store etcd``: the front ends alone, each with a pipe for its
+        status reports, and the poller that shows etcd's members."""
+        assert self._members is not None and self.options.etcd is not None
+        started = {}
+        for index, address in enumerate(self._clerk_addresses()):
+            ours, theirs = _ctx.Pipe()
+            self._reports[ours] = address
+            started[self._spawn_clerk(index, address, theirs)] = index
+        self._members.start()
+        self._await_front_ends(started)
+        opts = self.options
+        self.state.log(f"started {opts.nclerks} front ends on etcd "
+                       f"({', '.join(opts.etcd.endpoints)}) "
+                       f"(UDP {opts.bind}:{opts.port}..{opts.port + opts.nclerks - 1})")
+
+    def _inputs(self) -> list[Any]:
+        """What the loop waits on besides the children: the router's control
+        pipe and the router itself, or (on etcd) the report pipes."""
+        if self._router is None:
+            return list(self._reports)
+        return [self._control, self._router.sentinel]
+
+    def _drain_reports(self, conn: Connection) -> None:
+        try:
+            for report in receive(conn, self.state.log):
+                self.state.on_report(report)
+        except (EOFError, OSError):
+            del self._reports[conn]  # that front end is gone: its exit says so
+
     def run(self, until: Callable[[], bool] | None = None, refresh_s: float = 0.25,
             duration_s: float | None = None) -> None:
         """Serve until ``duration_s`` (default: --dnsDuration, 0 meaning
@@ -215,18 +261,21 @@ class Lab:
         duration = self.options.dns_duration if duration_s is None else duration_s
         deadline = time.monotonic() + duration if duration > 0 else float("inf")
         next_show = 0.0
-        assert self._control is not None
         while time.monotonic() < deadline and not (until and until()):
             sentinels = {c.process.sentinel: a for a, c in self._children.items()}
             timeout = min(refresh_s, max(0.0, deadline - time.monotonic()))
-            for ready in wait([self._control, self._router.sentinel, *sentinels], timeout):
+            for ready in wait([*self._inputs(), *sentinels], timeout):
                 if ready is self._control:
                     self._drain_control()
-                elif ready == self._router.sentinel:
+                elif ready in self._reports:
+                    self._drain_reports(ready)
+                elif self._router is not None and ready == self._router.sentinel:
                     raise LabFailure(self._router_failure())
                 else:
                     self._child_exited(sentinels[ready])
             self._run_crash_controller()
+            if self._members is not None:
+                self.state.etcd_members = self._members.members
             now = time.monotonic()
             if now >= next_show:
                 next_show = now + refresh_s
@@ -252,6 +301,10 @@ class Lab:
                 child.process.join(max(0.0, min(deadline, time.monotonic() + 1.0)
                                        - time.monotonic()))
         self._drain_control_until(min(deadline, time.monotonic() + 0.2))
+        for conn in list(self._reports):
+            self._drain_reports(conn)
+        if self._members is not None:
+            self._members.stop()
         if self._control is not None:
             try:
                 self._control.send(("stop",))
@@ -308,7 +361,9 @@ class Lab:
              "leader_changes": len(changes),
              "recent_leader_changes": [{"at_s": round(at, 3), "term": term, "leader": node}
                                        for at, term, node in changes[-STATUS_RECENT_CHANGES:]],
-             "packets": self.state.packets(), "written_at": time.time()}))
+             "packets": self.state.packets(), "written_at": time.time(),
+             **({"etcd_members": [asdict(m) for m in self.state.etcd_members]}
+                if self._members is not None else {})}))
 
     def _freeze_router_stats(self, until: float) -> None:
         """Take the network's counters as they stand before anything stops:
@@ -408,7 +463,7 @@ class Lab:
                                 http_port=opts.http_port, http_bind=opts.http_bind,
                                 http_cert=opts.http_cert, http_key=opts.http_key,
                                 status_file=str(opts.data_dir / "status.json"),
-                                status_page=opts.status_page)
+                                status_page=opts.status_page, etcd=opts.etcd)
 
     def _spawn_clerk(self, index: int, address: int, conn: Connection) -> Connection:
         """Start clerk ``index``; returns the read end of its start pipe."""
@@ -427,7 +482,6 @@ class Lab:
         -> index), taking status reports meanwhile. Raises StartFailure for
         the first that failed, exited without a word, or stayed silent for
         FRONT_END_START_S."""
-        assert self._control is not None
         deadline = time.monotonic() + FRONT_END_START_S
         try:
             while pending:
@@ -436,7 +490,10 @@ class Lab:
                     silent = ", ".join(str(i) for i in sorted(pending.values()))
                     raise StartFailure(f"front end {silent} did not start listening within "
                                        f"{FRONT_END_START_S:g} s; the host may be overloaded")
-                for ready in wait([self._control, *pending], left):
+                for ready in wait([*self._inputs(), *pending], left):
+                    if ready in self._reports:
+                        self._drain_reports(ready)
+                        continue
                     if ready is not self._control:
                         self._front_end_started(pending.pop(ready), ready)
                         continue

@@ -59,6 +59,7 @@ class LabState:
     unexpected_exits: list[str] = field(default_factory=list)
     ops_history: collections.deque[tuple[float, int]] = field(
         default_factory=lambda: collections.deque(maxlen=64))
+    etcd_members: tuple[Any, ...] = ()  # --store etcd: the latest MemberViews
 
     def __post_init__(self) -> None:
         for i in range(1, self.nservers + 1):

@@ -17,6 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Protocol
 
 from ..clerks import Clerk, ClerkTiming, Finished
 from ..protocol import ClientReply, ClientRequest, StoreOp
@@ -38,6 +39,24 @@ class ClientCounters:
     calls: int = 0
     timeouts: int = 0
     retries: int = 0
+
+
+class RecordStore(Protocol):
+    """What a front end needs of a record store: :class:`ClusterClient`
+    (the embedded Raft store, over the router) and
+    :class:`mydns_lab.etcd.store.EtcdStore` both are one."""
+
+    counters: ClientCounters
+    closed: asyncio.Event
+
+    async def call(self, op: StoreOp, timeout_s: float) -> Finished:
+        """Run ``op``; raises ClusterTimeout past ``timeout_s``."""
+
+    def send_status(self, dst: int, msg: object) -> None:
+        """A status report to the launcher."""
+
+    def flush_now(self) -> None:
+        """Write whatever is queued at once (on the way out)."""
 
 
 def now_ms() -> int:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from ..clerks import Finished
 from ..protocol import Record, RecordOp, Status
-from .cluster_client import ClusterClient, ClusterTimeout
+from .cluster_client import ClusterTimeout, RecordStore
 
 WATCH_TIMEOUT_S = 1.0
 EXPIRE_TIMEOUT_S = 3.0
@@ -98,7 +98,7 @@ def _parents_of(name: str) -> list[str]:
     return [".".join(labels[i:]) for i in range(1, len(labels))]
 
 
-async def watch_records(client: ClusterClient, cache: RecordCache) -> None:
+async def watch_records(client: RecordStore, cache: RecordCache) -> None:
     """Keep ``cache`` current: each answer names the serial to ask from next."""
     while not client.closed.is_set():
         try:
@@ -115,7 +115,7 @@ async def watch_records(client: ClusterClient, cache: RecordCache) -> None:
             continue  # no quorum: keep answering from what we have
 
 
-async def load_full_listing(client: ClusterClient, cache: RecordCache, first: Finished) -> None:
+async def load_full_listing(client: RecordStore, cache: RecordCache, first: Finished) -> None:
     """Gather a full listing page by page beside ``cache`` and swap it in
     whole at the end, so DNS answers from a complete copy (or SERVFAIL,
     before the first) while a large store loads, and no page is large
@@ -135,7 +135,7 @@ async def load_full_listing(client: ClusterClient, cache: RecordCache, first: Fi
     cache.replace(fresh, first.serial)
 
 
-async def expire_records(client: ClusterClient, cache: RecordCache, expire_s: float) -> None:
+async def expire_records(client: RecordStore, cache: RecordCache, expire_s: float) -> None:
     """Release, through the log, every name not refreshed within
     ``expire_s`` (``--expire``). Every front end does it: the store releases
     a name only if it is still unrefreshed at the cutoff, so they cannot
