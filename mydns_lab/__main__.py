@@ -148,6 +148,9 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
 
 COMMANDS = {
     "lab": "run the lab on this host, as sh run_dns.sh does (the default: flags alone run it)",
+    "frontend": "run one front end with its records in etcd (a machine of a deployment)",
+    "export": "write every record of the embedded store (owners as hashes) as JSON lines",
+    "import": "load exported records into etcd, refusing names another owner holds",
     "put": "keep a name pointed at this machine's addresses (put.py)",
     "query": "look a name up over DNS (query.py)",
     "keygen": "print a new TSIG key for the --keys file",
@@ -168,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "lab":
         return run_lab(rest)
+    if command == "frontend":
+        from .lab import frontend
+        return frontend.main(rest)
+    if command == "export":
+        from .lab import export
+        return export.main(rest)
+    if command == "import":
+        from .etcd import importer
+        return importer.main(rest)
     if command == "put":
         from .clients import put
         return put.main(rest, prog="mydns put")

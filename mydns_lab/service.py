@@ -67,7 +67,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -712,13 +712,15 @@ async def _listen(settings: FrontEndSettings, index: int, json_front: JsonFrontE
     return listening
 
 
-async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Connection,
-                 started: Connection) -> bool:
+async def _serve(index: int, address: int, settings: FrontEndSettings,
+                 conn: Connection | None, started: Connection | Callable[[object], None]) -> bool:
     """Serve until SIGTERM or the router goes; False when the front end
     could not start (after telling the launcher on ``started`` why)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if not isinstance(started, Connection):  # alone (mydns frontend): Ctrl-C stops it too
+        loop.add_signal_handler(signal.SIGINT, stop.set)
     counters = FrontEndCounters()
     cache = RecordCache()
     try:
@@ -767,22 +769,35 @@ async def _serve(index: int, address: int, settings: FrontEndSettings, conn: Con
     return True
 
 
-def _store(settings: FrontEndSettings, conn: Connection, address: int) -> RecordStore:
+def _store(settings: FrontEndSettings, conn: Connection | None, address: int) -> RecordStore:
     """The records' store: etcd (``--store etcd``; then ``conn`` carries
     status reports to the launcher, if any), or our Raft servers over the
     router pipe ``conn``."""
     if settings.etcd is not None:
         return EtcdStore(settings.etcd, report=conn)
+    assert conn is not None, "the embedded store is reached through the lab's router"
     return ClusterClient(conn, address, settings.servers)
 
 
-def _tell(started: Connection, message: FrontEndListening | FrontEndFailed) -> None:
-    """The one message of the start pipe; a launcher gone already is no error."""
+def _tell(started: Connection | Callable[[object], None],
+          message: FrontEndListening | FrontEndFailed) -> None:
+    """The one message of the start pipe (or, for a front end alone, of the
+    callback it gave); a launcher gone already is no error."""
+    if not isinstance(started, Connection):
+        started(message)
+        return
     try:
         started.send(message)
         started.close()
     except OSError:
         pass
+
+
+def serve_alone(settings: FrontEndSettings, told: Callable[[object], None]) -> bool:
+    """Run one front end in this process on ``settings.port`` (``mydns
+    frontend``) until SIGTERM or Ctrl-C; ``told`` gets its
+    FrontEndListening or FrontEndFailed. False when it could not start."""
+    return asyncio.run(_serve(0, 0, settings, None, told))
 
 
 def run_clerk(index: int, address: int, settings: FrontEndSettings, conn: Connection,

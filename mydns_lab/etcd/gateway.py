@@ -219,9 +219,18 @@ class Gateway:
         return answer
 
     async def _authenticate(self, endpoint: str) -> None:
-        answer = await self._post(endpoint, "/v3/auth/authenticate",
-                                  {"name": self.options.user,
-                                   "password": self.options.password or ""}, REQUEST_TIMEOUT_S)
+        try:
+            answer = await self._post(endpoint, "/v3/auth/authenticate",
+                                      {"name": self.options.user,
+                                       "password": self.options.password or ""},
+                                      REQUEST_TIMEOUT_S)
+        except EtcdError as exc:
+            if "not enabled" in exc.message:
+                # Auth is off (an operator turning it on member by member, say):
+                # requests go without a token, which etcd then accepts.
+                self._token = ""
+                return
+            raise
         self._token = answer["token"]
 
     def _headers(self) -> dict[str, str]:
