@@ -31,6 +31,7 @@ ensure_tools "bind9-dnsutils knot-dnsutils" "the real-client tests" dig kdig nsu
 ensure_tools "chromium" "the status page's browser test" chromium
 ensure_tools "ddclient inadyn" "the dyndns2 client tests" ddclient inadyn
 ensure_tools "zonemaster-cli knot" "the Zonemaster conformance test" zonemaster-cli knotd
+ensure_tools "etcd-server etcd-client" "the etcd store tests" etcd etcdctl
 
 # Tests start their own ddclient, inadyn and knotd, once each: a daemon a
 # package installed just now may have enabled is stopped (never one that

@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = {"dig": "bind9-dnsutils", "nsupdate": "bind9-dnsutils", "kdig": "knot-dnsutils",
            "ddclient": "ddclient", "inadyn": "inadyn", "chromium": "chromium",
-           "zonemaster-cli": "zonemaster-cli", "knotd": "knot"}
+           "zonemaster-cli": "zonemaster-cli", "knotd": "knot", "etcd": "etcd-server",
+           "etcdctl": "etcd-client"}
 
 
 def need(program: str) -> str:
