@@ -64,7 +64,6 @@ import string
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -81,6 +80,7 @@ from .dns.wire import UPDATE, question_type
 from .etcd.gateway import EtcdOptions
 from .etcd.store import EtcdStore
 from .net.cluster_client import ClusterClient, ClusterTimeout, RecordStore
+from .net.endpoints import Endpoint, FrontEndFailed, FrontEndListening, Proto
 from .net.jsonwire import (MAX_SMALL_REPLY_BYTES, RequestError, decode_request, echoed_id,
                            error_reply, fitted_reply, is_text, quoted)
 from .net.recordcopy import RecordCache, expire_records, watch_records
@@ -610,27 +610,6 @@ async def _report_status(index: int, client: RecordStore, counters: FrontEndCoun
 
 # --- start-up: what a front end listens on, and how it tells the launcher ---------------
 
-class Proto(StrEnum):
-    UDP = "UDP"
-    TCP = "TCP"
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One socket the lab listens on: what the launcher checks before
-    anything starts, and what a front end names when it cannot bind.
-    ``port_flag`` is the flag that chose the port, for the hint."""
-
-    proto: Proto
-    address: str
-    port: int
-    port_flag: str = "--port"
-
-    def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.proto} {host}:{self.port}"
-
-
 def listen_endpoints(settings: FrontEndSettings, index: int) -> tuple[Endpoint, ...]:
     """Every socket front end ``index`` binds, in the order it binds them:
     DNS and JSON on UDP and TCP, then HTTP when ``http_port`` is set."""
@@ -640,25 +619,6 @@ def listen_endpoints(settings: FrontEndSettings, index: int) -> tuple[Endpoint, 
         return dns
     return (*dns, Endpoint(Proto.TCP, settings.http_bind or settings.bind,
                            settings.http_port + index, "--http-port"))
-
-
-@dataclass(frozen=True, slots=True)
-class FrontEndListening:
-    """Sent once on the start pipe: every endpoint is bound; serving."""
-
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class FrontEndFailed:
-    """Sent once on the start pipe instead, before the process exits 1:
-    the front end could not start. ``endpoint`` and ``errno`` are set when
-    binding that endpoint failed; ``reason`` is the error's own words."""
-
-    index: int
-    reason: str
-    endpoint: Endpoint | None = None
-    errno: int | None = None
 
 
 class _BindError(Exception):

@@ -49,7 +49,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "sim": {"clerks", "cmdline", "codec", "core", "host", "linearizability", "net", "protocol",
             "raft", "raftkv", "storage"},
     "experiments": {"clients", "cmdline", "lab", "linearizability"},
-    "__main__": {"admission", "clients", "cmdline", "experiments", "lab", "net"},
+    "__main__": {"admission", "clients", "cmdline", "etcd", "experiments", "lab", "net"},
     "analysis": {"experiments"},
 }
 

@@ -44,7 +44,10 @@ from .layout import BadValue, Layout, record_from, record_value
 FIELDS = ("name", "ipv4", "ipv6", "txt", "owner", "seq", "updated_ms")
 """The fields of each line, as :func:`mydns_lab.lab.export.record_json` writes them."""
 MAX_ATTEMPTS = 20
-"""Tries per record: lost races and members that did not answer together."""
+"""Tries per record: after this many lost races the import stops."""
+MAX_UNANSWERED = 5
+"""Tries per record that no member answered (each already tried every
+endpoint) before the import stops: about two seconds of back-off."""
 RETRY_BACKOFF_S = (0.05, 1.0)
 EXIT_REFUSED = 1
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -171,8 +174,8 @@ def _is_owner(owner: str) -> bool:
 async def import_records(gateway: Gateway, layout: Layout,
                          records: Iterable[Record]) -> ImportReport:
     """Import ``records`` one at a time (see the module's doc). Raises
-    ImportFailed, EtcdUnavailable when no member answered for
-    :data:`MAX_ATTEMPTS` tries, or EtcdError when etcd refused."""
+    ImportFailed, EtcdUnavailable when no member answered
+    :data:`MAX_UNANSWERED` tries, or EtcdError when etcd refused."""
     report = ImportReport()
     for record in records:
         report.count(record.name, await import_record(gateway, layout, record))
@@ -183,13 +186,12 @@ async def import_record(gateway: Gateway, layout: Layout, record: Record) -> str
     """One record's read-decide-write rounds; returns its :class:`Outcome`."""
     key = layout.record_key(record.name)
     intended: str | None = None  # set once a write got no answer: it may have been applied
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    unanswered = 0
+    for _ in range(MAX_ATTEMPTS):
         try:
             answer = await gateway.txn([], [_range(key), _range(layout.names)], writes=False)
-        except EtcdUnavailable:
-            if attempt == MAX_ATTEMPTS:
-                raise
-            await _back_off(attempt)
+        except EtcdUnavailable as exc:
+            unanswered = await _back_off(unanswered, exc)
             continue
         found_record, found_count = (_first_kv(r) for r in answer["responses"])
         current = _stored(record.name, found_record)
@@ -210,11 +212,9 @@ async def import_record(gateway: Gateway, layout: Layout, record: Record) -> str
             compares, writes = [_unchanged(key, found_record)], [_put(key, record_value(record))]
         try:
             result = await gateway.txn(compares, writes)
-        except EtcdUnavailable:
+        except EtcdUnavailable as exc:
             intended = outcome
-            if attempt == MAX_ATTEMPTS:
-                raise
-            await _back_off(attempt)
+            unanswered = await _back_off(unanswered, exc)
             continue
         if result.get("succeeded"):
             return outcome
@@ -245,11 +245,17 @@ def _count(layout: Layout, kv: dict[str, Any] | None) -> int:
                            f"{layout.records} with etcdctl, then import again") from None
 
 
-async def _back_off(attempt: int) -> None:
+async def _back_off(unanswered: int, exc: EtcdUnavailable) -> int:
     """A pause before asking a cluster that did not answer again (its
-    members may be electing a leader), doubling up to the cap."""
+    members may be electing a leader), doubling up to the cap; returns the
+    new count of unanswered tries. Raises ``exc`` once
+    :data:`MAX_UNANSWERED` tries went unanswered."""
+    unanswered += 1
+    if unanswered >= MAX_UNANSWERED:
+        raise exc
     low, high = RETRY_BACKOFF_S
-    await asyncio.sleep(min(high, low * 2 ** attempt))
+    await asyncio.sleep(min(high, low * 2 ** unanswered))
+    return unanswered
 
 
 def _range(key: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from ..admission import AdmissionPolicy
 from ..cmdline import UsageParser
 from ..dns.tsig import KeyFileError, KeyRing
 from ..net.procs import set_role_title
-from ..service import (FrontEndFailed, FrontEndListening, FrontEndSettings, listen_endpoints,
-                       serve_alone)
+from ..net.endpoints import FrontEndFailed, FrontEndListening
+from ..service import FrontEndSettings, listen_endpoints, serve_alone
 from .flags import add_front_end_flags, add_store_flags, etcd_options
 from .preflight import bind_problem, endpoint_problem, published_name_servers, tls_problem
 

@@ -41,8 +41,8 @@ from ..dns.tsig import KeyFileError, KeyRing
 from ..etcd.gateway import EtcdOptions
 from ..net.faults import LinkFaults
 from ..net.transport import receive
-from ..service import (LOOPBACK_NETWORKS, Endpoint, FrontEndFailed, FrontEndListening,
-                       FrontEndSettings, listen_endpoints, run_clerk)
+from ..net.endpoints import Endpoint, FrontEndFailed, FrontEndListening
+from ..service import LOOPBACK_NETWORKS, FrontEndSettings, listen_endpoints, run_clerk
 from ..storage.files import FILE_MODE, CorruptStorageError, holds_saved_state, mark_recovering
 from .datalock import DataFolderError, DataFolderLock
 from .etcdmembers import MemberPoller

@@ -22,7 +22,7 @@ import psutil
 from ..dns.nameservers import NameServer, default_name_servers, name_servers
 from ..dns.wire import Zone
 from ..records import InvalidRecord
-from ..service import Endpoint, Proto
+from ..net.endpoints import Endpoint, Proto
 from ..web.app import tls_context
 
 _WILDCARDS = ("0.0.0.0", "::")
