@@ -95,3 +95,12 @@ def non_negative_seconds(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
     return value
+
+
+def readable_file(text: str) -> str:
+    """A file this process can read, as given."""
+    try:
+        with open(text, "rb"):
+            return text
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None

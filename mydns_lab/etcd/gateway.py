@@ -82,6 +82,32 @@ def prefix_end(prefix: str) -> str:
     return raw.decode()
 
 
+def range_request(key: str) -> dict[str, Any]:
+    """A transaction's read of one key."""
+    return {"request_range": {"key": b64(key)}}
+
+
+def first_kv(response: dict[str, Any]) -> dict[str, Any] | None:
+    """The key-value a transaction's ``range_request`` found, or None."""
+    kvs = response.get("response_range", {}).get("kvs") or ()
+    return kvs[0] if kvs else None
+
+
+def unchanged(key: str, seen: dict[str, Any] | None) -> dict[str, Any]:
+    """A comparison that holds while ``key`` is as it was read: its
+    ``mod_revision``, or 0 for a key that was absent (and still is)."""
+    return {"key": b64(key), "target": "MOD", "result": "EQUAL",
+            "mod_revision": seen.get("mod_revision", "0") if seen else "0"}
+
+
+def put_request(key: str, value: str, lease: int = 0) -> dict[str, Any]:
+    """A transaction's write of one key, on ``lease`` when not 0."""
+    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+    if lease:
+        put["lease"] = str(lease)
+    return {"request_put": put}
+
+
 def tls_context(options: EtcdOptions) -> ssl.SSLContext | None:
     """The client TLS context for https endpoints (None for plain http);
     raises OSError or ssl.SSLError when a file does not load."""

@@ -31,14 +31,15 @@ import json
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from ..cmdline import EXIT_USAGE, UsageParser
 from ..protocol import Record
 from ..records import (KEY_OWNER_PREFIX, MAX_SEQ, OPEN_OWNER, InvalidRecord, check_txt,
                        normalize_name, same_owner, split_addresses)
-from .gateway import EtcdError, EtcdOptions, EtcdUnavailable, Gateway, b64, unb64
+from .flags import add_etcd_flags, etcd_options_from
+from .gateway import (EtcdError, EtcdOptions, EtcdUnavailable, Gateway, first_kv, put_request,
+                      range_request, unb64, unchanged)
 from .layout import BadValue, Layout, record_from, record_value
 
 FIELDS = ("name", "ipv4", "ipv6", "txt", "owner", "seq", "updated_ms")
@@ -189,19 +190,19 @@ async def import_record(gateway: Gateway, layout: Layout, record: Record) -> str
     unanswered = 0
     for _ in range(MAX_ATTEMPTS):
         try:
-            answer = await gateway.txn([], [_range(key), _range(layout.names)], writes=False)
+            answer = await gateway.txn([], [range_request(key), range_request(layout.names)], writes=False)
         except EtcdUnavailable as exc:
             unanswered = await _back_off(unanswered, exc)
             continue
-        found_record, found_count = (_first_kv(r) for r in answer["responses"])
+        found_record, found_count = (first_kv(r) for r in answer["responses"])
         current = _stored(record.name, found_record)
         if current is not None and current == record and intended is not None:
             return intended  # the write that got no answer was applied
         if current is None:
             outcome = Outcome.IMPORTED
-            compares = [_unchanged(key, None), _unchanged(layout.names, found_count)]
-            writes = [_put(key, record_value(record)),
-                      _put(layout.names, str(_count(layout, found_count) + 1))]
+            compares = [unchanged(key, None), unchanged(layout.names, found_count)]
+            writes = [put_request(key, record_value(record)),
+                      put_request(layout.names, str(_count(layout, found_count) + 1))]
         elif not (same_owner(current.owner, record.owner)
                   or same_owner(record.owner, current.owner)):
             return Outcome.REFUSED
@@ -209,7 +210,7 @@ async def import_record(gateway: Gateway, layout: Layout, record: Record) -> str
             return Outcome.ALREADY_THERE
         else:
             outcome = Outcome.UPDATED
-            compares, writes = [_unchanged(key, found_record)], [_put(key, record_value(record))]
+            compares, writes = [unchanged(key, found_record)], [put_request(key, record_value(record))]
         try:
             result = await gateway.txn(compares, writes)
         except EtcdUnavailable as exc:
@@ -258,25 +259,6 @@ async def _back_off(unanswered: int, exc: EtcdUnavailable) -> int:
     return unanswered
 
 
-def _range(key: str) -> dict[str, Any]:
-    return {"request_range": {"key": b64(key)}}
-
-
-def _first_kv(response: dict[str, Any]) -> dict[str, Any] | None:
-    kvs = response.get("response_range", {}).get("kvs") or ()
-    return kvs[0] if kvs else None
-
-
-def _unchanged(key: str, seen: dict[str, Any] | None) -> dict[str, Any]:
-    """A comparison that holds while ``key`` is as it was read (absent: 0)."""
-    return {"key": b64(key), "target": "MOD", "result": "EQUAL",
-            "mod_revision": seen.get("mod_revision", "0") if seen else "0"}
-
-
-def _put(key: str, value: str) -> dict[str, Any]:
-    return {"request_put": {"key": b64(key), "value": b64(value)}}
-
-
 # --- the command line -------------------------------------------------------------------
 
 def build_parser(prog: str = "mydns import") -> argparse.ArgumentParser:
@@ -285,19 +267,7 @@ def build_parser(prog: str = "mydns import") -> argparse.ArgumentParser:
                     "as it is (exit status 1).")
     flag = p.add_argument
     flag("file", metavar="FILE", help="the export, one JSON object per line ('-': standard input)")
-    flag("--etcd-endpoints", type=_endpoint_list, required=True, metavar="URL,...",
-         help="the etcd members' client URLs, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379")
-    flag("--etcd-prefix", type=_etcd_prefix, default="/mydns/", metavar="PREFIX",
-         help="the key prefix the front ends' --etcd-prefix names (/mydns/)")
-    flag("--etcd-cacert", type=_readable_file, default=None, metavar="FILE",
-         help="CA certificate (PEM) that signed the etcd members' certificates")
-    flag("--etcd-cert", type=_readable_file, default=None, metavar="FILE",
-         help="client certificate (PEM) for etcd's client-cert-auth")
-    flag("--etcd-key", type=_readable_file, default=None, metavar="FILE",
-         help="the private key of --etcd-cert (PEM)")
-    flag("--etcd-user", default=None, metavar="NAME", help="etcd user (with etcd's auth on)")
-    flag("--etcd-password-file", type=_readable_file, default=None, metavar="FILE",
-         help="file holding --etcd-user's password")
+    add_etcd_flags(p, endpoints_required=True)
     return p
 
 
@@ -310,7 +280,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     err = sys.stderr if err is None else err
     args = build_parser(prog).parse_args(argv)
     try:
-        options = _options(args)
+        options = etcd_options_from(args)
         records = _read_file(args.file)
     except (ValueError, OSError) as exc:  # ImportFileError is a ValueError
         print(f"{prog}: error: {exc}", file=err)
@@ -356,45 +326,3 @@ def _read_file(name: str) -> list[Record]:
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"{name} is not UTF-8 text ({exc.reason}); pass the file "
                               "`mydns export` wrote") from None
-
-
-def _options(args: argparse.Namespace) -> EtcdOptions:
-    """The etcd settings the flags give; raises ValueError in words for the user."""
-    if (args.etcd_cert is None) != (args.etcd_key is None):
-        raise ValueError("--etcd-cert and --etcd-key go together: give both, or neither")
-    if (args.etcd_user is None) != (args.etcd_password_file is None):
-        raise ValueError("--etcd-user and --etcd-password-file go together")
-    password = None
-    if args.etcd_password_file:
-        password = Path(args.etcd_password_file).read_text().strip()
-    return EtcdOptions(args.etcd_endpoints, args.etcd_prefix, args.etcd_cacert, args.etcd_cert,
-                       args.etcd_key, args.etcd_user, password)
-
-
-# The flags' types: the same as the front ends' in mydns_lab.lab.flags, which
-# this unit may not import (the lab imports etcd/); one copy belongs here.
-
-def _endpoint_list(text: str) -> tuple[str, ...]:
-    urls = tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
-    for url in urls:
-        scheme, _, rest = url.partition("://")
-        if scheme not in ("http", "https") or not rest or "/" in rest:
-            raise argparse.ArgumentTypeError(
-                f"expected client URLs such as https://10.0.0.1:2379, got {url!r}")
-    if not urls:
-        raise argparse.ArgumentTypeError("expected at least one URL")
-    return urls
-
-
-def _etcd_prefix(text: str) -> str:
-    if not text.startswith("/") or not text.endswith("/") or len(text) < 2:
-        raise argparse.ArgumentTypeError(f"the prefix must start and end with '/', got {text!r}")
-    return text
-
-
-def _readable_file(text: str) -> str:
-    try:
-        with open(text, "rb"):
-            return text
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None

@@ -46,7 +46,8 @@ from ..net.cluster_client import ClientCounters, ClusterTimeout
 from ..net.transport import Outbox
 from ..protocol import KvOp, Record, RecordOp, Status, StoreOp
 from ..records import InvalidRecord, accept_signed, checked_op, decide_change, replayed
-from .gateway import EtcdError, EtcdOptions, EtcdUnavailable, Gateway, b64, prefix_end, unb64
+from .gateway import (EtcdError, EtcdOptions, EtcdUnavailable, Gateway, b64, first_kv, prefix_end,
+                      put_request, range_request, unb64, unchanged)
 from .layout import (BadValue, Layout, record_from, record_value, session_from, session_value,
                      signed_from, signed_value)
 
@@ -182,16 +183,16 @@ class EtcdStore:
             keys.append(layout.tsig_key(op.tsig_key))
         if ambiguous:
             keys.append(session_key)
-        answer = await self.gateway.txn([], [{"request_range": {"key": b64(k)}} for k in keys],
+        answer = await self.gateway.txn([], [range_request(k) for k in keys],
                                         writes=False)
-        found = [_first_kv(r) for r in answer.get("responses", ())]
+        found = [first_kv(r) for r in answer.get("responses", ())]
         if ambiguous and found[-1] is not None:
             kept = session_from(unb64(found[-1]["value"]))  # an earlier attempt was applied
             return Finished(op, kept["status"], kept["value"], attempts, outcome=kept["outcome"],
                             serial=_revision(answer))
         current = record_from(op.name, unb64(found[0]["value"])) if found[0] else None
         zone_size = int(unb64(found[1]["value"])) if found[1] else 0
-        compares = [_unchanged(record_key, found[0])]
+        compares = [unchanged(record_key, found[0])]
         writes: list[dict[str, Any]] = []
         if stamped:
             tsig_key = layout.tsig_key(op.tsig_key)
@@ -200,21 +201,21 @@ class EtcdStore:
             if signed is None:
                 change = replayed(op)
                 return Finished(op, change.status, change.reason, attempts)
-            compares.append(_unchanged(tsig_key, found[2]))
-            writes.append(_put(tsig_key, signed_value(signed)))
+            compares.append(unchanged(tsig_key, found[2]))
+            writes.append(put_request(tsig_key, signed_value(signed)))
         change = decide_change(op, current, zone_size, int(time.time() * 1000))
         if change.stored is not None:
-            writes.append(_put(record_key, record_value(change.stored)))
+            writes.append(put_request(record_key, record_value(change.stored)))
         elif change.removed:
             writes.append({"request_delete_range": {"key": b64(record_key)}})
         grows = (change.stored is not None and current is None) - change.removed
         if grows:
-            compares.append(_unchanged(layout.names, found[1]))
-            writes.append(_put(layout.names, str(zone_size + grows)))
+            compares.append(unchanged(layout.names, found[1]))
+            writes.append(put_request(layout.names, str(zone_size + grows)))
         if not writes:
             return Finished(op, change.status, change.reason, attempts, outcome=change.outcome,
                             serial=_revision(answer))
-        writes.append(_put(session_key, session_value(change.status, change.reason,
+        writes.append(put_request(session_key, session_value(change.status, change.reason,
                                                       change.outcome), await self._lease_id()))
         result = await self.gateway.txn(compares, writes)
         if not result.get("succeeded"):
@@ -333,21 +334,3 @@ class EtcdStore:
 
 def _revision(answer: dict[str, Any]) -> int:
     return int(answer.get("header", {}).get("revision", 0))
-
-
-def _first_kv(response: dict[str, Any]) -> dict[str, Any] | None:
-    kvs = response.get("response_range", {}).get("kvs") or ()
-    return kvs[0] if kvs else None
-
-
-def _unchanged(key: str, seen: dict[str, Any] | None) -> dict[str, Any]:
-    """A comparison that holds while ``key`` is as it was read (absent: 0)."""
-    return {"key": b64(key), "target": "MOD", "result": "EQUAL",
-            "mod_revision": seen.get("mod_revision", "0") if seen else "0"}
-
-
-def _put(key: str, value: str, lease: int = 0) -> dict[str, Any]:
-    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
-    if lease:
-        put["lease"] = str(lease)
-    return {"request_put": put}

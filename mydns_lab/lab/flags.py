@@ -10,7 +10,8 @@ import ipaddress
 from pathlib import Path
 
 from ..admission import OPEN_NAMES_CHOICES, AdmissionPolicy, duration
-from ..cmdline import ip_address, non_negative_int, port_number, ttl_seconds
+from ..cmdline import ip_address, non_negative_int, port_number, readable_file, ttl_seconds
+from ..etcd.flags import add_etcd_flags, etcd_options_from
 from ..etcd.gateway import EtcdOptions
 from .launcher import LOOPBACK_NETWORKS
 from .preflight import name_server_entry, zone_name
@@ -75,20 +76,7 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
          help="where the records live: raft (default), our own Raft servers on this host; "
               "etcd, an etcd cluster (--etcd-endpoints), for a deployment across machines "
               "(docs/deploy.md)")
-    flag("--etcd-endpoints", type=endpoint_list, default=None, metavar="URL,...",
-         help="with --store etcd: the etcd members' client URLs, e.g. "
-              "https://10.0.0.1:2379,https://10.0.0.2:2379 (requests fail over between them)")
-    flag("--etcd-prefix", type=etcd_prefix, default="/mydns/", metavar="PREFIX",
-         help="the key prefix the records live under (/mydns/)")
-    flag("--etcd-cacert", type=readable_file, default=None, metavar="FILE",
-         help="CA certificate (PEM) that signed the etcd members' certificates")
-    flag("--etcd-cert", type=readable_file, default=None, metavar="FILE",
-         help="client certificate (PEM) for etcd's client-cert-auth")
-    flag("--etcd-key", type=readable_file, default=None, metavar="FILE",
-         help="the private key of --etcd-cert (PEM)")
-    flag("--etcd-user", default=None, metavar="NAME", help="etcd user (with etcd's auth on)")
-    flag("--etcd-password-file", type=readable_file, default=None, metavar="FILE",
-         help="file holding --etcd-user's password (a file, so it is not in `ps`)")
+    add_etcd_flags(p)
 
 
 def etcd_options(args: argparse.Namespace) -> EtcdOptions | None:
@@ -103,48 +91,12 @@ def etcd_options(args: argparse.Namespace) -> EtcdOptions | None:
     if not args.etcd_endpoints:
         raise ValueError("--store etcd needs --etcd-endpoints URL[,URL...] "
                          "(the etcd members' client URLs)")
-    if (args.etcd_cert is None) != (args.etcd_key is None):
-        raise ValueError("--etcd-cert and --etcd-key go together: give both, or neither")
-    if (args.etcd_user is None) != (args.etcd_password_file is None):
-        raise ValueError("--etcd-user and --etcd-password-file go together")
-    password = None
-    if args.etcd_password_file:
-        password = Path(args.etcd_password_file).read_text().strip()
-    return EtcdOptions(args.etcd_endpoints, args.etcd_prefix, args.etcd_cacert, args.etcd_cert,
-                       args.etcd_key, args.etcd_user, password)
-
-
-def endpoint_list(text: str) -> tuple[str, ...]:
-    """``--etcd-endpoints``: comma-separated http(s)://host:port URLs."""
-    urls = tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
-    for url in urls:
-        scheme, _, rest = url.partition("://")
-        if scheme not in ("http", "https") or not rest or "/" in rest:
-            raise argparse.ArgumentTypeError(
-                f"expected client URLs such as https://10.0.0.1:2379, got {url!r}")
-    if not urls:
-        raise argparse.ArgumentTypeError("expected at least one URL")
-    return urls
-
-
-def etcd_prefix(text: str) -> str:
-    if not text.startswith("/") or not text.endswith("/") or len(text) < 2:
-        raise argparse.ArgumentTypeError(f"the prefix must start and end with '/', got {text!r}")
-    return text
+    return etcd_options_from(args)
 
 
 def http_port(text: str) -> int:
     """``--http-port``: a port number, or 0 for no HTTP."""
     return 0 if text.strip() == "0" else port_number(text)
-
-
-def readable_file(text: str) -> str:
-    """A file this process can read, as given."""
-    try:
-        with open(text, "rb"):
-            return text
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
 
 
 def networks(text: str) -> tuple[str, ...]:
