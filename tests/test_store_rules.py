@@ -311,3 +311,34 @@ def _post(url: str, body: dict[str, Any]) -> None:
     with urllib.request.urlopen(request, timeout=5) as answer:
         answer.read()
 
+
+
+def test_updates_from_a_stale_view_are_decided_again(etcd: EtcdCluster) -> None:
+    """A front end updates a name it has seen with one transaction (no read
+    first); when another front end changed the name meanwhile, that
+    transaction's compare fails and the update is decided on what etcd
+    holds: here, a Seq now older than the stored one is stale."""
+    async def main() -> None:
+        prefix = f"/test{next(_prefixes)}/"
+        mine, theirs = _etcd_store(etcd, prefix), _etcd_store(etcd, prefix)
+        txns: list[int] = []
+        real_txn = mine.gateway.txn
+
+        async def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            txns.append(1)
+            return await real_txn(*args, **kwargs)
+        mine.gateway.txn = counted  # type: ignore[method-assign]
+        try:
+            await mine.call(put("fast", A, seq=1), 2.0)
+            txns.clear()
+            assert (await mine.call(put("fast", A, seq=2), 2.0)).outcome == Outcome.UPDATED
+            assert len(txns) == 1, "an update of a name this front end has seen reads first"
+            assert (await theirs.call(put("fast", A, seq=10, ip="10.0.0.10"), 2.0)).status \
+                == Status.OK
+            stale = await mine.call(put("fast", A, seq=5, ip="10.0.0.5"), 2.0)
+            assert stale.status == Status.STALE
+            assert await stored(mine, "fast") == ("10.0.0.10",)
+        finally:
+            await mine.close()
+            await theirs.close()
+    asyncio.run(main())

@@ -45,7 +45,8 @@ from ..clerks import Finished
 from ..net.cluster_client import ClientCounters, ClusterTimeout
 from ..net.transport import Outbox
 from ..protocol import KvOp, Record, RecordOp, Status, StoreOp
-from ..records import InvalidRecord, accept_signed, checked_op, decide_change, replayed
+from ..records import (Change, InvalidRecord, accept_signed, checked_op, decide_change,
+                       replayed)
 from .gateway import (EtcdError, EtcdOptions, EtcdUnavailable, Gateway, b64, first_kv, prefix_end,
                       put_request, range_request, unb64, unchanged)
 from .layout import (BadValue, Layout, record_from, record_value, session_from, session_value,
@@ -82,6 +83,10 @@ class EtcdStore:
         self._stream: asyncio.Task[None] | None = None
         self._stream_from = 0
         self._compacted = False
+        # name -> (mod_revision, record) as this store last saw it (the watch,
+        # listings, reads, its own writes): an update decided from it skips the
+        # read round trip, and its compare catches a stale entry.
+        self._known: dict[str, tuple[int, Record]] = {}
 
     async def close(self) -> None:
         if self._stream is not None:
@@ -173,7 +178,23 @@ class EtcdStore:
 
     async def _write_once(self, op: RecordOp, seq: int, attempts: int,
                           ambiguous: bool) -> Finished | None:
-        """One read-decide-write round; None when the write lost a race."""
+        """One read-decide-write round; None when the write lost a race.
+
+        The first attempt of an unsigned op on a name this store has seen
+        is decided from what it saw, as Kubernetes' API server updates from
+        its watch cache: when that decision is an update, the write
+        transaction alone (compare the revision seen, put) does it, one
+        round trip instead of two; a stale view only fails the compare.
+        Anything else (a claim, a removal, a refusal, which must not be
+        decided on a view that may be stale) reads first."""
+        known = self._known.get(op.name)
+        if attempts == 1 and known is not None and not op.tsig_key:
+            revision, current = known
+            change = decide_change(op, current, 0, int(time.time() * 1000))
+            if change.stored is not None:
+                return await self._commit(op, seq, attempts, change,
+                                          [unchanged(self.layout.record_key(op.name),
+                                                     {"mod_revision": str(revision)})], [])
         layout = self.layout
         record_key, session_key = layout.record_key(op.name), layout.session_key(
             self._client_id, seq)
@@ -204,24 +225,40 @@ class EtcdStore:
             compares.append(unchanged(tsig_key, found[2]))
             writes.append(put_request(tsig_key, signed_value(signed)))
         change = decide_change(op, current, zone_size, int(time.time() * 1000))
-        if change.stored is not None:
-            writes.append(put_request(record_key, record_value(change.stored)))
-        elif change.removed:
-            writes.append({"request_delete_range": {"key": b64(record_key)}})
         grows = (change.stored is not None and current is None) - change.removed
         if grows:
             compares.append(unchanged(layout.names, found[1]))
             writes.append(put_request(layout.names, str(zone_size + grows)))
-        if not writes:
+        if not writes and change.stored is None and not change.removed:
             return Finished(op, change.status, change.reason, attempts, outcome=change.outcome,
                             serial=_revision(answer))
-        writes.append(put_request(session_key, session_value(change.status, change.reason,
-                                                      change.outcome), await self._lease_id()))
+        return await self._commit(op, seq, attempts, change, compares, writes)
+
+    async def _commit(self, op: RecordOp, seq: int, attempts: int, change: Change,
+                      compares: list[dict[str, Any]],
+                      writes: list[dict[str, Any]]) -> Finished | None:
+        """The write transaction of ``change`` (its record's put or delete
+        is added here; ``writes`` holds the rest) with the request's
+        session key; None when a comparison failed."""
+        record_key = self.layout.record_key(op.name)
+        if change.stored is not None:
+            writes = [put_request(record_key, record_value(change.stored)), *writes]
+        elif change.removed:
+            writes = [{"request_delete_range": {"key": b64(record_key)}}, *writes]
+        writes.append(put_request(self.layout.session_key(self._client_id, seq),
+                                  session_value(change.status, change.reason, change.outcome),
+                                  await self._lease_id()))
         result = await self.gateway.txn(compares, writes)
         if not result.get("succeeded"):
+            self._known.pop(op.name, None)  # what we had is stale: read it next time
             return None
+        revision = _revision(result)
+        if change.stored is not None:
+            self._known[op.name] = revision, change.stored
+        elif change.removed:
+            self._known.pop(op.name, None)
         return Finished(op, change.status, change.reason, attempts, outcome=change.outcome,
-                        serial=_revision(result))
+                        serial=revision)
 
     async def _lease_id(self) -> int:
         """The lease session keys go on, renewed by granting a new one every
@@ -304,14 +341,17 @@ class EtcdStore:
                 for event in result.get("events", ()):
                     kv = event["kv"]
                     name = self.layout.name_of(unb64(kv["key"]).decode())
+                    revision = int(kv["mod_revision"])
                     if event.get("type") == "DELETE":
                         record = Record(name)
+                        self._known.pop(name, None)
                     else:
                         try:
                             record = record_from(name, unb64(kv["value"]))
                         except BadValue:
                             continue  # not ours: never let a stray key stop the watch
-                    self._events.append((int(kv["mod_revision"]), record))
+                        self._known[name] = revision, record
+                    self._events.append((revision, record))
                 if len(self._events) > MAX_BUFFERED_EVENTS:
                     self._compacted = True  # nobody is taking them: reload instead
                 if self._events:
@@ -322,13 +362,16 @@ class EtcdStore:
             pass
 
     def _records_of(self, answer: dict[str, Any]) -> tuple[Record, ...]:
+        """The records a range answered (and what this store now knows of them)."""
         records = []
         for kv in answer.get("kvs", ()):
             try:
-                records.append(record_from(self.layout.name_of(unb64(kv["key"]).decode()),
-                                           unb64(kv["value"])))
+                name = self.layout.name_of(unb64(kv["key"]).decode())
+                record = record_from(name, unb64(kv["value"]))
             except (BadValue, UnicodeDecodeError):
                 continue
+            self._known[name] = int(kv.get("mod_revision", 0)), record
+            records.append(record)
         return tuple(records)
 
 
