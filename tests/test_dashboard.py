@@ -255,3 +255,18 @@ def test_live_dashboard_prints_its_last_frame_when_stopped() -> None:
     text = console.file.getvalue()
     assert "LEADER" in row_of(text, "s2")
     live.stop()  # a second stop is harmless
+
+
+def test_on_etcd_the_members_stand_where_the_servers_would() -> None:
+    """--store etcd: no servers, router or links of ours; the title names
+    etcd's leader and the table shows each member's role, term and revision."""
+    from mydns_lab.lab.etcdmembers import MemberView
+    state = LabState(nservers=0, nclerks=2)
+    state.etcd_members = (MemberView("http://127.0.0.2:2379", True, False, 5, 120),
+                          MemberView("http://127.0.0.3:2379", True, True, 5, 120),
+                          MemberView("http://127.0.0.4:2379", False))
+    text = text_of(render(state))
+    assert "etcd leader http://127.0.0.3:2379 term 5" in text and "members up 2/3" in text
+    assert row_of(text, "http://127.0.0.3:2379").split()[1:5] == ["up", "leader", "5", "120"]
+    assert row_of(text, "http://127.0.0.4:2379").split()[1] == "down"
+    assert "servers up" not in text and "links" not in text

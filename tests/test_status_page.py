@@ -156,6 +156,26 @@ def test_the_page_shows_names_addresses_refresh_times_and_the_cluster() -> None:
     assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in html
 
 
+def test_on_etcd_the_page_shows_its_members_in_place_of_servers() -> None:
+    """--store etcd: status.json lists etcd's members, and the page shows
+    them (leader, term, revision) instead of an empty, alarming servers table."""
+    members = [{"endpoint": "http://10.0.0.1:2379", "up": True, "leader": False, "term": 4,
+                "revision": 90},
+               {"endpoint": "http://10.0.0.2:2379", "up": True, "leader": True, "term": 4,
+                "revision": 90},
+               {"endpoint": "<b>x", "up": False, "leader": False, "term": 0, "revision": 0}]
+    cluster = {"leader": 0, "term": 0, "servers": {}, "etcd_members": members,
+               "written_at": NOW_MS / 1000}
+    view = dataclasses.replace(StatusPage(context_of(cache_of())).view("127.0.0.1", ""),
+                               cluster=cluster, now_ms=NOW_MS)
+    html = render_page(view)
+    rows = tables(html)["servers"]
+    assert rows[2][:5] == ["http://10.0.0.2:2379", "up", "leader", "4", "90"]
+    assert rows[3][:2] == ["<b>x", "down"], "shown as text"
+    assert "members up" in html and "2/3" in html and "servers up" not in html
+    assert "changes" not in tables(html)
+
+
 def test_at_most_max_rows_names_the_most_recent_and_how_many_more() -> None:
     total = MAX_ROWS + 734
     records = cache_of(*(Record(f"h{i}", (f"10.0.{i // 250}.{i % 250}",), (), (), OWNER, 1,

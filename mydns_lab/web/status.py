@@ -337,13 +337,22 @@ def render_page(view: PageView) -> str:
 
 def _summary(view: PageView) -> list[str]:
     cluster = view.cluster or {}
-    servers = cluster.get("servers") or {}
-    up = sum(1 for s in servers.values() if isinstance(s, dict) and s.get("up"))
-    leader = cluster.get("leader")
-    items = [("leader", f"s{leader}" if leader else "none", "" if leader else "bad"),
-             ("term", str(cluster.get("term", "?")), ""),
-             ("servers up", f"{up}/{len(servers)}" if servers else "?",
-              "" if servers and up > len(servers) // 2 else "bad")]
+    members = _etcd_members(cluster)
+    if members is not None:  # --store etcd: etcd's members stand where our servers would
+        up = sum(1 for m in members if m.get("up"))
+        leaders = [m for m in members if m.get("leader")]
+        items = [("etcd leader", str(leaders[0].get("endpoint")) if leaders else "none",
+                  "" if leaders else "bad"),
+                 ("raft term", str(leaders[0].get("term")) if leaders else "?", ""),
+                 ("members up", f"{up}/{len(members)}", "" if up > len(members) // 2 else "bad")]
+    else:
+        servers = cluster.get("servers") or {}
+        up = sum(1 for s in servers.values() if isinstance(s, dict) and s.get("up"))
+        leader = cluster.get("leader")
+        items = [("leader", f"s{leader}" if leader else "none", "" if leader else "bad"),
+                 ("term", str(cluster.get("term", "?")), ""),
+                 ("servers up", f"{up}/{len(servers)}" if servers else "?",
+                  "" if servers and up > len(servers) // 2 else "bad")]
     if view.names is not None:
         items.append(("names", f"{view.names.total:,}", ""))
     for window_s, rates in (view.rates or {}).items():
@@ -371,6 +380,9 @@ def _servers(cluster: dict[str, Any] | None, now_ms: int) -> list[str]:
     age_s = now_ms / 1000 - float(cluster.get("written_at") or 0)
     if age_s > CLUSTER_STALE_AFTER_S:
         out.append(f'<p class="note warn">the launcher\'s status is {age_s:,.0f} s old</p>')
+    members = _etcd_members(cluster)
+    if members is not None:
+        return ["<section><h2>etcd members</h2>", *out[1:], *_members_table(members)]
     out.append('<table class="servers"><thead><tr><th>server</th><th>state</th><th>role</th>'
                '<th class=n>term</th><th class=n>commit</th><th class=n>applied</th>'
                "<th>disk</th></tr></thead><tbody>")
@@ -389,8 +401,31 @@ def _servers(cluster: dict[str, Any] | None, now_ms: int) -> list[str]:
     return out
 
 
+def _etcd_members(cluster: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The etcd members status.json lists (--store etcd), else None."""
+    members = cluster.get("etcd_members")
+    if not isinstance(members, list):
+        return None
+    return [m for m in members if isinstance(m, dict)]
+
+
+def _members_table(members: list[dict[str, Any]]) -> list[str]:
+    out = ['<table class="servers"><thead><tr><th>etcd member</th><th>state</th><th>role</th>'
+           "<th class=n>raft term</th><th class=n>revision</th></tr></thead><tbody>"]
+    for m in members:
+        role = "leader" if m.get("leader") else ("follower" if m.get("up") else "")
+        out.append(
+            f'<tr class="{"leader" if m.get("leader") else ""}">'
+            f"<td>{escape(str(m.get('endpoint', '?')))}</td>"
+            f'<td class="{"ok" if m.get("up") else "bad"}">{"up" if m.get("up") else "down"}</td>'
+            f"<td>{role}</td><td class=n>{_int(m.get('term'))}</td>"
+            f"<td class=n>{_int(m.get('revision'))}</td></tr>")
+    out.append("</tbody></table></section>")
+    return out
+
+
 def _leader_changes(cluster: dict[str, Any] | None) -> list[str]:
-    if cluster is None:
+    if cluster is None or _etcd_members(cluster) is not None:
         return []
     changes = [c for c in cluster.get("recent_leader_changes") or [] if isinstance(c, dict)]
     out = [f"<section><h2>Leader changes ({_int(cluster.get('leader_changes', len(changes)))}"
