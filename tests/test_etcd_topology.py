@@ -140,3 +140,19 @@ def test_losing_a_whole_machine(machines: list[Machine]) -> None:
     assert upload(lost.address, "10.1.9.9", seq + 1) == "updated"
     wait_for(lambda: all(lookup(s, "laptop") == "10.1.9.9" for s in everyone), 10,
              "every front end to answer the update made through the returned machine")
+
+
+def test_without_etcd_the_copies_keep_answering(machines: list[Machine]) -> None:
+    """Every etcd member gone: in the default cache mode each front end
+    answers DNS from the records it had, and an update is refused as
+    unavailable (not lost, not acknowledged)."""
+    everyone = [m.address for m in machines]
+    assert upload(everyone[1], "10.2.0.1", 1) == "claimed"
+    wait_for(lambda: all(lookup(s, "laptop") == "10.2.0.1" for s in everyone), 10,
+             "every front end to answer the claim")
+    cluster = machines[0].cluster
+    for member in cluster.members:
+        cluster.kill_member(member)
+    assert all(lookup(s, "laptop") == "10.2.0.1" for s in everyone)
+    assert upload(everyone[2], "10.2.0.2", 2) == "unavailable"
+    assert all(lookup(s, "laptop") == "10.2.0.1" for s in everyone)
