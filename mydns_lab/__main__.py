@@ -251,6 +251,9 @@ def run_lab(argv: list[str] | None = None) -> int:
     except LabFailure as exc:
         failure = str(exc)
     finally:
+        # Stopping now: a second SIGTERM must not break off the stop half-way
+        # (children signalled but not reaped, no final table).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if live is not None:
             live.stop()
         stats = lab.stop()

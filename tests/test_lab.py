@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -228,3 +229,20 @@ def test_cluster_size_mismatch_is_refused(tmp_path: Path) -> None:
     proc = _start_on(data, nservers=5)
     assert proc.returncode == 2
     assert "--nservers 3" in proc.stderr
+
+
+def test_a_second_sigterm_does_not_break_off_the_stop(tmp_path: Path) -> None:
+    """An impatient operator (or systemd, or a supervisor) sends SIGTERM
+    twice: the launcher still stops every child, prints its table and
+    exits 0."""
+    lab = LabProcess(tmp_path / "data", seed=7).start()
+    assert lab.proc is not None
+    pids = lab.started_pids | lab.descendants()
+    children = lab.descendants()
+    lab.proc.send_signal(signal.SIGTERM)
+    # The second one lands inside the stop: once the first children are gone.
+    wait_for(lambda: len(lab.descendants()) < len(children), 5, "the stop to begin")
+    lab.proc.send_signal(signal.SIGTERM)
+    assert lab.proc.wait(timeout=10) == 0, lab.output()[-2000:]
+    lab.assert_gone(pids)
+    assert "final statistics" in lab.output()
