@@ -6,6 +6,7 @@ Replay a failure with the command in its message (the launcher's flags).
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -238,11 +239,18 @@ def test_a_second_sigterm_does_not_break_off_the_stop(tmp_path: Path) -> None:
     lab = LabProcess(tmp_path / "data", seed=7).start()
     assert lab.proc is not None
     pids = lab.started_pids | lab.descendants()
-    children = lab.descendants()
-    lab.proc.send_signal(signal.SIGTERM)
-    # The second one lands inside the stop: once the first children are gone.
-    wait_for(lambda: len(lab.descendants()) < len(children), 5, "the stop to begin")
-    lab.proc.send_signal(signal.SIGTERM)
-    assert lab.proc.wait(timeout=10) == 0, lab.output()[-2000:]
-    lab.assert_gone(pids)
-    assert "final statistics" in lab.output()
+    try:
+        children = lab.descendants()
+        lab.proc.send_signal(signal.SIGTERM)
+        # The second one lands inside the stop: once the first children are gone.
+        wait_for(lambda: len(lab.descendants()) < len(children), 5, "the stop to begin")
+        lab.proc.send_signal(signal.SIGTERM)
+        assert lab.proc.wait(timeout=10) == 0, lab.output()[-2000:]
+        lab.assert_gone(pids)
+        assert "final statistics" in lab.output()
+    finally:
+        for pid in pids:  # what a broken stop left behind goes with the test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
