@@ -6,7 +6,6 @@ Replay a failure with the command in its message (the launcher's flags).
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -15,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mydns_lab.__main__ import options_from
@@ -251,6 +251,8 @@ def test_a_second_sigterm_does_not_break_off_the_stop(tmp_path: Path) -> None:
     finally:
         for pid in pids:  # what a broken stop left behind goes with the test
             try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
+                process = psutil.Process(pid)
+                if "mydns" in " ".join(process.cmdline()):  # ours, not a reused pid
+                    process.kill()
+            except psutil.Error:
                 pass
