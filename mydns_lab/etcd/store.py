@@ -59,7 +59,10 @@ WATCH_HOLD_S = 0.5
 front end's watch timeout."""
 SESSION_TTL_S = 900
 LEASE_RENEW_S = 300.0
-RETRY_BACKOFF_S = (0.02, 0.5)
+RETRY_BACKOFF_S = (0.01, 0.1)
+"""Jittered, doubling pause between attempts while etcd cannot answer (an
+election: about a second). Capped low so an update resumes within a tenth
+of a second of etcd's new leader; each attempt is one small request."""
 MAX_BUFFERED_EVENTS = 100_000
 
 
