@@ -211,6 +211,10 @@ def run_lab(argv: list[str] | None = None) -> int:
     options = options_from(argv)
     set_role_title("lab")
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # A lab started in the background by a shell (`sh run_dns.sh ... &`)
+    # inherits SIGINT ignored, and Python then leaves it so: `kill -INT`
+    # would do nothing. Ctrl-C and kill -INT stop the lab however it began.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     live = None
     if options.dashboard and sys.stdout.isatty():
         from .lab.dashboard import LiveDashboard

@@ -232,6 +232,28 @@ def test_cluster_size_mismatch_is_refused(tmp_path: Path) -> None:
     assert "--nservers 3" in proc.stderr
 
 
+def test_sigint_stops_a_lab_started_in_the_background(tmp_path: Path) -> None:
+    """`sh run_dns.sh &` starts the lab with SIGINT ignored (what a shell
+    does to background jobs); `kill -INT` must still stop it cleanly."""
+    lab = LabProcess(tmp_path / "data", seed=8)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the launcher
+    try:
+        lab.launch()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert lab.proc is not None
+    try:
+        lab.wait_until_serving()
+        pids = lab.started_pids
+        lab.proc.send_signal(signal.SIGINT)
+        assert lab.proc.wait(timeout=10) == 0, lab.output()[-2000:]
+        lab.assert_gone(pids)
+        assert "final statistics" in lab.output()
+    finally:
+        if lab.proc.poll() is None:
+            lab.kill_everything()
+
+
 def test_a_second_sigterm_does_not_break_off_the_stop(tmp_path: Path) -> None:
     """An impatient operator (or systemd, or a supervisor) sends SIGTERM
     twice: the launcher still stops every child, prints its table and

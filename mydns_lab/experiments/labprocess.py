@@ -118,8 +118,11 @@ class LabProcess:
         return [("127.0.0.1", self.port + i) for i in range(self.nclerks)]
 
     def start(self) -> LabProcess:
-        """:meth:`launch`, then wait until every front end answers."""
-        self.launch()
+        """:meth:`launch`, then :meth:`wait_until_serving`."""
+        return self.launch().wait_until_serving()
+
+    def wait_until_serving(self) -> LabProcess:
+        """Wait until every front end answers; note the processes started."""
         assert self.proc is not None
         wait_for(self._all_answer, 30, f"every front end of the lab to answer ({self.replay})")
         self.started_pids = self.descendants() | {self.proc.pid}
