@@ -52,6 +52,10 @@ def test_the_lab_on_etcd_keeps_names_across_restarts(etcd: EtcdCluster, tmp_path
         stats = lab.stop()
     assert stats["options"]["etcd"] == {"endpoints": etcd.endpoints.split(","),
                                         "prefix": "/lab/"}
+    table = lab.output()[lab.output().rindex("final statistics"):]
+    rows = dict(line.strip().split("  ", 1) for line in table.splitlines()[1:] if "  " in line)
+    assert rows["etcd members up"].strip() == "3 / 3" and "etcd leader (term)" in rows, table
+    assert "raft RPCs" not in table and "max term" not in table, table  # none of ours ran
     with LabProcess(tmp_path / "data", *flags, nclerks=3) as lab:
         wait_for(lambda: all(lookup(s, "laptop") == "10.20.0.1" for s in lab.servers()), 10,
                  f"every restarted front end to answer the stored name ({lab.replay})")

@@ -629,23 +629,35 @@ def _signal(process: Any, signum: int) -> None:
 
 
 def print_final_table(stats: dict[str, Any], out: Any = sys.stdout) -> None:
-    """The final statistics as a plain two-column table."""
-    rows = [
-        ("duration", f"{stats['duration_s']} s"),
-        ("total packets", stats["total_packets"]),
-        ("packets delivered / dropped", f"{stats['packets']['delivered']} / "
-                                        f"{stats['packets']['dropped']}"),
+    """The final statistics as a plain two-column table: on our own store
+    the network and Raft figures, on etcd what its members last said."""
+    rows: list[tuple[str, Any]] = [("duration", f"{stats['duration_s']} s")]
+    if not stats["options"].get("etcd"):
+        rows += [
+            ("total packets", stats["total_packets"]),
+            ("packets delivered / dropped", f"{stats['packets']['delivered']} / "
+                                            f"{stats['packets']['dropped']}")]
+    rows += [
         ("puts (ok / failed)", f"{stats['puts']} / {stats['puts_failed']}"),
         ("queries (ok / failed)", f"{stats['queries']} / {stats['queries_failed']}"),
-        ("raft RPCs", stats["rpcs"]),
-        ("network loss rate", f"{stats['network_loss_rate']:.2%}"),
         ("client loss rate", f"{stats['client_loss_rate']:.2%}"),
-        ("latency p50 / p99", f"{stats['latency_ms_p50']} / {stats['latency_ms_p99']} ms"),
-        ("max term", stats["max_term"]),
-        ("leader changes", stats["leader_changes"]),
-        ("crashes injected", stats["crashes_injected"]),
-        ("unexpected exits", len(stats["unexpected_exits"])),
-    ]
+        ("latency p50 / p99", f"{stats['latency_ms_p50']} / {stats['latency_ms_p99']} ms")]
+    if stats["options"].get("etcd"):
+        members = stats.get("etcd_members", [])
+        leaders = [m for m in members if m["leader"]]
+        rows += [
+            ("etcd members up", f"{sum(m['up'] for m in members)} / {len(members)}"),
+            ("etcd leader (term)", f"{leaders[0]['endpoint']} ({leaders[0]['term']})"
+                                   if leaders else "none seen"),
+            ("etcd revision", max((m["revision"] for m in members), default=0))]
+    else:
+        rows += [
+            ("raft RPCs", stats["rpcs"]),
+            ("network loss rate", f"{stats['network_loss_rate']:.2%}"),
+            ("max term", stats["max_term"]),
+            ("leader changes", stats["leader_changes"]),
+            ("crashes injected", stats["crashes_injected"])]
+    rows.append(("unexpected exits", len(stats["unexpected_exits"])))
     width = max(len(r[0]) for r in rows)
     print("final statistics", file=out)
     for name, value in rows:

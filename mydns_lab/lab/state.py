@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ..reports import ClerkStatus, Event, ServerStatus
@@ -157,4 +157,5 @@ class LabState:
             "leader_changes": len(self.leader_changes),
             "crashes_injected": self.crashes_injected,
             "unexpected_exits": list(self.unexpected_exits),
+            "etcd_members": [asdict(m) for m in self.etcd_members],
         }
