@@ -241,6 +241,7 @@ def run_lab(argv: list[str] | None = None) -> int:
     try:
         lab.start()
         print(f"MyDNS lab: seed={options.seed} (replay with --seed {options.seed})", flush=True)
+        print(lab.serving_summary(), flush=True)
         if live is not None:
             live.start()
         if options.workload:

@@ -183,6 +183,7 @@ def test_run_dns_sh_duration_exits_0_with_table(tmp_path: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "final statistics" in proc.stdout and "total packets" in proc.stdout
+    assert f"DNS and JSON on UDP and TCP 127.0.0.1:{port}..{port + 1}" in proc.stdout, proc.stdout
     assert (tmp_path / "d" / "last-run.json").exists()
 
 

@@ -220,9 +220,7 @@ class Lab:
         self._await_front_ends(started)
         if opts.crash:
             self._timers.next_crash = time.monotonic() + self._rng.uniform(*opts.crash_interval_s)
-        self.state.log(f"started {opts.nservers} servers and {opts.nclerks} clerks "
-                       f"(UDP {opts.bind}:{opts.port}..{opts.port + opts.nclerks - 1}), "
-                       f"data in {opts.data_dir}")
+        self.state.log(f"started: {self.serving_summary()}")
 
     def _start_on_etcd(self) -> None:
         """``--store etcd``: the front ends alone, each with a pipe for its
@@ -235,10 +233,20 @@ class Lab:
             started[self._spawn_clerk(index, address, theirs)] = index
         self._members.start()
         self._await_front_ends(started)
+        self.state.log(f"started: {self.serving_summary()}")
+
+    def serving_summary(self) -> str:
+        """Where the front ends answer and where the records live: the line
+        an operator needs to point dig, put.py or a browser at the lab."""
         opts = self.options
-        self.state.log(f"started {opts.nclerks} front ends on etcd "
-                       f"({', '.join(opts.etcd.endpoints)}) "
-                       f"(UDP {opts.bind}:{opts.port}..{opts.port + opts.nclerks - 1})")
+        last = opts.nclerks - 1
+        where = f"DNS and JSON on UDP and TCP {opts.bind}:{opts.port}..{opts.port + last}"
+        if opts.http_port:
+            http_bind = opts.http_bind or opts.bind
+            where += f", HTTP on {http_bind}:{opts.http_port}..{opts.http_port + last}"
+        store = (f"records in etcd at {', '.join(opts.etcd.endpoints)}" if opts.etcd
+                 else f"{opts.nservers} Raft servers, data in {opts.data_dir}")
+        return f"{opts.nclerks} front ends, {where}; {store}"
 
     def _inputs(self) -> list[Any]:
         """What the loop waits on besides the children: the router's control
