@@ -26,12 +26,20 @@ def _promises_nothing(msg: RaftMessage) -> bool:
     return isinstance(msg, _PROMISE_FREE)
 
 
+def _nothing() -> None:
+    pass
+
+
 def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage], None],
-                 apply: Callable[[Ready], None]) -> Ready | None:
+                 apply: Callable[[Ready], None],
+                 flush: Callable[[], None] = _nothing) -> Ready | None:
     """Handle the node's next Ready, if any, and return it.
 
-    Send what promises nothing -> persist -> send the rest -> apply ->
-    advance. Persisting before the rest is what makes a vote or an
+    Send what promises nothing -> ``flush`` -> persist -> send the rest ->
+    apply -> advance. A host whose ``send`` only queues (the lab's servers
+    write a turn's messages as one frame) passes ``flush`` to write the
+    queue out before the fsync: otherwise the followers' disk writes would
+    wait for the leader's instead of overlapping them. Persisting before the rest is what makes a vote or an
     acknowledgement binding: no such message leaves before the state it
     promises is durable. ``apply`` installs ``rd.snapshot`` when
     ``rd.install_snapshot`` is set, then applies ``rd.committed_entries`` in
@@ -53,6 +61,8 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
         else:
             later.append(msg)
     if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+        if len(later) < len(rd.messages):
+            flush()
         storage.save(rd.hard_state, rd.entries, rd.snapshot)
     for msg in later:
         send(msg)
@@ -64,7 +74,8 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
 
 
 def drain(node: RaftNode, kv: KVServer, storage: Storage,
-          send: Callable[[RaftMessage], None], apply: Callable[[Ready], None]) -> None:
+          send: Callable[[RaftMessage], None], apply: Callable[[Ready], None],
+          flush: Callable[[], None] = _nothing) -> None:
     """What a host does after feeding a turn's messages and ticks: handle
     every waiting Ready (see :func:`handle_ready`), then let the record
     store compact the log if it outgrew its bound, and again until neither
@@ -72,7 +83,7 @@ def drain(node: RaftNode, kv: KVServer, storage: Storage,
     turn, so a turn's writes are one ``save`` each and one compaction at most
     follows them."""
     while True:
-        while handle_ready(node, storage, send, apply) is not None:
+        while handle_ready(node, storage, send, apply, flush) is not None:
             pass
         if not kv.maybe_compact(storage.size_bytes()):
             return

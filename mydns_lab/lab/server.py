@@ -139,7 +139,7 @@ class _Server:
         and rebuilds the node from what is durable, as a crash and restart
         would (its in-memory state is ahead of the disk), without dying."""
         try:
-            drain(self.node, self.kv, self.storage, self.send, self.kv.apply)
+            drain(self.node, self.kv, self.storage, self.send, self.kv.apply, self.outbox.flush)
         except StorageError as exc:
             if not out_of_space(exc):
                 raise

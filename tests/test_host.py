@@ -1,0 +1,70 @@
+"""The order in which a host handles a Ready (mydns_lab.host.handle_ready):
+what promises nothing leaves, and is flushed, before the batch is
+persisted; votes and acknowledgements only after it.
+
+Replay: ``pytest tests/test_host.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
+                                     RaftMessage)
+from mydns_lab.host import handle_ready
+from mydns_lab.raft import Ready
+from mydns_lab.storage.base import MemoryStorage
+
+
+class OneReady:
+    """Stands in for a RaftNode that has exactly one Ready to give."""
+
+    def __init__(self, ready: Ready, events: list[str]) -> None:
+        self._ready: Ready | None = ready
+        self._events = events
+
+    def ready(self) -> Ready | None:
+        ready, self._ready = self._ready, None
+        return ready
+
+    def advance(self, _ready: Ready) -> None:
+        self._events.append("advance")
+
+
+class RecordingStorage(MemoryStorage):
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self._events = events
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self._events.append("save")
+        super().save(*args, **kwargs)
+
+
+def run(ready: Ready) -> list[str]:
+    events: list[str] = []
+
+    def send(msg: RaftMessage) -> None:
+        events.append(f"send {type(msg).__name__}")
+
+    handle_ready(OneReady(ready, events), RecordingStorage(events), send,  # type: ignore[arg-type]
+                 lambda _rd: events.append("apply"), lambda: events.append("flush"))
+    return events
+
+
+ENTRY = Entry(term=2, index=1, data=b"x")
+
+
+def test_replication_is_flushed_before_the_fsync_and_acknowledgements_after() -> None:
+    ready = Ready(hard_state=HardState(term=2, vote=1, commit=0), entries=[ENTRY], messages=[
+        AppendEntries(term=2, src=1, dst=2, prev_index=0, prev_term=0, entries=(ENTRY,),
+                      commit=0),
+        AppendEntriesResponse(term=2, src=1, dst=3, success=True, match_index=1)])
+    assert run(ready) == ["send AppendEntries", "flush", "save", "send AppendEntriesResponse",
+                          "apply", "advance"]
+
+
+def test_nothing_to_flush_early_when_every_message_promises() -> None:
+    ready = Ready(entries=[ENTRY], messages=[
+        AppendEntriesResponse(term=2, src=2, dst=1, success=True, match_index=1)])
+    assert run(ready) == ["save", "send AppendEntriesResponse", "apply", "advance"]
