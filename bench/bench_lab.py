@@ -1,28 +1,39 @@
-"""The lab harness under load: throughput, latency, and fail-over.
+"""The lab harness under load: throughput, latency, sequential puts and
+fail-over, each beside its reference measured in the same run.
 
-Starts the real service (5 servers, fsync on, reliable network) on loopback
-with a fresh data folder, drives it with the JSON protocol from asyncio UDP
-clients in this process, and prints what it measured.
+Starts the real service (3 servers and 3 front ends by default, fsync on,
+reliable network) on loopback with a fresh data folder, drives it with the
+JSON protocol from asyncio UDP clients in this process, and prints what it
+measured. This machine's speed drifts by more than 2x over a day, so where
+issue 15 names a reference, the same run also starts a three-member etcd
+(Debian's etcd-server, on the same disk; bench/etcdref.py) and measures it
+interleaved with the lab, ``--rounds`` times, printing the ratio:
+
+  throughput  acked puts/s, --clients in flight  vs  etcdctl check perf --load l
+  sequential  put p50, one at a time             vs  etcd's gateway, one at a time
+  latency     p50/p99 at --rate puts/s           (target: p99 < 20 ms)
+  failover    SIGKILL of the leader -> first acknowledged put
 
     .venv/bin/python bench/bench_lab.py throughput [--clients 64] [--seconds 10]
+    .venv/bin/python bench/bench_lab.py sequential [--count 2000]
     .venv/bin/python bench/bench_lab.py latency    [--rate 200] [--seconds 10]
     .venv/bin/python bench/bench_lab.py failover   [--trials 20]
-    .venv/bin/python bench/bench_lab.py all
+    .venv/bin/python bench/bench_lab.py all        [--rounds 3] [--no-reference]
 
-Targets (issue 4): >= 5,000 acknowledged puts/s; at ~200 puts/s p50 < 5 ms
-and p99 < 20 ms; SIGKILL of the leader to the first acknowledged put:
-median < 0.6 s, worst of 20 < 1.5 s. For comparison, measured on this
-machine and quoted in the issue: etcd 3.4 (3 members) ~640 sequential
-puts/s at p50 1.5 ms; PySyncObj ~740 writes/s unbatched, ~16,000 batched at
-p50 ~300 ms, fail-over 1.1-2.7 s.
+Targets (issue 15, 3 servers and 3 front ends): throughput >= 1.5x etcd's
+check perf --load l; sequential p50 <= etcd's; p99 < 20 ms at 200 puts/s.
+(Issue 4, 5 servers: --nservers 5 --nclerks 5; fail-over median < 0.6 s,
+worst of 20 < 1.5 s.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -30,11 +41,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mydns_lab.clients.jsonclient import AsyncJsonClient
-from mydns_lab.experiments.labprocess import LabProcess, wait_for
-from mydns_lab.lab.state import p50_p99
+from etcdref import check_perf, sequential_puts_ms, versions  # noqa: E402  (a sibling script)
+
+from mydns_lab.clients.jsonclient import AsyncJsonClient  # noqa: E402
+from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary  # noqa: E402
+from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for  # noqa: E402
+from mydns_lab.lab.state import p50_p99  # noqa: E402
 
 
 class Uploader:
@@ -163,31 +178,113 @@ def _percentiles(values: list[float]) -> dict:
     return {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
 
 
+async def sequential(lab: LabProcess, count: int) -> dict:
+    """``count`` puts of one name, one at a time, through front end 0."""
+    [u] = await _uploaders(lab, 1)
+    latencies = []
+    failed = 0
+    for _ in range(count):
+        t = time.monotonic()
+        if await u.put(2.0):
+            latencies.append((time.monotonic() - t) * 1000)
+        else:
+            failed += 1
+    return {"puts": count, "failed": failed, **_percentiles(latencies)}
+
+
+REFERENCED = {"throughput": "etcdctl check perf --load l",
+              "sequential": "etcd gateway, sequential puts"}
+"""The modes with a reference in the same run, and what it is."""
+
+
+def reference(mode: str, cluster: EtcdCluster, count: int) -> dict:
+    """The reference figure of ``mode`` measured on ``cluster`` now."""
+    if mode == "throughput":
+        result = check_perf(cluster.endpoints, "l")
+        return {"acked_puts_per_s": result["writes_per_s"], "verdict": result["verdict"],
+                "lines": result["lines"], "errors": result["errors"][:3]}
+    leader = cluster.leader() or cluster.members[0]
+    samples = sequential_puts_ms(leader.client_url, count)
+    return {"puts": count, **_percentiles(samples)}
+
+
+def ratio_of(mode: str, ours: dict, theirs: dict) -> float | None:
+    """Ours over the reference, oriented so that above 1 means we do better."""
+    if mode == "throughput":
+        a, b = ours.get("acked_puts_per_s"), theirs.get("acked_puts_per_s")
+        return a / b if a and b else None
+    a, b = ours.get("p50_ms"), theirs.get("p50_ms")
+    return b / a if a and b else None
+
+
+def run_ours(mode: str, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="mydns-bench-") as tmp:
+        flags = ["--fresh"] + (["--no-fsync"] if args.no_fsync else [])
+        lab = LabProcess(Path(tmp) / "data", *flags, nservers=args.nservers,
+                         nclerks=args.nclerks, seed=11)
+        with lab:
+            if mode == "throughput":
+                return asyncio.run(throughput(lab, args.clients, args.seconds))
+            if mode == "latency":
+                return asyncio.run(latency(lab, args.rate, args.seconds))
+            if mode == "sequential":
+                return asyncio.run(sequential(lab, args.count))
+            return asyncio.run(failover(lab, args.trials))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["throughput", "latency", "failover", "all"])
+    parser.add_argument("mode", choices=["throughput", "sequential", "latency", "failover",
+                                         "all"])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--count", type=int, default=2000, help="sequential puts per run")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--nservers", type=int, default=5)
-    parser.add_argument("--nclerks", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each mode, each followed by its reference")
+    parser.add_argument("--nservers", type=int, default=3)
+    parser.add_argument("--nclerks", type=int, default=3)
     parser.add_argument("--no-fsync", action="store_true", help="for comparison only")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="do not start etcd: the lab's figures alone")
     args = parser.parse_args()
-    modes = ["throughput", "latency", "failover"] if args.mode == "all" else [args.mode]
-    for mode in modes:
-        with tempfile.TemporaryDirectory(prefix="mydns-bench-") as tmp:
-            flags = ["--fresh"] + (["--no-fsync"] if args.no_fsync else [])
-            lab = LabProcess(Path(tmp) / "data", *flags, nservers=args.nservers,
-                             nclerks=args.nclerks, seed=11)
-            with lab:
-                if mode == "throughput":
-                    result = asyncio.run(throughput(lab, args.clients, args.seconds))
-                elif mode == "latency":
-                    result = asyncio.run(latency(lab, args.rate, args.seconds))
-                else:
-                    result = asyncio.run(failover(lab, args.trials))
-        print(f"{mode}: {json.dumps(result)}", flush=True)
+    modes = (["throughput", "sequential", "latency", "failover"] if args.mode == "all"
+             else [args.mode])
+    for line in versions():
+        print(line, flush=True)
+    print(f"lab: {args.nservers} servers, {args.nclerks} front ends, "
+          f"fsync {'off' if args.no_fsync else 'on'}", flush=True)
+    wants_reference = not args.no_reference and any(m in REFERENCED for m in modes)
+    if wants_reference and (etcd_binary() is None or shutil.which("etcdctl") is None):
+        print("no reference: etcd and etcdctl are not installed (apt-get install etcd-server "
+              "etcd-client); the lab's figures alone", flush=True)
+        wants_reference = False
+    ratios: dict[str, list[float]] = {m: [] for m in modes if m in REFERENCED}
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if wants_reference:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mydns-ref-")))
+            cluster = stack.enter_context(EtcdCluster(folder, client_port=free_port_range(2)))
+            print(f"reference: etcd members {cluster.endpoints} (data under {folder})",
+                  flush=True)
+        for r in range(1, args.rounds + 1):
+            for mode in modes:
+                ours = run_ours(mode, args)
+                print(f"round {r} {mode}: {json.dumps(ours)}", flush=True)
+                if cluster is None or mode not in REFERENCED:
+                    continue
+                theirs = reference(mode, cluster, args.count)
+                print(f"round {r} {mode} reference ({REFERENCED[mode]}): {json.dumps(theirs)}",
+                      flush=True)
+                if (value := ratio_of(mode, ours, theirs)) is not None:
+                    ratios[mode].append(value)
+                    print(f"round {r} {mode} ratio (above 1: the lab does better): "
+                          f"{value:.2f}", flush=True)
+    for mode, values in ratios.items():
+        if values:
+            print(f"{mode}: the lab / {REFERENCED[mode]} = {statistics.median(values):.2f} "
+                  f"(median of {len(values)}: {', '.join(f'{v:.2f}' for v in values)})")
 
 
 if __name__ == "__main__":

@@ -33,11 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +44,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_lab import Uploader  # noqa: E402  (a sibling script, not a package)
+from bench_lab import Uploader  # noqa: E402  (sibling scripts, not a package)
+from etcdref import check_perf, versions  # noqa: E402
 
 from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary  # noqa: E402
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range  # noqa: E402
@@ -56,7 +54,6 @@ from mydns_lab.lab.state import p50_p99  # noqa: E402
 FRONT_ENDS = 3
 PUT_TIMEOUT_S = 2.0
 CLAIM_TIMEOUT_S = 30.0        # every client's first put (claiming its name), in all
-CHECK_PERF_TIMEOUT_S = 180.0  # one `etcdctl check perf` (it runs ~60 s)
 
 
 class CountingUploader(Uploader):
@@ -143,48 +140,6 @@ def run_lab(tmp: Path, label: str, flags: list[str], nservers: int, clients: int
         shutil.rmtree(tmp / label, ignore_errors=True)
     result["ready_s"] = ready_s
     return result
-
-
-PERF_LINE = re.compile(r"^(PASS|FAIL)(?::\s*(.*))?$")
-THROUGHPUT = re.compile(r"Throughput (?:is|too low:)\s*(\d+(?:\.\d+)?)\s*writes/s")
-
-
-def check_perf(endpoints: str, load: str) -> dict:
-    """Run ``etcdctl check perf --load <load>`` and parse its verdict lines."""
-    command = ["etcdctl", f"--endpoints={endpoints}", "check", "perf", "--load", load]
-    started = time.monotonic()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True,
-                              timeout=CHECK_PERF_TIMEOUT_S,
-                              env={**os.environ, "ETCDCTL_API": "3"})
-    except subprocess.TimeoutExpired:
-        return {"load": load, "verdict": "TIMEOUT", "writes_per_s": None, "lines": [],
-                "seconds": time.monotonic() - started, "exit": None}
-    lines = [line.strip() for line in re.split(r"[\r\n]+", done.stdout + "\n" + done.stderr)]
-    verdict_lines = [line for line in lines if PERF_LINE.match(line)]
-    writes = None
-    for line in verdict_lines:
-        if m := THROUGHPUT.search(line):
-            writes = float(m.group(1))
-    verdict = ("PASS" if "PASS" in verdict_lines else "FAIL" if "FAIL" in verdict_lines
-               else "?")
-    errors = [line for line in lines if line and not PERF_LINE.match(line)
-              and ("rror" in line or "failed" in line.lower())]
-    return {"load": load, "verdict": verdict, "writes_per_s": writes, "lines": verdict_lines,
-            "errors": errors, "seconds": time.monotonic() - started, "exit": done.returncode}
-
-
-def versions() -> list[str]:
-    def first_line(command: list[str]) -> str:
-        try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=10,
-                                 env={**os.environ, "ETCDCTL_API": "3"}).stdout
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{command[0]}: {exc}"
-        return out.splitlines()[0] if out else f"{command[0]}: no output"
-    return [first_line(["etcd", "--version"]), first_line(["etcdctl", "version"]),
-            f"Python {platform.python_version()} on {platform.machine()}, "
-            f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}"]
 
 
 def median(values: list[float]) -> float | None:
