@@ -28,13 +28,24 @@ from ..clients.jsonclient import NoAnswer, json_call
 REPO = Path(__file__).resolve().parents[2]
 
 
+PORT_SPREAD = 20000
+"""How far past ``start`` :func:`free_port_range` spreads processes."""
+
+
 def free_port_range(count: int, start: int = 21000) -> int:
-    """First port p >= start such that p..p+count-1 are free for UDP and TCP."""
-    port = start + (os.getpid() * 37) % 20000
-    while True:
-        if all(_free(p) for p in range(port, port + count)):
+    """A port p in [start, 65536 - count] such that p..p+count-1 are free
+    for UDP and TCP. The search begins at an offset from ``start`` that
+    depends on this process's pid (so parallel test runs rarely collide)
+    and wraps around below port 65536."""
+    span = min(PORT_SPREAD, 65536 - count - start + 1)
+    if span < 1:
+        raise ValueError(f"no room for {count} ports from {start} below 65536")
+    offset = (os.getpid() * 37) % span
+    for step in range(0, span, count):
+        port = start + (offset + step) % span
+        if port + count <= 65536 and all(_free(p) for p in range(port, port + count)):
             return port
-        port += count
+    raise RuntimeError(f"no {count} free ports in a row between {start} and {start + span}")
 
 
 def _free(port: int) -> bool:
