@@ -104,12 +104,17 @@ class Command:
 
     ``(client_id, seq)`` makes retries idempotent; ``time_ms`` is the wall
     time the leader stamped at proposal, so replicas never read a clock.
+    ``checked``: the leader put a record operation in stored form
+    (:func:`mydns_lab.records.checked_op`) before proposing it, so no
+    replica checks it again; entries written before this field existed read
+    as False and are checked when applied, as they always were.
     """
 
     client_id: int
     seq: int
     op: StoreOp
     time_ms: int = 0
+    checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -805,6 +805,30 @@ def test_record_changes_answers_deltas_and_full_lists() -> None:
     assert copy.query(RecordOp("record_changes", since=4)) == Result(Status.OK, serial=4)
 
 
+def test_a_command_from_an_older_log_is_checked_when_applied() -> None:
+    """Entries written before the leader checked at proposal carry
+    ``checked`` False: apply still puts them in stored form, or refuses."""
+    machine = KVStateMachine(codec)
+    old = Command(1, 1, set_op("Alice-PC", "2001:DB8:0::1"), 5)
+    assert not old.checked
+    assert machine.apply(1, old)[0] == Result(Status.OK, outcome=Outcome.CLAIMED)
+    assert machine.records["alice-pc"].ipv6 == ("2001:db8::1",)
+    result, _ = machine.apply(2, Command(2, 1, set_op("alice_pc", "192.0.2.1")))
+    assert result.status == Status.ERROR and "'alice_pc'" in result.value
+    assert "alice_pc" not in machine.records
+
+
+def test_a_checked_command_is_not_checked_again() -> None:
+    """The leader's check stands for every replica: apply takes a checked
+    op as it is (what the flag saves is this second look)."""
+    machine = KVStateMachine(codec)
+    # Not in stored form, which no leader would log: it shows apply kept it as given.
+    checked = Command(1, 1, set_op("Alice-PC", "192.0.2.1"), 5, checked=True)
+    assert codec.decode(codec.encode(checked)) == checked
+    machine.apply(1, checked)
+    assert list(machine.records) == ["Alice-PC"]
+
+
 # --- the record store's rules, through the cluster -------------------------------------------
 
 
@@ -829,8 +853,11 @@ def test_records_through_the_cluster(make_kvlab: MakeKvLab, seed: int) -> None:
     assert status == Status.OWNED and "owned by another key" in why, why
     status, why = do(alice, set_op("alice-pc", "192.0.2.2", seq=2))
     assert status == Status.STALE and "older than the stored 3" in why, why
+    leader = lab.sim.node(lab.check_one_leader())
+    last_index = leader.log.last_index
     status, why = do(alice, set_op("alice_pc", "192.0.2.2", seq=4))
     assert status == Status.ERROR and "'alice_pc'" in why, why
+    assert leader.log.last_index == last_index, "a refused op was proposed: refuse at submit"
     # A watch at the current serial is held until the next change.
     watch = lab.sim.submit(watcher, RecordOp("record_changes", since=1))
     v6 = RecordOp("record_set", "alice-pc", ipv6=("2001:DB8:0::1",), owner=OWNER_A, seq=4)

@@ -428,11 +428,12 @@ def test_the_rules_catch_an_older_upload_accepted(monkeypatch: pytest.MonkeyPatc
     the search finds it and shrinks it to a claim and an older update."""
     execute = KVStateMachine._execute_record
 
-    def accepts_older(self: KVStateMachine, op: RecordOp, time_ms: int) -> Result:
+    def accepts_older(self: KVStateMachine, op: RecordOp, time_ms: int,
+                      checked: bool = False) -> Result:
         held = self.records.get(op.name.lower())
         if op.kind == "record_set" and held is not None and held.owner == op.owner:
             op = dataclasses.replace(op, seq=max(op.seq, held.seq))
-        return execute(self, op, time_ms)
+        return execute(self, op, time_ms, checked)
 
     monkeypatch.setattr(KVStateMachine, "_execute_record", accepts_older)
     found = find(SHORT_STEPS, lambda steps: breaks(check_history, steps), settings=FIND_SETTINGS)
