@@ -6,11 +6,17 @@ until the front end answers every one of them over DNS, then starts
 ``dnsmasq`` (in the foreground, on another loopback port, the same names
 from an ``--addn-hosts`` file, no upstream, ``--local=/<zone>/`` so unknown
 names get NXDOMAIN) and runs ``dnsperf`` against both with the same query
-file: first flat out (``-c CLIENTS -l SECONDS``), then rate-limited
-(``-Q RATE``) to count lost queries. Prints one table, the ratio front end /
-dnsmasq, and stops every process it started, on errors too.
+file: flat out (``-c CLIENTS -l SECONDS``), front end and dnsmasq in turn,
+``--rounds`` times (dnsmasq alone moved between 52,000 and 76,000 q/s in
+back-to-back runs here, so one run of each proves little), then
+rate-limited (``-Q RATE``) to count lost queries. dnsmasq's cache is sized
+to the names (``--cache-size``, at most its 10,000), as an operator serving
+them would set it. Prints one table, each round's ratio front end /
+dnsmasq and their median, and stops every process it started, on errors
+too.
 
-    .venv/bin/python bench/bench_dns.py [--clients 10] [--seconds 10] [--rate 1000]
+    .venv/bin/python bench/bench_dns.py [--rounds 3] [--clients 10] [--seconds 10]
+        [--rate 1000]
 
 Needs ``dnsperf`` and ``dnsmasq`` (Debian: ``apt-get install -y dnsperf
 dnsmasq``); installs nothing itself.
@@ -19,8 +25,8 @@ The query file: every name once as A, every 10th name also as AAAA (which
 has no AAAA: NODATA) and one unknown name per 10 names (NXDOMAIN), shuffled
 with ``--seed``.
 
-Target (issue 5): the front end at least 0.25 of dnsmasq's queries/s in the
-same run, and no lost query at 1,000 queries/s. Measured on this machine
+Target (issue 15; issue 5 asked 0.25): the front end at least 0.5 of
+dnsmasq's queries/s in the same run, and no lost query at 1,000 queries/s. Measured on this machine
 with 10 clients, for comparison: dnsmasq ~99,000 q/s, a dnslib DNSServer
 ~3,100, dnslib in asyncio ~7,800, with uvloop ~13,000.
 """
@@ -33,6 +39,7 @@ import random
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +56,8 @@ from dnslib import QTYPE, DNSError, DNSRecord  # noqa: E402
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for
 
 INSTALL_HINT = "apt-get update -qq && apt-get install -y dnsperf dnsmasq"
-TARGET_RATIO = 0.25
+TARGET_RATIO = 0.5
+DNSMASQ_MAX_CACHE = 10000  # dnsmasq refuses a larger --cache-size
 UPLOAD_THREADS = 16
 READY_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 0.5
@@ -169,6 +177,7 @@ def start_dnsmasq(binary: str, folder: Path, count: int, zone: str) -> tuple[sub
     args = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             f"--addn-hosts={hosts}", "--listen-address=127.0.0.1", "--bind-interfaces",
             f"--port={port}", f"--local=/{zone}/", "--pid-file=", "--user=root",
+            f"--cache-size={min(max(count, 150), DNSMASQ_MAX_CACHE)}",
             f"--log-facility={folder / 'dnsmasq.log'}"]
     log = open(folder / "dnsmasq.out", "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -252,12 +261,12 @@ def measure(lab: LabProcess, tools: dict[str, str], folder: Path, queries: Path,
         wait_answered(("127.0.0.1", dnsmasq_port), args.names, ZONE, "dnsmasq",
                       alive=lambda: dnsmasq.poll() is None)
         targets = [("mydns front end", front_end[1]), ("dnsmasq", dnsmasq_port)]
-        for rate in (None, args.rate):
+        runs = [(f"flat out {r}", None) for r in range(1, args.rounds + 1)]
+        for mode, rate in runs + [(f"-Q {args.rate}", args.rate)]:
             for server, port in targets:
                 command = dnsperf_command(tools["dnsperf"], port, queries, args.clients,
                                           args.seconds, rate)
                 print("$ " + " ".join(command), flush=True)
-                mode = f"-Q {rate}" if rate else "flat out"
                 results.append(run_dnsperf(command, server, mode, args.seconds))
     finally:
         stop_process(dnsmasq)
@@ -266,6 +275,8 @@ def measure(lab: LabProcess, tools: dict[str, str], folder: Path, queries: Path,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="flat-out runs of each, interleaved (3)")
     parser.add_argument("--clients", type=int, default=10, help="dnsperf -c (10)")
     parser.add_argument("--seconds", type=float, default=10.0, help="dnsperf -l per run (10)")
     parser.add_argument("--rate", type=int, default=1000,
@@ -287,11 +298,15 @@ def main() -> int:
         results = measure(lab, tools, folder, queries, lines, args)
     print()
     print_table(results)
-    ours, theirs = results[0].qps, results[1].qps
-    ratio = ours / theirs if theirs else 0.0
+    flat = results[:-2]
+    ratios = [ours.qps / theirs.qps if theirs.qps else 0.0
+              for ours, theirs in zip(flat[0::2], flat[1::2])]
+    ratio = statistics.median(ratios)
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-    print(f"\nratio front end / dnsmasq: {ratio:.3f} ({verdict} the {TARGET_RATIO} target)")
-    limited = results[2]
+    print(f"\nratio front end / dnsmasq (cache {min(max(args.names, 150), DNSMASQ_MAX_CACHE)}): "
+          f"{ratio:.3f}, median of {', '.join(f'{r:.3f}' for r in ratios)} "
+          f"({verdict} the {TARGET_RATIO} target)")
+    limited = results[-2]
     print(f"front end at {args.rate} q/s: {limited.lost} of {limited.sent} queries lost")
     return 0
 
