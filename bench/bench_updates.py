@@ -38,7 +38,10 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_dns import stop_process  # noqa: E402  (a sibling script, not a package)
 
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for  # noqa: E402
 from mydns_lab.lab.state import p50_p99  # noqa: E402
@@ -117,17 +120,6 @@ def updates(port: int, count: int, first: int) -> dict:
     elapsed = time.monotonic() - started
     p50, p99 = p50_p99(samples)
     return {"updates": count, "per_s": count / elapsed, "p50_ms": p50, "p99_ms": p99}
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 5 s; returns once it has exited."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def main() -> int:
