@@ -24,7 +24,7 @@ from .lab.flags import add_front_end_flags, add_store_flags, etcd_options
 from .lab.launcher import MAX_SERVERS, Lab, LabFailure, LabOptions, StartFailure, print_final_table
 from .lab.preflight import host_address, published_name_servers, tls_problem
 from .lab.state import LabState
-from .net.procs import set_role_title
+from .net.procs import StopRequested, set_role_title, stop_on_sigterm
 
 PLAIN_STATUS_INTERVAL_S = 3.0
 
@@ -138,14 +138,6 @@ def plain_status(state: LabState) -> str:
             + (f"\n{alarm}" if (alarm := state.disk_alarm()) else ""))
 
 
-class _Terminate(Exception):
-    pass
-
-
-def _on_sigterm(_signum: int, _frame: Any) -> None:
-    raise _Terminate()
-
-
 COMMANDS = {
     "lab": "run the lab on this host, as sh run_dns.sh does (the default: flags alone run it)",
     "frontend": "run one front end with its records in etcd (a machine of a deployment)",
@@ -210,7 +202,7 @@ def run_lab(argv: list[str] | None = None) -> int:
     """The lab: ``mydns lab``, ``python -m mydns_lab`` and ``sh run_dns.sh``."""
     options = options_from(argv)
     set_role_title("lab")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    stop_on_sigterm()
     # A lab started in the background by a shell (`sh run_dns.sh ... &`)
     # inherits SIGINT ignored, and Python then leaves it so: `kill -INT`
     # would do nothing. Ctrl-C and kill -INT stop the lab however it began.
@@ -249,7 +241,7 @@ def run_lab(argv: list[str] | None = None) -> int:
             lab.run(until=lambda: not workload.is_alive(), duration_s=float("inf"))
         else:
             lab.run()
-    except (KeyboardInterrupt, _Terminate):
+    except (KeyboardInterrupt, StopRequested):
         pass
     except StartFailure as exc:
         start_failure = str(exc)

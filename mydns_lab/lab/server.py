@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import codec
 from ..host import drain
-from ..net.procs import die_with_parent, set_role_title
+from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
 from ..net.transport import LAUNCHER, Outbox, receive
 from ..protocol import ClientRequest
 from ..raft import Config, RaftNode
@@ -51,24 +51,16 @@ def server_folder(data_dir: Path, node_id: int) -> Path:
     return data_dir / f"server-{node_id}"
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop(_signum: int, _frame: object) -> None:
-    raise _Stop()
-
-
 def run_server(node_id: int, settings: ServerSettings, conn: Connection, incarnation: int) -> None:
     """Process entry point. Returns when told to stop or the router is gone."""
     die_with_parent()
     set_role_title(f"server s{node_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides when we stop
-    signal.signal(signal.SIGTERM, _stop)
+    stop_on_sigterm()
     server = _Server(node_id, settings, Outbox(conn), incarnation)
     try:
         server.serve(conn)
-    except (_Stop, EOFError, BrokenPipeError, ConnectionResetError):
+    except (StopRequested, EOFError, BrokenPipeError, ConnectionResetError):
         pass
     finally:
         server.storage.close()

@@ -1,5 +1,6 @@
 """What every process of the lab does at start: tie its life to its
-parent's, and say its role in ``ps`` and ``top``."""
+parent's, say its role in ``ps`` and ``top``, and turn SIGTERM into
+:class:`StopRequested`."""
 
 from __future__ import annotations
 
@@ -29,3 +30,21 @@ def set_role_title(role: str) -> None:
         setproctitle(f"mydns {role}")
     except Exception:  # a missing or broken setproctitle must not stop a server
         pass
+
+
+class StopRequested(BaseException):
+    """Raised where the process is when SIGTERM arrives (see
+    :func:`stop_on_sigterm`). A BaseException, as KeyboardInterrupt is: an
+    ``except Exception`` it passes through on the way out (the codec turns
+    any failure of msgpack into a DecodeError, and a receive loop skips
+    those) would otherwise swallow the request to stop, and the process
+    would run on as if no signal had come."""
+
+
+def _raise_stop_requested(_signum: int, _frame: object) -> None:
+    raise StopRequested()
+
+
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`StopRequested` in this process."""
+    signal.signal(signal.SIGTERM, _raise_stop_requested)
