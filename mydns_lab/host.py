@@ -36,14 +36,16 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
     """Handle the node's next Ready, if any, and return it.
 
     Send what promises nothing -> ``flush`` -> persist -> send the rest ->
-    apply -> advance. A host whose ``send`` only queues (the lab's servers
-    write a turn's messages as one frame) passes ``flush`` to write the
-    queue out before the fsync: otherwise the followers' disk writes would
-    wait for the leader's instead of overlapping them. Persisting before the rest is what makes a vote or an
+    apply -> advance. Persisting before the rest is what makes a vote or an
     acknowledgement binding: no such message leaves before the state it
-    promises is durable. ``apply`` installs ``rd.snapshot`` when
-    ``rd.install_snapshot`` is set, then applies ``rd.committed_entries`` in
-    order, and may act on ``rd.read_states`` and ``rd.soft_state``.
+    promises is durable. A host whose ``send`` only queues (the lab's
+    servers write a turn's messages as one frame) passes ``flush`` to write
+    the queue out before the fsync: otherwise the followers' disk writes
+    would wait for the leader's instead of overlapping them.
+
+    ``apply`` installs ``rd.snapshot`` when ``rd.install_snapshot`` is set,
+    then applies ``rd.committed_entries`` in order, and may act on
+    ``rd.read_states`` and ``rd.soft_state``.
 
     A node that lost its storage says in ``rd.soft_state`` when it has
     caught up; ``storage.end_recovery()`` then runs, before ``advance``.
