@@ -58,6 +58,11 @@ from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_f
 INSTALL_HINT = "apt-get update -qq && apt-get install -y dnsperf dnsmasq"
 TARGET_RATIO = 0.5
 DNSMASQ_MAX_CACHE = 10000  # dnsmasq refuses a larger --cache-size
+
+
+def dnsmasq_cache_size(names: int) -> int:
+    """dnsmasq's cache sized to the names served, within what it accepts."""
+    return min(max(names, 150), DNSMASQ_MAX_CACHE)
 UPLOAD_THREADS = 16
 READY_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 0.5
@@ -177,7 +182,7 @@ def start_dnsmasq(binary: str, folder: Path, count: int, zone: str) -> tuple[sub
     args = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             f"--addn-hosts={hosts}", "--listen-address=127.0.0.1", "--bind-interfaces",
             f"--port={port}", f"--local=/{zone}/", "--pid-file=", "--user=root",
-            f"--cache-size={min(max(count, 150), DNSMASQ_MAX_CACHE)}",
+            f"--cache-size={dnsmasq_cache_size(count)}",
             f"--log-facility={folder / 'dnsmasq.log'}"]
     log = open(folder / "dnsmasq.out", "wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -303,7 +308,7 @@ def main() -> int:
               for ours, theirs in zip(flat[0::2], flat[1::2])]
     ratio = statistics.median(ratios)
     verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-    print(f"\nratio front end / dnsmasq (cache {min(max(args.names, 150), DNSMASQ_MAX_CACHE)}): "
+    print(f"\nratio front end / dnsmasq (cache {dnsmasq_cache_size(args.names)}): "
           f"{ratio:.3f}, median of {', '.join(f'{r:.3f}' for r in ratios)} "
           f"({verdict} the {TARGET_RATIO} target)")
     limited = results[-2]

@@ -303,7 +303,8 @@ class KVServer:
                     self._answer(req, Result(Status.NO_SPACE, self.disk_full))
                     return
                 op = req.op
-                if isinstance(op, RecordOp):
+                checked = isinstance(op, RecordOp)
+                if checked:
                     # Checked once here rather than by every replica at
                     # apply (a third of a follower's CPU): the check is a
                     # pure function of the op, so its refusal is the same
@@ -313,8 +314,7 @@ class KVServer:
                     except InvalidRecord as exc:
                         self._answer(req, Result(Status.ERROR, str(exc)))
                         return
-                data = self._codec.encode(Command(req.client_id, req.seq, op, time_ms,
-                                                  checked=isinstance(op, RecordOp)))
+                data = self._codec.encode(Command(req.client_id, req.seq, op, time_ms, checked))
                 index, term = self.node.propose(data)
                 self._proposals[index] = (term, req)
             else:

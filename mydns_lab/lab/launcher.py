@@ -639,8 +639,9 @@ def _signal(process: Any, signum: int) -> None:
 def print_final_table(stats: dict[str, Any], out: Any = sys.stdout) -> None:
     """The final statistics as a plain two-column table: on our own store
     the network and Raft figures, on etcd what its members last said."""
+    on_etcd = bool(stats["options"].get("etcd"))
     rows: list[tuple[str, Any]] = [("duration", f"{stats['duration_s']} s")]
-    if not stats["options"].get("etcd"):
+    if not on_etcd:
         rows += [
             ("total packets", stats["total_packets"]),
             ("packets delivered / dropped", f"{stats['packets']['delivered']} / "
@@ -650,7 +651,7 @@ def print_final_table(stats: dict[str, Any], out: Any = sys.stdout) -> None:
         ("queries (ok / failed)", f"{stats['queries']} / {stats['queries_failed']}"),
         ("client loss rate", f"{stats['client_loss_rate']:.2%}"),
         ("latency p50 / p99", f"{stats['latency_ms_p50']} / {stats['latency_ms_p99']} ms")]
-    if stats["options"].get("etcd"):
+    if on_etcd:
         members = stats.get("etcd_members", [])
         leaders = [m for m in members if m["leader"]]
         rows += [

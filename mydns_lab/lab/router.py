@@ -20,7 +20,6 @@ import heapq
 import random
 import selectors
 import signal
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from multiprocessing.connection import Connection
 
 from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
-from ..net.procs import die_with_parent, set_role_title
+from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
 from ..net.transport import LAUNCHER
 
 STATS_INTERVAL_S = 0.25
@@ -197,9 +196,11 @@ def run_router(pipes: dict[int, Connection], control: Connection, seed: int,
     die_with_parent()
     set_role_title("router")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_sigterm()
     try:
         Router(pipes, control, seed, server_ids).run()
+    except StopRequested:
+        pass
     except Exception:
         # Tell the launcher why the network died before dying with it.
         control.send(("error", traceback.format_exc()))
