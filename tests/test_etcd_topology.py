@@ -19,6 +19,7 @@ import dnslib
 import pytest
 
 from mydns_lab.clients.jsonclient import NoAnswer, json_call
+from mydns_lab.clients.put import TRY_TIMEOUT_S
 from mydns_lab.experiments.etcdprocess import EtcdCluster, Member, etcd_binary
 from mydns_lab.experiments.labprocess import REPO, free_port_range, wait_for
 
@@ -82,9 +83,12 @@ def lookup(server: tuple[str, int], name: str) -> str | None:
 
 
 def upload(server: tuple[str, int], address: str, seq: int) -> str:
+    """The front end's outcome or refusal code, or "no answer". It waits as
+    put.py does: longer than the front end waits for etcd, so a refusal
+    after that wait (``unavailable``) is heard rather than raced."""
     try:
         reply = json_call(server, {"Type": "Put", "Key": "laptop", "Value": address,
-                                   "Token": TOKEN, "Seq": seq}, timeout_s=3.0)
+                                   "Token": TOKEN, "Seq": seq}, timeout_s=TRY_TIMEOUT_S)
     except NoAnswer:
         return "no answer"
     return reply.get("Outcome") or reply.get("Code", "?")
