@@ -22,13 +22,13 @@ from .core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardSta
                             HeartbeatResponse, InstallSnapshot, RequestVote, RequestVoteResponse,
                             Snapshot, TermQuery, TermReport)
 from .protocol import ClientReply, ClientRequest, Command, KvOp, KvSnapshot, Record, RecordOp
-from .reports import ClerkStatus, Event, ServerStatus
+from .reports import ClerkStatus, DirectTraffic, Event, ServerStatus
 
 WIRE_TYPES: tuple[type, ...] = (
     Entry, HardState, Snapshot, RequestVote, RequestVoteResponse, AppendEntries,
     AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot, TermQuery, TermReport,
     KvOp, Record, RecordOp, Command, ClientRequest, ClientReply, KvSnapshot,
-    ServerStatus, ClerkStatus, Event,
+    ServerStatus, ClerkStatus, Event, DirectTraffic,
 )
 """Every type :func:`encode` and :func:`decode` carry, each defined beside
 its concept (file storage's own records are named at each decode instead:

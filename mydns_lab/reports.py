@@ -40,6 +40,20 @@ class ClerkStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectTraffic:
+    """Messages a process wrote on its direct pipes since its last report.
+
+    On a reliable network the lab's servers and front ends also talk over
+    pipes that skip the router (:class:`mydns_lab.net.transport.Outbox`),
+    so the sender counts what the router would have: per link kind
+    (``raft``, ``request``, ``reply``) and per message type. Every message
+    counted was delivered: a direct pipe neither drops nor delays."""
+
+    links: tuple[tuple[str, int], ...]
+    by_type: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """A line worth showing (a role change, an error), from any process."""
 

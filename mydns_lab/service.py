@@ -673,7 +673,8 @@ async def _listen(settings: FrontEndSettings, index: int, json_front: JsonFrontE
 
 
 async def _serve(index: int, address: int, settings: FrontEndSettings,
-                 conn: Connection | None, started: Connection | Callable[[object], None]) -> bool:
+                 conn: Connection | None, started: Connection | Callable[[object], None],
+                 direct: dict[int, Connection] | None = None) -> bool:
     """Serve until SIGTERM or the router goes; False when the front end
     could not start (after telling the launcher on ``started`` why)."""
     loop = asyncio.get_running_loop()
@@ -684,7 +685,7 @@ async def _serve(index: int, address: int, settings: FrontEndSettings,
     counters = FrontEndCounters()
     cache = RecordCache()
     try:
-        client = _store(settings, conn, address)
+        client = _store(settings, conn, address, direct)
         keyring = KeyRing.load(settings.keys_file) if settings.keys_file else None
         cluster = ClusterFile(settings.status_file)
         metrics = FrontEndMetrics(cache, cluster.read, counters)
@@ -729,14 +730,15 @@ async def _serve(index: int, address: int, settings: FrontEndSettings,
     return True
 
 
-def _store(settings: FrontEndSettings, conn: Connection | None, address: int) -> RecordStore:
+def _store(settings: FrontEndSettings, conn: Connection | None, address: int,
+           direct: dict[int, Connection] | None = None) -> RecordStore:
     """The records' store: etcd (``--store etcd``; then ``conn`` carries
     status reports to the launcher, if any), or our Raft servers over the
-    router pipe ``conn``."""
+    router pipe ``conn`` and the pipes straight to them (``direct``)."""
     if settings.etcd is not None:
         return EtcdStore(settings.etcd, report=conn)
     assert conn is not None, "the embedded store is reached through the lab's router"
-    return ClusterClient(conn, address, settings.servers)
+    return ClusterClient(conn, address, settings.servers, direct=direct)
 
 
 def _tell(started: Connection | Callable[[object], None],
@@ -761,12 +763,13 @@ def serve_alone(settings: FrontEndSettings, told: Callable[[object], None]) -> b
 
 
 def run_clerk(index: int, address: int, settings: FrontEndSettings, conn: Connection,
-              started: Connection) -> None:
-    """Process entry point of clerk ``index`` (front end on port + index).
+              started: Connection, direct: dict[int, Connection] | None = None) -> None:
+    """Process entry point of clerk ``index`` (front end on port + index),
+    reaching the servers through the router on ``conn`` or on ``direct``.
     It sends one message on ``started``, :class:`FrontEndListening` once
     every endpoint is bound, or :class:`FrontEndFailed`, then exits 1."""
     die_with_parent()
     set_role_title(f"frontend c{index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if not asyncio.run(_serve(index, address, settings, conn, started)):
+    if not asyncio.run(_serve(index, address, settings, conn, started, direct)):
         sys.exit(1)

@@ -140,8 +140,13 @@ def test_cell_puts_and_reads_through_json(tmp_path: Path, crash: bool, unreliabl
         assert stats["crashes_injected"] == 0
     if unreliable:
         assert stats["packets"]["dropped"] > 0, stats
-    elif not crash:
-        assert stats["packets"]["dropped"] == 0, stats
+        # Every message met the fault layer: none took a direct pipe.
+        assert stats["direct"]["links"] == {}, stats
+    else:
+        # A reliable network carries Raft and client traffic on direct pipes.
+        assert {"raft", "request", "reply"} <= set(stats["direct"]["links"]), stats
+        if not crash:
+            assert stats["packets"]["dropped"] == 0, stats
 
 
 def test_names_survive_a_full_restart(tmp_path: Path) -> None:

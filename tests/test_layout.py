@@ -38,7 +38,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "host": {"core", "raft", "raftkv", "storage"},
     "linearizability": {"cmdline"},
     "dns": {"protocol", "records"},
-    "net": {"core", "clerks", "codec", "protocol"},
+    "net": {"core", "clerks", "codec", "protocol", "reports"},
     "clients": {"cmdline", "records"},
     "web": {"admission", "net", "protocol", "records"},
     "etcd": {"clerks", "cmdline", "net", "protocol", "records"},

@@ -6,7 +6,8 @@ besides ``LabState.elapsed()``. Tests print it into a string.
 :class:`LiveDashboard` puts it on screen and redraws it on every update.
 
 Everything shown comes from the LabState, which is fed only by status
-reports and router statistics, so the view never reaches into a process.
+reports, router statistics and direct-pipe counts, so the view never
+reaches into a process.
 The layout fits an 80x40 terminal for 5 servers and 5 clerks; anything
 taller is cropped by rich (with an ellipsis) until the run stops, when the
 final frame is printed whole.
@@ -185,10 +186,11 @@ def _leader_history(state: LabState) -> Table:
 
 
 def _links_table(state: LabState) -> Table:
-    """Packets per link kind as the router counted them, with each kind's
-    loss rate; the total row's loss is the network loss rate."""
+    """Packets per link kind as the router and the direct pipes counted
+    them, with each kind's loss rate; the total row's loss is the network
+    loss rate."""
     table = _table("packets by link", ("link", *LINK_COUNTERS, "loss"))
-    links = state.router.get("links", {})
+    links = state.traffic()["links"]
     extra = sorted(kind for kind in links if kind not in LINK_KINDS)
     for kind in (*LINK_KINDS, *extra):
         counters = links.get(kind, {})
@@ -203,11 +205,11 @@ def _counter_cells(counters: dict[str, int]) -> list[str]:
 
 
 def _messages_table(state: LabState) -> Table:
-    """Messages offered to the router by type, each with its answers, one
+    """Messages sent between processes by type, each with its answers, one
     column per type (one row per type would not fit beside anything). The
     title counts Raft requests the way the final statistics do, and any
     type this table does not name, so the columns' width stays known."""
-    by_type: dict[str, int] = state.router.get("by_type", {})
+    by_type: dict[str, int] = state.traffic()["by_type"]
     rpcs = sum(by_type.get(kind, 0) for kind in RAFT_RPC_TYPES)
     named = {name for row in MESSAGE_ROWS for name in row if name}
     other = sum(count for kind, count in by_type.items() if kind not in named)

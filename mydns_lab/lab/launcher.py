@@ -213,10 +213,11 @@ class Lab:
             end.close()
         if opts.unreliable:
             self._control.send(("faults", LinkFaults.classic_unreliable(opts.long_reordering)))
+        direct = {} if opts.unreliable else self._direct_pipes()
         for node in self._servers:
-            self._spawn_server(node, child_ends[node])
-        started = {self._spawn_clerk(index, address, child_ends[address]): index
-                   for index, address in enumerate(self._clerk_addresses())}
+            self._spawn_server(node, child_ends[node], direct.get(node))
+        started = {self._spawn_clerk(index, address, child_ends[address], direct.get(address)):
+                   index for index, address in enumerate(self._clerk_addresses())}
         self._await_front_ends(started)
         if opts.crash:
             self._timers.next_crash = time.monotonic() + self._rng.uniform(*opts.crash_interval_s)
@@ -445,18 +446,35 @@ class Lab:
             mark_recovering(server_folder(opts.data_dir, node))
             self.state.log(f"s{node}: data folder empty; it will catch up before it votes")
 
+    def _direct_pipes(self) -> dict[int, dict[int, Connection]]:
+        """A pipe between every two servers and between every front end and
+        every server, by address and peer: on a reliable network messages
+        take them and skip the router. A server restarted later gets none;
+        its peers drop theirs when it dies and reach it by the router."""
+        pipes: dict[int, dict[int, Connection]] = {}
+        servers = list(self._servers)
+        for i, server in enumerate(servers):
+            for peer in (*servers[i + 1:], *self._clerk_addresses()):
+                ours, theirs = _ctx.Pipe()
+                pipes.setdefault(server, {})[peer] = ours
+                pipes.setdefault(peer, {})[server] = theirs
+        return pipes
+
     def _clerk_addresses(self) -> list[int]:
         return [CLERK_ADDRESS_BASE + 1 + i for i in range(self.options.nclerks)]
 
-    def _spawn_server(self, node: int, conn: Connection) -> None:
+    def _spawn_server(self, node: int, conn: Connection,
+                      direct: dict[int, Connection] | None = None) -> None:
+        """Start server ``node`` on its router pipe ``conn`` and its
+        ``direct`` pipes (the launcher's copies are closed once it has them)."""
         opts = self.options
         settings = ServerSettings(self._servers, opts.data_dir, opts.seed, fsync=opts.fsync)
         incarnation = self._incarnations.get(node, 0) + 1
         self._incarnations[node] = incarnation
         process = _ctx.Process(target=run_server, name=f"mydns-server-{node}",
-                               args=(node, settings, conn, incarnation))
+                               args=(node, settings, conn, incarnation, direct))
         process.start()
-        conn.close()
+        _close_all(conn, direct)
         self._children[node] = _Child(f"s{node}", process)
         view = self.state.servers[node]
         view.up, view.pid = True, process.pid or 0
@@ -473,14 +491,17 @@ class Lab:
                                 status_file=str(opts.data_dir / "status.json"),
                                 status_page=opts.status_page, etcd=opts.etcd)
 
-    def _spawn_clerk(self, index: int, address: int, conn: Connection) -> Connection:
-        """Start clerk ``index``; returns the read end of its start pipe."""
+    def _spawn_clerk(self, index: int, address: int, conn: Connection,
+                     direct: dict[int, Connection] | None = None) -> Connection:
+        """Start clerk ``index`` on ``conn`` (the router's pipe, or the
+        launcher's report pipe on etcd) and its ``direct`` pipes to the
+        servers; returns the read end of its start pipe."""
         started, started_child = _ctx.Pipe(duplex=False)
         process = _ctx.Process(target=run_clerk, name=f"mydns-clerk-{index}",
                                args=(index, address, self._front_end_settings(), conn,
-                                     started_child))
+                                     started_child, direct))
         process.start()
-        conn.close()
+        _close_all(conn, direct)
         started_child.close()  # so the clerk's exit reads as EOF here
         self._children[address] = _Child(f"clerk{index}", process)
         return started
@@ -554,8 +575,9 @@ class Lab:
         except (EOFError, OSError):
             pass
         self._router.join(1.0)
-        reason = f"the router (pid {self._router.pid}) exited with code " \
-                 f"{self._router.exitcode}; every message passes through it, so the lab stops"
+        reason = (f"the router (pid {self._router.pid}) exited with code "
+                  f"{self._router.exitcode}; every process reports and restarts through it, "
+                  "so the lab stops")
         self.state.unexpected_exits.append(reason)
         return reason
 
@@ -626,6 +648,13 @@ def _holds_data(folder: Path) -> bool:
     except OSError as exc:
         raise LabFailure(f"cannot read server folder {folder}: {exc}; check its permissions, "
                          "or start empty with --fresh") from None
+
+
+def _close_all(conn: Connection, direct: dict[int, Connection] | None) -> None:
+    """Close the launcher's copies of pipes a child process now holds."""
+    conn.close()
+    for pipe in (direct or {}).values():
+        pipe.close()
 
 
 def _signal(process: Any, signum: int) -> None:

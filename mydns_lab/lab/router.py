@@ -1,5 +1,6 @@
-"""The lab's network: one process every message between servers and clerks
-passes through.
+"""The lab's network: the process every message between servers and clerks
+passes through, unless the network is reliable and the two have a direct
+pipe (:mod:`mydns_lab.net.transport`). Faults are injected here alone.
 
 It routes envelopes by address, applies the fault layer
 (:func:`mydns_lab.net.faults.message_fate`) under one seed, and counts every packet per link kind: ``raft`` (server to server),
@@ -29,7 +30,7 @@ from multiprocessing.connection import Connection
 from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
 from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
-from ..net.transport import LAUNCHER
+from ..net.transport import LAUNCHER, link_kind
 
 STATS_INTERVAL_S = 0.25
 
@@ -133,7 +134,7 @@ class Router:
             if dst == LAUNCHER:
                 self._control.send(("status", payload))
                 continue
-            link = self._link_kind(src, dst)
+            link = link_kind(self._servers, src, dst)
             counters = self.stats.links[link]
             counters.sent += 1
             self.stats.by_type[kind] = self.stats.by_type.get(kind, 0) + 1
@@ -165,11 +166,6 @@ class Router:
                     counters.dropped += 1  # its process is down
                 else:
                     counters.delivered += 1
-
-    def _link_kind(self, src: int, dst: int) -> str:
-        if src in self._servers and dst in self._servers:
-            return "raft"
-        return "request" if dst in self._servers else "reply"
 
     # --- control ------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """A Raft server process of the lab: the core, the record store and file
-storage, hosted on a pipe to the router and the wall clock.
+storage, hosted on a pipe to the router (and, on a reliable network, pipes
+straight to its peers) and the wall clock.
 
 The loop, once per turn: wait for messages or the next tick; feed every
 waiting message to the node (client requests to the record store); tick as
@@ -22,7 +23,7 @@ from pathlib import Path
 from .. import codec
 from ..host import drain
 from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
-from ..net.transport import LAUNCHER, Outbox, receive
+from ..net.transport import LAUNCHER, Inbox, Outbox
 from ..protocol import ClientRequest
 from ..raft import Config, RaftNode
 from ..raftkv import KVServer
@@ -51,15 +52,18 @@ def server_folder(data_dir: Path, node_id: int) -> Path:
     return data_dir / f"server-{node_id}"
 
 
-def run_server(node_id: int, settings: ServerSettings, conn: Connection, incarnation: int) -> None:
-    """Process entry point. Returns when told to stop or the router is gone."""
+def run_server(node_id: int, settings: ServerSettings, conn: Connection, incarnation: int,
+               direct: dict[int, Connection] | None = None) -> None:
+    """Process entry point: ``conn`` to the router, ``direct`` to the peers
+    reached without it. Returns when told to stop or the router is gone."""
     die_with_parent()
     set_role_title(f"server s{node_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher decides when we stop
     stop_on_sigterm()
-    server = _Server(node_id, settings, Outbox(conn), incarnation)
+    outbox = Outbox(conn, direct, node_id, frozenset(settings.peers))
+    server = _Server(node_id, settings, outbox, incarnation)
     try:
-        server.serve(conn)
+        server.serve(Inbox(conn, outbox))
     except (StopRequested, EOFError, BrokenPipeError, ConnectionResetError):
         pass
     finally:
@@ -99,15 +103,15 @@ class _Server:
     def send(self, msg: object) -> None:
         self.outbox.send(msg.dst, msg)  # type: ignore[attr-defined]
 
-    def serve(self, conn: Connection) -> None:
+    def serve(self, inbox: Inbox) -> None:
         """The loop: messages in, ticks, every Ready out, status reports."""
         tick_s = self.settings.tick_interval_s
         next_tick = time.monotonic() + tick_s
         next_status = 0.0
         while True:
-            conn.poll(max(0.0, next_tick - time.monotonic()))
+            messages = inbox.wait(max(0.0, next_tick - time.monotonic()), self.trace)
             now_ms = int(time.time() * 1000)
-            for msg in receive(conn, self.trace):
+            for msg in messages:
                 if isinstance(msg, ClientRequest):
                     self.kv.submit(msg, now_ms)
                 else:
@@ -124,6 +128,9 @@ class _Server:
                 next_status = now + STATUS_INTERVAL_S
                 self._check_disk()
                 self.outbox.send(LAUNCHER, self._status())
+                traffic = self.outbox.take_traffic()
+                if traffic is not None:
+                    self.outbox.send(LAUNCHER, traffic)
             self.outbox.flush()
 
     def _drain(self) -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
-from ..reports import ClerkStatus, Event, ServerStatus
+from ..reports import ClerkStatus, DirectTraffic, Event, ServerStatus
 
 RAFT_RPC_TYPES = ("RequestVote", "AppendEntries", "Heartbeat", "InstallSnapshot")
 
@@ -51,6 +51,7 @@ class LabState:
     clerks: dict[int, ClerkStatus] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=lambda: {"links": {}, "by_type": {}})
     router_final: bool = False
+    direct: dict[str, dict[str, int]] = field(default_factory=lambda: {"links": {}, "by_type": {}})
     leader: int = 0
     leader_term: int = 0
     leader_changes: list[tuple[float, int, int]] = field(default_factory=list)  # (t, term, node)
@@ -90,6 +91,11 @@ class LabState:
             case ClerkStatus():
                 self.clerks[report.clerk] = report
                 self.ops_history.append((time.monotonic(), self.total_ops()))
+            case DirectTraffic() if not self.router_final:
+                for kind_counts, into in ((report.links, self.direct["links"]),
+                                          (report.by_type, self.direct["by_type"])):
+                    for kind, count in kind_counts:
+                        into[kind] = into.get(kind, 0) + count
             case Event():
                 self.log(f"{report.source}: {report.text}")
 
@@ -120,9 +126,24 @@ class LabState:
     def latency_percentiles(self) -> tuple[float, float]:
         return p50_p99(x for c in self.clerks.values() for x in c.latencies_ms)
 
+    def traffic(self) -> dict[str, Any]:
+        """Every message between servers and front ends, in the router's
+        form (``links`` of counters per link kind, ``by_type``): what the
+        router carried plus what went on direct pipes, all delivered."""
+        links = {kind: dict(counters) for kind, counters in self.router.get("links", {}).items()}
+        for kind, count in self.direct["links"].items():
+            counters = links.setdefault(kind, {"sent": 0, "delivered": 0, "dropped": 0,
+                                               "delayed": 0})
+            counters["sent"] = counters.get("sent", 0) + count
+            counters["delivered"] = counters.get("delivered", 0) + count
+        by_type = dict(self.router.get("by_type", {}))
+        for kind, count in self.direct["by_type"].items():
+            by_type[kind] = by_type.get(kind, 0) + count
+        return {"links": links, "by_type": by_type}
+
     def packets(self) -> dict[str, int]:
         totals = {"sent": 0, "delivered": 0, "dropped": 0, "delayed": 0}
-        for counters in self.router.get("links", {}).values():
+        for counters in self.traffic()["links"].values():
             for key in totals:
                 totals[key] += counters.get(key, 0)
         return totals
@@ -133,15 +154,17 @@ class LabState:
         return failed / total if total else 0.0
 
     def final_stats(self, options: dict[str, Any]) -> dict[str, Any]:
+        traffic = self.traffic()
         packets = self.packets()
-        by_type = self.router.get("by_type", {})
+        by_type = traffic["by_type"]
         p50, p99 = self.latency_percentiles()
         return {
             "options": options,
             "duration_s": round(self.elapsed(), 2),
             "total_packets": packets["sent"],
             "packets": packets,
-            "links": self.router.get("links", {}),
+            "links": traffic["links"],
+            "direct": {kind: dict(counts) for kind, counts in self.direct.items()},
             "puts": sum(c.puts_ok for c in self.clerks.values()),
             "puts_failed": sum(c.puts_failed for c in self.clerks.values()),
             "queries": sum(c.queries_ok for c in self.clerks.values()),

@@ -65,20 +65,25 @@ def now_ms() -> int:
 
 class ClusterClient:
     def __init__(self, conn: Connection, address: int, servers: tuple[int, ...],
-                 timing: ClerkTiming = ClerkTiming(request_timeout_ms=300)) -> None:
+                 timing: ClerkTiming = ClerkTiming(request_timeout_ms=300),
+                 direct: dict[int, Connection] | None = None) -> None:
+        """``conn`` is the pipe to the router, ``direct`` the pipes straight
+        to servers (a reliable network; see :mod:`mydns_lab.net.transport`)."""
         self._loop = asyncio.get_running_loop()
         self._conn = conn
         self._address = address
         self._servers = servers
         self._timing = timing
         self._rng = random.Random()
-        self._outbox = Outbox(conn)
+        self._outbox = Outbox(conn, direct, address, frozenset(servers))
         self._flush_soon = False
         self._idle: list[Clerk] = []
         self._busy: dict[int, tuple[Clerk, asyncio.Future[Finished]]] = {}
         self.counters = ClientCounters()
         self.closed = asyncio.Event()
         self._loop.add_reader(conn.fileno(), self._on_readable)
+        for server, pipe in self._outbox.direct.items():
+            self._loop.add_reader(pipe.fileno(), self._on_direct_readable, server, pipe)
 
     @property
     def clerks_busy(self) -> int:
@@ -115,7 +120,12 @@ class ClusterClient:
                 self._idle.append(clerk)
 
     def send_status(self, dst: int, msg: object) -> None:
+        """``msg`` to the launcher, and with it what went on the direct
+        pipes since the last report (the router counts only its own)."""
         self._outbox.send(dst, msg)
+        traffic = self._outbox.take_traffic()
+        if traffic is not None:
+            self._outbox.send(dst, traffic)
         self._schedule_flush()
 
     def flush_now(self) -> None:
@@ -166,6 +176,17 @@ class ClusterClient:
             if isinstance(msg, ClientReply):
                 self._on_reply(msg)
 
+    def _on_direct_readable(self, server: int, pipe: Connection) -> None:
+        try:
+            messages = receive(pipe)
+        except (EOFError, OSError):  # the server died: reach it by the router from now on
+            self._loop.remove_reader(pipe.fileno())
+            self._outbox.drop_direct(server)
+            return
+        for msg in messages:
+            if isinstance(msg, ClientReply):
+                self._on_reply(msg)
+
     def _on_reply(self, reply: ClientReply) -> None:
         busy = self._busy.get(reply.client_id)
         if busy is None:
@@ -179,4 +200,7 @@ class ClusterClient:
 
     def _close(self) -> None:
         self._loop.remove_reader(self._conn.fileno())
+        for server in list(self._outbox.direct):
+            self._loop.remove_reader(self._outbox.direct[server].fileno())
+            self._outbox.drop_direct(server)
         self.closed.set()
