@@ -107,6 +107,17 @@ class Clerk:
             self._deadline_ms = now_ms + self._backoff_ms()
         return None
 
+    def follow_leader(self, node: int) -> None:
+        """Another clerk of the same host just had an answer from ``node``
+        as leader: aim this clerk's next attempt there instead of hunting
+        through the servers one timeout at a time (after a leader change a
+        clerk whose leader died would otherwise try every server in turn).
+        An attempt already sent to ``node`` is left to run."""
+        if node == self._leader or node not in self._servers:
+            return
+        self._leader = node
+        self._awaiting_reply = False  # the next timer resends to node, not past it
+
     def abandon(self) -> None:
         """Give up on the current operation (its outcome stays unknown); the
         next one gets a higher sequence number, so a late copy of this one

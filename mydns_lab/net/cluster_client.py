@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from typing import Protocol
 
 from ..clerks import Clerk, ClerkTiming, Finished
+from ..core.messages import NO_NODE
 from ..protocol import ClientReply, ClientRequest, StoreOp
 from .transport import Outbox, receive
 
@@ -78,6 +79,7 @@ class ClusterClient:
         self._outbox = Outbox(conn, direct, address, frozenset(servers))
         self._flush_soon = False
         self._idle: list[Clerk] = []
+        self._leader = NO_NODE  # the server that last answered any clerk as leader
         self._busy: dict[int, tuple[Clerk, asyncio.Future[Finished]]] = {}
         self.counters = ClientCounters()
         self.closed = asyncio.Event()
@@ -98,6 +100,7 @@ class ClusterClient:
         whatever sending ``op`` raised (an op the codec cannot carry). Either
         way the clerk is back in the pool, idle, when it returns."""
         clerk = self._idle.pop() if self._idle else self._new_clerk()
+        clerk.follow_leader(self._leader)
         future: asyncio.Future[Finished] = self._loop.create_future()
         self._busy[clerk.client_id] = (clerk, future)
         self.counters.calls += 1
@@ -195,7 +198,12 @@ class ClusterClient:
         outcome = clerk.on_reply(reply, now_ms())
         if outcome is None:
             self._arm(clerk)
-        elif not future.done():
+            return
+        if reply.src != self._leader:  # a new leader: point every busy clerk at it
+            self._leader = reply.src
+            for other, _ in self._busy.values():
+                other.follow_leader(reply.src)
+        if not future.done():
             future.set_result(outcome)
 
     def _close(self) -> None:
