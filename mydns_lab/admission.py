@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from .records import sender_address
+
 DAY_S = 86_400.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S}
 OPEN_NAMES_CHOICES = ("allow", "deny")
@@ -70,25 +72,18 @@ class TrustedSources:
     def __contains__(self, source: object) -> bool:
         """Whether IP address ``source`` (a string; None or anything else:
         not from the network, never trusted) is in a trusted network."""
-        if not isinstance(source, str):
-            return False
-        try:
-            address = ipaddress.ip_address(source)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 sender
-        return any(address in network for network in self._networks)
+        address = sender_address(source) if isinstance(source, str) else None
+        return address is not None and any(address in network for network in self._networks)
 
 
 def source_prefix(source: str) -> str:
     """The unit a claim rate is counted by: an IPv4 address, or the /64 of
     an IPv6 address (one host usually holds a whole /64). An IPv4 address
     seen by a dual-stack socket counts as itself."""
-    address = ipaddress.ip_address(source)
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
+    address = sender_address(source)
+    if address is None:
+        raise ValueError(f"{source!r} is not an IP address")
+    if address.version == 6:
         return str(ipaddress.IPv6Network((address, 64), strict=False))
     return str(address)
 

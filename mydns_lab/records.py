@@ -105,6 +105,19 @@ def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]
     return tuple(str(a) for a in sorted(v4)), tuple(str(a) for a in sorted(v6))
 
 
+def sender_address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a request's sender, as its socket gave it (text):
+    an IPv4 sender seen by a dual-stack socket (``::ffff:a.b.c.d``) is the
+    IPv4 address it is. None for text that is no address."""
+    try:
+        address = ipaddress.ip_address(source)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def check_txt(txt: object) -> tuple[str, ...]:
     if isinstance(txt, str):
         txt = [txt]

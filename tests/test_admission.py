@@ -30,6 +30,7 @@ from mydns_lab.raftkv import KVStateMachine, Result
 from mydns_lab.records import OPEN_OWNER, json_owner
 from mydns_lab.net.recordcopy import RecordCache
 from mydns_lab.service import FrontEndCounters, FrontEndSettings, JsonFrontEnd, _admission
+from mydns_lab.records import sender_address
 
 ALICE, BOB = json_owner("alice"), json_owner("bob")
 STRANGER = "192.0.2.77"
@@ -336,3 +337,15 @@ def test_admission_against_a_running_service(tmp_path) -> None:
         again = put(1, "left", "bob")
         assert again.get("Outcome") == "claimed", f"a released name is free: {again}"
         assert stored("kept") == "10.1.0.1"
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("192.0.2.7", "192.0.2.7"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),  # a dual-stack socket's view of an IPv4 sender
+    ("2001:db8::1", "2001:db8::1"),
+    ("not an address", None),
+    ("", None),
+])
+def test_sender_address_unwraps_ipv4_mapped(source: str, expected: str | None) -> None:
+    address = sender_address(source)
+    assert (None if address is None else str(address)) == expected

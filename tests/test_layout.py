@@ -26,7 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     # The same table is docs/architecture.md's folder map.
     "cmdline": set(),
     "reports": set(),
-    "admission": set(),
+    "admission": {"records"},
     "core": set(),
     "protocol": {"core"},
     "records": {"protocol"},

@@ -46,6 +46,7 @@ from collections import OrderedDict
 from collections.abc import Container
 from enum import Enum
 
+from ..records import sender_address
 from .wire import F_OPCODE, F_QR, F_RD, F_TC, QUERY, UPDATE
 
 __all__ = ["Verdict", "ResponseRateLimiter", "network_key", "truncated_reply",
@@ -89,12 +90,9 @@ def network_key(source: str) -> str | None:
     """The bucket key of IP address ``source``: ``a.b.c.0/24`` or the /56
     of an IPv6 address, IPv4-mapped addresses as IPv4; None for a string
     that is no address."""
-    try:
-        address = ipaddress.ip_address(source)
-    except ValueError:
+    address = sender_address(source)
+    if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     prefix = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
     return str(ipaddress.ip_network((address, prefix), strict=False))
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import time
 from typing import Any, Protocol
 
@@ -34,7 +33,8 @@ from aiohttp import hdrs, web
 
 from ..net.recordcopy import RecordCache
 from ..protocol import Outcome, Record
-from ..records import InvalidRecord, json_owner, normalize_name, split_addresses
+from ..records import (InvalidRecord, json_owner, normalize_name, sender_address,
+                       split_addresses)
 
 MAX_HOSTS = 20
 """Hosts one request may update (more: ``numhost``, nothing changes)."""
@@ -160,13 +160,8 @@ def _parsed(text: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
 
 def _unmapped(source: str) -> str:
     """An IPv4 client of a dual-stack socket is seen as ``::ffff:a.b.c.d``."""
-    try:
-        address = ipaddress.ip_address(source)
-    except ValueError:
-        return source
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return source
+    address = sender_address(source)
+    return str(address) if address is not None and address.version == 4 else source
 
 
 def relative_name(host: str, zone: str) -> str | None:
