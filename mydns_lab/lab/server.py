@@ -127,10 +127,7 @@ class _Server:
             if now >= next_status:
                 next_status = now + STATUS_INTERVAL_S
                 self._check_disk()
-                self.outbox.send(LAUNCHER, self._status())
-                traffic = self.outbox.take_traffic()
-                if traffic is not None:
-                    self.outbox.send(LAUNCHER, traffic)
+                self.outbox.report(self._status())
             self.outbox.flush()
 
     def _drain(self) -> None:

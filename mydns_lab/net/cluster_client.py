@@ -22,7 +22,7 @@ from typing import Protocol
 from ..clerks import Clerk, ClerkTiming, Finished
 from ..core.messages import NO_NODE
 from ..protocol import ClientReply, ClientRequest, StoreOp
-from .transport import Outbox, receive
+from .transport import LAUNCHER, Outbox, receive
 
 
 MAX_IDLE_CLERKS = 64
@@ -123,12 +123,10 @@ class ClusterClient:
                 self._idle.append(clerk)
 
     def send_status(self, dst: int, msg: object) -> None:
-        """``msg`` to the launcher, and with it what went on the direct
-        pipes since the last report (the router counts only its own)."""
-        self._outbox.send(dst, msg)
-        traffic = self._outbox.take_traffic()
-        if traffic is not None:
-            self._outbox.send(dst, traffic)
+        """``msg`` to the launcher (``dst``), with the direct pipes' traffic
+        (:meth:`Outbox.report`)."""
+        assert dst == LAUNCHER, "status reports go to the launcher"
+        self._outbox.report(msg)
         self._schedule_flush()
 
     def flush_now(self) -> None:
@@ -175,9 +173,7 @@ class ClusterClient:
         except (EOFError, OSError):
             self._close()
             return
-        for msg in messages:
-            if isinstance(msg, ClientReply):
-                self._on_reply(msg)
+        self._take(messages)
 
     def _on_direct_readable(self, server: int, pipe: Connection) -> None:
         try:
@@ -186,6 +182,9 @@ class ClusterClient:
             self._loop.remove_reader(pipe.fileno())
             self._outbox.drop_direct(server)
             return
+        self._take(messages)
+
+    def _take(self, messages: list[object]) -> None:
         for msg in messages:
             if isinstance(msg, ClientReply):
                 self._on_reply(msg)

@@ -80,6 +80,14 @@ class Outbox:
         if conn is not None:
             conn.close()
 
+    def report(self, status: Any) -> None:
+        """Queue ``status`` for the launcher, and with it what went on the
+        direct pipes since the last report (the router counts only its own)."""
+        self.send(LAUNCHER, status)
+        traffic = self.take_traffic()
+        if traffic is not None:
+            self.send(LAUNCHER, traffic)
+
     def take_traffic(self) -> DirectTraffic | None:
         """What went on direct pipes since the last call (None: nothing)."""
         if not self._links:
