@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_dns import dns_addresses  # noqa: E402  (sibling scripts, not a package)
-from bench_restart import claim_names  # noqa: E402
+from bench_restart import claim_names, host_address  # noqa: E402
 
 from mydns_lab.clients.jsonclient import NoAnswer  # noqa: E402
 from mydns_lab.experiments.labprocess import LabProcess  # noqa: E402
@@ -67,11 +67,6 @@ class Usage:
     rss: int
     pss: int | None
     uss: int | None
-
-
-def host_address(i: int) -> str:
-    """The address bench_restart.claim_names gives ``host{i}``."""
-    return f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
 
 
 def role_of(process: psutil.Process) -> str:

@@ -37,6 +37,11 @@ from mydns_lab.experiments.labprocess import LabProcess, wait_for
 CLIENTS = 64
 
 
+def host_address(i: int) -> str:
+    """The address ``host{i}`` is claimed with: a distinct one for every i < 2**24."""
+    return f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+
+
 async def claim_names(servers: list[tuple[str, int]], count: int) -> int:
     """Claim host0..host{count-1}, CLIENTS in flight; returns how many were acknowledged."""
     acknowledged = 0
@@ -49,7 +54,7 @@ async def claim_names(servers: list[tuple[str, int]], count: int) -> int:
         try:
             while queue:
                 i = queue.pop()
-                request = {"Type": "Put", "Key": f"host{i}", "Value": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                request = {"Type": "Put", "Key": f"host{i}", "Value": host_address(i),
                            "Seq": 1, "Token": "bench-restart"}
                 for _ in range(5):
                     reply = await conn.call(request, 3.0)
@@ -116,7 +121,7 @@ def main() -> int:
         try:
             last = args.names - 1
             seen = watch_restart(second.servers(), f"host{last}.mydns.",
-                                 f"10.{last >> 16 & 255}.{last >> 8 & 255}.{last & 255}", args.watch)
+                                 host_address(last), args.watch)
         finally:
             wait_for(lambda: second.proc is not None, 1, "the launcher")
             second.started_pids = second.descendants() | {second.proc.pid}  # type: ignore[union-attr]

@@ -55,7 +55,8 @@ import dns.rdatatype
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_memory import shut_down  # noqa: E402  (a sibling script, not a package)
+from bench_memory import shut_down  # noqa: E402  (sibling scripts, not a package)
+from bench_restart import host_address  # noqa: E402
 
 from mydns_lab.experiments.labprocess import LabProcess  # noqa: E402
 
@@ -200,11 +201,6 @@ def receive(probe: Probe, server: Server | None, result: Round, request_id: int,
             result.visible[server] = at
 
 
-def address_of(n: int) -> str:
-    """The address of the n-th upload: a different one each time."""
-    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest rank: the smallest value with at least ``q`` of them at or below it."""
     ordered = sorted(values)
@@ -271,7 +267,7 @@ def claim(probe: Probe, lab: LabProcess, names: list[str], token: str,
     raises if one is refused or never shows."""
     for k, name in enumerate(names):
         request_id = secrets.randbits(62)
-        address = address_of(k + 1)
+        address = host_address(k + 1)
         for _ in range(5):
             r = one_update(probe, f"{name}.{lab.zone}",
                            put_payload(name, address, 1, token, request_id), request_id,
@@ -300,7 +296,7 @@ def measure(probe: Probe, lab: LabProcess, names: list[str], token: str,
             raise RuntimeError("the launcher exited during the run")
         name = names[n % len(names)]
         seq[name] += 1
-        address = address_of(len(names) + 1 + n)
+        address = host_address(len(names) + 1 + n)
         request_id = secrets.randbits(62)
         rounds.append(one_update(probe, f"{name}.{lab.zone}",
                                  put_payload(name, address, seq[name], token, request_id),
