@@ -11,6 +11,7 @@ interleaved with the lab, ``--rounds`` times, printing the ratio:
 
   throughput  acked puts/s, --clients in flight  vs  etcdctl check perf --load l
   sequential  put p50, one at a time             vs  etcd's gateway, one at a time
+              (both from a blocking client on one kept connection)
   latency     p50/p99 at --rate puts/s           (target: p99 < 20 ms)
   failover    SIGKILL of the leader -> first acknowledged put
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etcdref import check_perf, sequential_puts_ms, versions  # noqa: E402  (a sibling script)
 
-from mydns_lab.clients.jsonclient import AsyncJsonClient  # noqa: E402
+from mydns_lab.clients.jsonclient import AsyncJsonClient, JsonConnection, NoAnswer  # noqa: E402
 from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary  # noqa: E402
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for  # noqa: E402
 from mydns_lab.lab.state import p50_p99  # noqa: E402
@@ -178,17 +179,31 @@ def _percentiles(values: list[float]) -> dict:
     return {"p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
 
 
-async def sequential(lab: LabProcess, count: int) -> dict:
-    """``count`` puts of one name, one at a time, through front end 0."""
-    [u] = await _uploaders(lab, 1)
+def sequential(lab: LabProcess, count: int) -> dict:
+    """``count`` puts of one name, one at a time, through front end 0, on
+    one kept connection with a blocking client: the way the reference is
+    measured (etcdref.sequential_puts_ms), so the two figures carry the
+    same client overhead."""
+    name = f"bench-{os.getpid()}-seq"
     latencies = []
     failed = 0
-    for _ in range(count):
-        t = time.monotonic()
-        if await u.put(2.0):
-            latencies.append((time.monotonic() - t) * 1000)
-        else:
-            failed += 1
+    with JsonConnection(lab.servers()[0]) as conn:
+        reply = conn.call({"Type": "Put", "Key": name, "Value": "10.0.0.1", "Seq": 1}, 2.0)
+        if reply.get("Type") != "PutOk":
+            raise SystemExit(f"could not claim {name}: {reply}")
+        owner = {"Token": reply["Token"]} if reply.get("Token") else {}  # none: an open name
+        for seq in range(2, count + 2):
+            request = {"Type": "Put", "Key": name, "Value": f"10.0.{(seq >> 8) & 255}.{seq & 255}",
+                       "Seq": seq, **owner}
+            started = time.perf_counter()
+            try:
+                ok = conn.call(request, 2.0).get("Type") == "PutOk"
+            except NoAnswer:
+                ok = False
+            if ok:
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                failed += 1
     return {"puts": count, "failed": failed, **_percentiles(latencies)}
 
 
@@ -228,7 +243,7 @@ def run_ours(mode: str, args: argparse.Namespace) -> dict:
             if mode == "latency":
                 return asyncio.run(latency(lab, args.rate, args.seconds))
             if mode == "sequential":
-                return asyncio.run(sequential(lab, args.count))
+                return sequential(lab, args.count)
             return asyncio.run(failover(lab, args.trials))
 
 

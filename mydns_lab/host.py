@@ -40,8 +40,8 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
     acknowledgement binding: no such message leaves before the state it
     promises is durable. A host whose ``send`` only queues (the lab's
     servers write a turn's messages as one frame) passes ``flush`` to write
-    the queue out before the fsync: otherwise the followers' disk writes
-    would wait for the leader's instead of overlapping them.
+    the queue out before the fsync of new entries: otherwise the followers'
+    disk writes would wait for the leader's instead of overlapping them.
 
     ``apply`` installs ``rd.snapshot`` when ``rd.install_snapshot`` is set,
     then applies ``rd.committed_entries`` in order, and may act on
@@ -63,7 +63,11 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
         else:
             later.append(msg)
     if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-        if len(later) < len(rd.messages):
+        if (rd.entries or rd.snapshot is not None) and len(later) < len(rd.messages):
+            # Only new entries (or a snapshot) make the save slow enough to be
+            # worth overlapping; when just the commit index moved, it writes
+            # nothing, and flushing would put the commit notices ahead of the
+            # clients' replies that apply is about to queue.
             flush()
         storage.save(rd.hard_state, rd.entries, rd.snapshot)
     for msg in later:

@@ -16,7 +16,7 @@ from multiprocessing import Pipe
 from typing import Callable
 
 from mydns_lab.clerks import Clerk, ClerkTiming
-from mydns_lab.net.cluster_client import ClusterClient
+from mydns_lab.net.cluster_client import ClusterClient, ClusterTimeout
 from mydns_lab.net.transport import Outbox, receive
 from mydns_lab.protocol import ClientReply, ClientRequest, RecordOp, Status
 
@@ -98,3 +98,29 @@ def test_the_pool_points_a_hunting_clerk_at_the_leader_another_clerk_found() -> 
         return sent_to_by_stuck
 
     assert asyncio.run(scenario()) == [1, 3]
+
+
+def test_a_call_nobody_answers_times_out_and_frees_its_clerk() -> None:
+    """Past its deadline a call raises ClusterTimeout, counts a timeout, and
+    its clerk is idle again, not left busy with a timer still armed."""
+
+    async def scenario() -> ClusterClient:
+        ours, theirs = Pipe()
+        client = ClusterClient(theirs, ADDRESS, SERVERS, TIMING)
+        try:
+            try:
+                # The outer bound only keeps a broken deadline from hanging the test.
+                await asyncio.wait_for(client.call(RecordOp("record_get", "a"), 0.05), 5.0)
+            except ClusterTimeout as exc:
+                assert "0.05 s" in str(exc)
+            else:
+                raise AssertionError("a call nobody answered returned")
+        finally:
+            client._close()
+            ours.close()
+        return client
+
+    client = asyncio.run(scenario())
+    assert client.counters.timeouts == 1
+    assert (client.clerks_busy, client.clerks_idle) == (0, 1)
+

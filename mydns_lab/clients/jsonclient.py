@@ -34,38 +34,67 @@ def server_text(server: Server) -> str:
 
 def json_call(server: tuple[str, int], request: dict[str, Any], timeout_s: float = 2.0,
               attempts: int = 1) -> dict[str, Any]:
-    """Send ``request`` and return the decoded reply; raises NoAnswer.
+    """Send ``request`` on a socket of its own and return the decoded
+    reply; raises NoAnswer. See :meth:`JsonConnection.call`."""
+    with JsonConnection(server) as connection:
+        return connection.call(request, timeout_s, attempts)
 
-    The reply is the first JSON object that carries this request's ``Id``
-    (a fresh one per call, never taken from ``request``) and comes from
-    ``server``: the socket is connected, so the kernel drops datagrams from
-    any other address or port, and a datagram without the ``Id``, with
-    another, or not JSON at all is skipped while the wait goes on. So a
-    forged reply needs the request's port and ``Id``, i.e. a sender on the
-    path. A retry re-sends the same request, so a Put without ``Seq``
-    should carry one if it may be retried (the front end would stamp each
-    copy afresh).
-    """
-    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-    request_id = _next_id()
-    payload = json.dumps({**request, "Id": request_id}, separators=(",", ":")).encode()
-    not_json = False
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.connect(server)
+
+class JsonConnection:
+    """A UDP socket connected to one front end, kept for many requests
+    (one at a time), as a program that sends many does."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._sock.connect(server)
+        except OSError:
+            self._sock.close()
+            raise
+
+    def __enter__(self) -> JsonConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def call(self, request: dict[str, Any], timeout_s: float = 2.0,
+             attempts: int = 1) -> dict[str, Any]:
+        """Send ``request`` and return the decoded reply; raises NoAnswer.
+
+        The reply is the first JSON object that carries this request's
+        ``Id`` (a fresh one per call, never taken from ``request``) and
+        comes from the server: the socket is connected, so the kernel drops
+        datagrams from any other address or port, and a datagram without
+        the ``Id``, with another, or not JSON at all is skipped while the
+        wait goes on. So a forged reply needs the request's port and
+        ``Id``, i.e. a sender on the path. A retry re-sends the same
+        request, so a Put without ``Seq`` should carry one if it may be
+        retried (the front end would stamp each copy afresh).
+        """
+        server = self.server
+        request_id = _next_id()
+        payload = json.dumps({**request, "Id": request_id}, separators=(",", ":")).encode()
+        not_json = False
         for _ in range(attempts):
             try:
-                sock.send(payload)
+                self._sock.send(payload)
             except ConnectionRefusedError:  # an earlier attempt's port unreachable
                 continue
-            reply, skipped = _await_reply(sock, request_id, timeout_s)
+            reply, skipped = _await_reply(self._sock, request_id, timeout_s)
             if reply is not None:
                 return reply
             not_json = not_json or skipped
-    if not_json:
-        raise NoAnswer(f"{server_text(server)} answered with something that is not JSON; is "
-                       "it a MyDNS front end?")
-    raise NoAnswer(f"no answer from {server[0]}:{server[1]} after {attempts} attempt(s) "
-                   f"of {timeout_s:g} s")
+        if not_json:
+            raise NoAnswer(f"{server_text(server)} answered with something that is not JSON; "
+                           "is it a MyDNS front end?")
+        raise NoAnswer(f"no answer from {server[0]}:{server[1]} after {attempts} attempt(s) "
+                       f"of {timeout_s:g} s")
 
 
 def _next_id() -> int:

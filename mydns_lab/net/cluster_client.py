@@ -60,6 +60,11 @@ class RecordStore(Protocol):
         """Write whatever is queued at once (on the way out)."""
 
 
+def _expire(future: asyncio.Future, timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(ClusterTimeout(f"the cluster did not answer within {timeout_s:g} s"))
+
+
 def now_ms() -> int:
     return int(time.monotonic() * 1000)
 
@@ -104,20 +109,24 @@ class ClusterClient:
         future: asyncio.Future[Finished] = self._loop.create_future()
         self._busy[clerk.client_id] = (clerk, future)
         self.counters.calls += 1
+        # A timer of our own rather than asyncio.wait_for, which puts a second
+        # future and a loop turn between the reply and this coroutine.
+        expiry = self._loop.call_later(timeout_s, _expire, future, timeout_s)
         try:
             clerk.start(op, now_ms())
             self._arm(clerk)
-            outcome = await asyncio.wait_for(future, timeout_s)
+            outcome = await future
             self.counters.retries += outcome.attempts - 1
             return outcome
-        except asyncio.TimeoutError:
+        except ClusterTimeout:
             clerk.abandon()
             self.counters.timeouts += 1
-            raise ClusterTimeout(f"the cluster did not answer within {timeout_s:g} s") from None
+            raise
         except BaseException:
             clerk.abandon()  # an exception (or cancellation) mid-operation: the clerk is free again
             raise
         finally:
+            expiry.cancel()
             del self._busy[clerk.client_id]
             if len(self._idle) < MAX_IDLE_CLERKS:
                 self._idle.append(clerk)

@@ -60,12 +60,15 @@ class Outbox:
             self._pending.append(envelope)
 
     def flush(self) -> None:
-        """Write everything queued, one frame per pipe. Raises OSError (or
-        EOFError) when the router is gone; a direct pipe that fails is
-        dropped and its frame goes by the router."""
+        """Write everything queued, one frame per pipe, front ends' before
+        servers'. Raises OSError (or EOFError) when the router is gone; a
+        direct pipe that fails is dropped and its frame goes by the router."""
         if self._pending_direct:
             batches, self._pending_direct = self._pending_direct, {}
-            for dst, batch in batches.items():
+            # Clients' replies first: a front end is waiting on them, while a
+            # server's batch may be a commit notice that waits on nothing,
+            # and writing it wakes that server to compete for the CPU.
+            for dst, batch in sorted(batches.items(), key=lambda item: item[0] in self._servers):
                 if self._write_direct(dst, batch):
                     self._count(dst, batch)
                 else:
