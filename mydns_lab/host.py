@@ -7,6 +7,7 @@ nowhere else.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from .core.messages import AppendEntries, Heartbeat, InstallSnapshot, RaftMessage
@@ -30,6 +31,19 @@ def _nothing() -> None:
     pass
 
 
+def _with_snapshot_bytes(msg: RaftMessage, storage: Storage) -> RaftMessage | None:
+    """``msg``, an InstallSnapshot given the bytes the node no longer
+    holds (see :mod:`mydns_lab.raft`) from storage; None when storage has
+    moved on to a newer snapshot (the leader sends again after its snapshot
+    timeout, naming that one)."""
+    if not isinstance(msg, InstallSnapshot) or msg.snapshot.data or not msg.snapshot.index:
+        return msg
+    data = storage.snapshot_data(msg.snapshot.index)
+    if data is None:
+        return None
+    return replace(msg, snapshot=replace(msg.snapshot, data=data))
+
+
 def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage], None],
                  apply: Callable[[Ready], None],
                  flush: Callable[[], None] = _nothing) -> Ready | None:
@@ -42,6 +56,9 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
     servers write a turn's messages as one frame) passes ``flush`` to write
     the queue out before the fsync of new entries: otherwise the followers'
     disk writes would wait for the leader's instead of overlapping them.
+
+    An InstallSnapshot leaves with the snapshot's bytes read from
+    ``storage`` (the node keeps only its index and term).
 
     ``apply`` installs ``rd.snapshot`` when ``rd.install_snapshot`` is set,
     then applies ``rd.committed_entries`` in order, and may act on
@@ -59,7 +76,10 @@ def handle_ready(node: RaftNode, storage: Storage, send: Callable[[RaftMessage],
     later = []
     for msg in rd.messages:
         if _promises_nothing(msg):
-            send(msg)
+            # Filled before the save below, which may replace the snapshot it names.
+            filled = _with_snapshot_bytes(msg, storage)
+            if filled is not None:
+                send(filled)
         else:
             later.append(msg)
     if rd.hard_state is not None or rd.entries or rd.snapshot is not None:

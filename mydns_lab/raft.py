@@ -14,6 +14,11 @@ see :func:`mydns_lab.host.handle_ready`, the one place that does so), then
 calls :meth:`RaftNode.advance`. No other call may come between ``ready`` and
 ``advance``.
 
+Once a snapshot is durable its bytes belong to storage: the node keeps
+only its index and term (100,000 names are megabytes a server would
+otherwise hold twice), so an InstallSnapshot it sends carries no bytes and
+the host fills them in from storage as it sends (``handle_ready`` again).
+
 Implemented: randomized election timeouts, pre-vote and check-quorum, log
 replication with fast conflict back-up, the Figure 8 commit rule, batched
 and pipelined appends, snapshots (compaction and InstallSnapshot), ReadIndex
@@ -152,7 +157,8 @@ class RaftNode:
         self._others = tuple(p for p in config.peers if p != config.id)
         self._rng = rng
         self._trace = trace
-        self.log = RaftLog(state.snapshot, state.entries, state.hard_state.commit)
+        self.log = RaftLog(state.snapshot.without_data(), state.entries,
+                           state.hard_state.commit)
         self.term = state.hard_state.term
         self.vote = state.hard_state.vote
         self.role = Role.FOLLOWER
@@ -305,6 +311,7 @@ class RaftNode:
         if rd.snapshot is not None:
             self.log.snapshot_unsaved = False
             self._install_pending = False
+            self.log.snapshot = self.log.snapshot.without_data()  # storage has the bytes now
         if rd.entries:
             self.log.stable_to(rd.entries[-1].index)
         if rd.committed_entries:

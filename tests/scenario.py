@@ -701,7 +701,7 @@ def restart_one(sc: Scenario, node_id: int, wiped: bool) -> None:
     seed = sc.seed * 100 + node_id + 1000 * sc.boots[node_id]
     member = restart(sc.down.pop(node_id), seed, wiped=wiped, trace=sc.say)
     sc.live().members[node_id] = member
-    snapshot: Snapshot = member.node.log.snapshot
+    snapshot: Snapshot = member.storage.load().snapshot  # the node keeps no bytes
     sc.state[node_id] = snapshot.data.decode().split()
     if wiped:
         sc.say(f"s{node_id} restarted on empty storage, recovering")

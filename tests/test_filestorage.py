@@ -163,6 +163,33 @@ def test_size_bytes_grows_with_appends_and_shrinks_after_snapshot(tmp_path: Path
     assert reopen(storage).size_bytes() == storage.size_bytes()
 
 
+def test_snapshot_bytes_are_read_from_their_file_not_kept(tmp_path: Path) -> None:
+    """The mirror names the snapshot; load and snapshot_data read its file,
+    before and after a reopen."""
+    storage = FileStorage(tmp_path, fsync=False)
+    storage.save(HardState(1, 1, 0), [Entry(1, 1, b"a"), Entry(1, 2, b"b")], None)
+    storage.save(None, [], Snapshot(2, 1, b"state@2"))
+
+    def check(opened: FileStorage) -> None:
+        assert opened._state.snapshot == Snapshot(2, 1)  # no bytes held in memory
+        assert opened.load().snapshot == Snapshot(2, 1, b"state@2")
+        assert (opened.snapshot_data(2), opened.snapshot_data(1)) == (b"state@2", None)
+        assert opened.snapshot_size_bytes() == len(b"state@2")
+    check(storage)
+    check(reopen(storage))
+
+
+def test_a_snapshot_file_that_names_another_snapshot_is_an_error(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path, fsync=False)
+    storage.save(HardState(1, 1, 0), [Entry(1, 1, b"a"), Entry(1, 2, b"b")], None)
+    storage.save(None, [], Snapshot(1, 1, b"state@1"))
+    older = (tmp_path / "snapshot-00000001").read_bytes()
+    storage.save(None, [], Snapshot(2, 1, b"state@2"))
+    (tmp_path / "snapshot-00000002").write_bytes(older)  # intact, but the wrong one
+    with pytest.raises(CorruptStorageError, match="snapshot-00000002"):
+        storage.load()
+
+
 def test_log_file_shrinks_after_snapshot(tmp_path: Path) -> None:
     storage = FileStorage(tmp_path, fsync=False)
     storage.save(None, random_entries(random.Random(1), 1, 200), None)

@@ -7,10 +7,11 @@ Replay: ``pytest tests/test_host.py``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
-                                     RaftMessage)
+                                     InstallSnapshot, RaftMessage, Snapshot)
 from mydns_lab.host import handle_ready
 from mydns_lab.raft import Ready
 from mydns_lab.storage.base import MemoryStorage
@@ -68,3 +69,36 @@ def test_nothing_to_flush_early_when_every_message_promises() -> None:
     ready = Ready(entries=[ENTRY], messages=[
         AppendEntriesResponse(term=2, src=2, dst=1, success=True, match_index=1)])
     assert run(ready) == ["save", "send AppendEntriesResponse", "apply", "advance"]
+
+
+def test_no_early_flush_when_the_save_only_moves_the_commit_index() -> None:
+    """Such a save writes nothing the followers' disks could overlap, and an
+    early flush would put the commit notices ahead of the clients' replies
+    that apply queues."""
+    ready = Ready(hard_state=HardState(term=2, vote=1, commit=1), committed_entries=[ENTRY],
+                  messages=[AppendEntries(term=2, src=1, dst=2, prev_index=1, prev_term=2,
+                                          entries=(), commit=1)])
+    assert run(ready) == ["send AppendEntries", "save", "apply", "advance"]
+
+
+def _sent_snapshots(stored: Snapshot, named: Snapshot) -> list[RaftMessage]:
+    """What leaves when the node sends ``named`` (no bytes, as a node keeps
+    a durable snapshot) while storage holds ``stored``."""
+    storage = MemoryStorage()
+    storage.save(None, [], stored)
+    sent: list[RaftMessage] = []
+    message = InstallSnapshot(term=2, src=1, dst=2, snapshot=named)
+    handle_ready(OneReady(Ready(messages=[message]), []), storage,  # type: ignore[arg-type]
+                 sent.append, lambda _rd: None)
+    return sent
+
+
+def test_a_snapshot_leaves_with_the_bytes_storage_holds() -> None:
+    stored = Snapshot(5, 2, b"state@5")
+    assert _sent_snapshots(stored, stored.without_data()) == [
+        InstallSnapshot(term=2, src=1, dst=2, snapshot=stored)]
+
+
+def test_a_snapshot_storage_has_replaced_is_not_sent() -> None:
+    """The leader sends again after its snapshot timeout, naming the new one."""
+    assert _sent_snapshots(Snapshot(7, 2, b"state@7"), Snapshot(5, 2)) == []

@@ -43,6 +43,11 @@ class Snapshot:
     term: int = 0
     data: bytes = b""
 
+    def without_data(self) -> Snapshot:
+        """The same snapshot named by index and term alone: what a node
+        keeps once storage holds the bytes (see :mod:`mydns_lab.raft`)."""
+        return Snapshot(self.index, self.term)
+
 
 # --- Raft RPCs ---------------------------------------------------------------
 #

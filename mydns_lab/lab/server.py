@@ -146,7 +146,7 @@ class _Server:
             self.node, self.kv = self._boot()
 
     def _check_disk(self) -> None:
-        snapshot_bytes = len(self.node.log.snapshot.data)
+        snapshot_bytes = self.storage.snapshot_size_bytes()
         if self.alarm.check(snapshot_bytes, self.settings.max_raft_state or 0):
             self.kv.disk_full = self.alarm.reason
             self.trace(self.alarm.reason or "disk has room again: writes accepted")

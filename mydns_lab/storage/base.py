@@ -57,6 +57,12 @@ class Storage(Protocol):
         counting the snapshot: what ``maxraftstate`` bounds."""
         ...
 
+    def snapshot_data(self, index: int) -> bytes | None:
+        """The bytes of the stored snapshot when it is the one at ``index``;
+        None when another has replaced it. (The node keeps a durable
+        snapshot's index and term only, and asks here when it sends one.)"""
+        ...
+
     @property
     def recovering(self) -> bool:
         """True while this storage stands in for one that was lost: the
@@ -130,6 +136,10 @@ class MemoryStorage:
 
     def size_bytes(self) -> int:
         return self._bytes + ENTRY_OVERHEAD_BYTES
+
+    def snapshot_data(self, index: int) -> bytes | None:
+        snapshot = self._state.snapshot
+        return snapshot.data if snapshot.index == index else None
 
     @property
     def recovering(self) -> bool:

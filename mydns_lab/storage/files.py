@@ -258,7 +258,10 @@ class FileStorage:
     Constructing one opens the folder (creating it if missing) and reads
     back exactly what earlier saves made durable. An in-memory mirror of the
     state, kept with :func:`apply_save` like MemoryStorage, makes ``load``
-    cheap. After a save raises, every later call raises: the caller must
+    cheap, except for the snapshot's bytes: the mirror names the snapshot
+    by index and term, and ``load`` and :meth:`snapshot_data` read its file
+    (a server holding many names would otherwise keep them twice more).
+    After a save raises, every later call raises: the caller must
     stop and reopen the folder, which recovers from whatever reached disk.
     ``fsync=False`` skips every fsync, for tests only.
     """
@@ -268,6 +271,7 @@ class FileStorage:
         self._fsync = fsync
         self._state = PersistedState()
         self._bytes = 0
+        self._snapshot_bytes = 0
         self._generation = 0
         self._log_fd: int | None = None
         self._log_file = _log_path(self.directory, 0)
@@ -283,9 +287,10 @@ class FileStorage:
     # --- the Storage protocol ---------------------------------------------------
 
     def load(self) -> PersistedState:
-        """The state as of the last save that returned (a copy)."""
+        """The state as of the last save that returned (a copy; the
+        snapshot read from its file)."""
         self._check_usable()
-        return PersistedState(self._state.hard_state, self._state.snapshot,
+        return PersistedState(self._state.hard_state, self._stored_snapshot(),
                               list(self._state.entries))
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
@@ -306,6 +311,18 @@ class FileStorage:
     def size_bytes(self) -> int:
         """Entry data plus overhead, counted as MemoryStorage counts it."""
         return self._bytes + ENTRY_OVERHEAD_BYTES
+
+    def snapshot_data(self, index: int) -> bytes | None:
+        """The stored snapshot's bytes, read from its file, when it is the
+        one at ``index``; None when another replaced it."""
+        self._check_usable()
+        if index != self._state.snapshot.index or index == 0:
+            return None
+        return self._stored_snapshot().data
+
+    def snapshot_size_bytes(self) -> int:
+        """Bytes of the stored snapshot's data (0: none yet)."""
+        return self._snapshot_bytes
 
     @property
     def recovering(self) -> bool:
@@ -362,6 +379,7 @@ class FileStorage:
         if snapshot is not None:
             self._start_generation(self._generation + 1)
             self._bytes = _entries_size(self._state.entries)
+            self._keep_snapshot_name_only()
         elif entries:
             self._append(FileLogBatch(tuple(entries), new.commit))
             self._bytes += _entries_size(entries) - replaced
@@ -482,6 +500,28 @@ class FileStorage:
             except OSError as exc:
                 raise _io_error("remove", path, exc) from exc
 
+    def _keep_snapshot_name_only(self) -> None:
+        """Drop the mirror's snapshot bytes, now in the snapshot file."""
+        snapshot = self._state.snapshot
+        self._snapshot_bytes = len(snapshot.data)
+        self._state.snapshot = snapshot.without_data()
+
+    def _stored_snapshot(self) -> Snapshot:
+        """The current generation's snapshot, read back from its file."""
+        named = self._state.snapshot
+        if self._generation == 0:
+            return Snapshot()
+        path = _snapshot_path(self.directory, self._generation)
+        try:
+            stored = _read_single_record(path, _SNAPSHOT_MAGIC, Snapshot)
+        except OSError as exc:
+            raise _io_error("read", path, exc) from exc
+        if (stored.index, stored.term) != (named.index, named.term):
+            raise CorruptStorageError(
+                f"{path} holds snapshot ({stored.index}, {stored.term}) where "
+                f"({named.index}, {named.term}) was written; restore the folder from a backup")
+        return stored
+
     def _open_log(self, generation: int) -> None:
         """Make log-``generation`` the file that saves append to."""
         path = _log_path(self.directory, generation)
@@ -505,6 +545,7 @@ class FileStorage:
             self._start_generation(0)
         else:
             self._state = self._read_generation(generation)
+            self._keep_snapshot_name_only()
             self._open_log(generation)
             self._remove_generations(keep=generation)
         self._state.hard_state = self._read_hard_state(self._state.hard_state.commit)
