@@ -77,8 +77,7 @@ from .dns.nameservers import DEFAULT_NAME_SERVERS, NameServer
 from .dns.rrl import ResponseRateLimiter, Verdict, truncated_reply
 from .dns.tsig import KeyRing
 from .dns.wire import UPDATE, question_type
-from .etcd.gateway import EtcdOptions
-from .etcd.store import EtcdStore
+from .etcd.options import EtcdOptions
 from .net.cluster_client import ClusterClient, ClusterTimeout, RecordStore
 from .net.endpoints import Endpoint, FrontEndFailed, FrontEndListening, Proto
 from .net.jsonwire import (MAX_SMALL_REPLY_BYTES, RequestError, decode_request, echoed_id,
@@ -725,8 +724,8 @@ async def _serve(index: int, address: int, settings: FrontEndSettings,
             client.send_status(LAUNCHER, _status(index, client, counters))
             client.flush_now()
         await listening.close()
-        if isinstance(client, EtcdStore):
-            await client.close()
+        if settings.etcd is not None:
+            await _close_etcd_store(client)
     return True
 
 
@@ -736,9 +735,19 @@ def _store(settings: FrontEndSettings, conn: Connection | None, address: int,
     status reports to the launcher, if any), or our Raft servers over the
     router pipe ``conn`` and the pipes straight to them (``direct``)."""
     if settings.etcd is not None:
+        # Imported here: the etcd store's client, aiohttp, costs a process
+        # about 23 MB, which a front end of the embedded store never pays.
+        from .etcd.store import EtcdStore
         return EtcdStore(settings.etcd, report=conn)
     assert conn is not None, "the embedded store is reached through the lab's router"
     return ClusterClient(conn, address, settings.servers, direct=direct)
+
+
+async def _close_etcd_store(client: RecordStore) -> None:
+    """Close the store :func:`_store` built for ``--store etcd``."""
+    from .etcd.store import EtcdStore  # loaded already, by _store
+    assert isinstance(client, EtcdStore)
+    await client.close()
 
 
 def _tell(started: Connection | Callable[[object], None],

@@ -26,11 +26,11 @@ from mydns_lab import codec
 from mydns_lab.clients.jsonclient import NoAnswer
 from mydns_lab.core.messages import Entry, HardState, Snapshot
 from mydns_lab.etcd import importer
-from mydns_lab.etcd.gateway import (EtcdOptions, EtcdUnavailable, Gateway, b64, prefix_end,
-                                    unb64)
+from mydns_lab.etcd.gateway import EtcdUnavailable, Gateway, b64, prefix_end, unb64
 from mydns_lab.etcd.importer import (ImportFileError, ImportReport, import_records,
                                      read_json_lines)
 from mydns_lab.etcd.layout import Layout, record_from
+from mydns_lab.etcd.options import EtcdOptions
 from mydns_lab.etcd.store import EtcdStore
 from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range

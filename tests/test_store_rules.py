@@ -20,7 +20,8 @@ import pytest
 
 from mydns_lab import codec
 from mydns_lab.clerks import Finished
-from mydns_lab.etcd.gateway import EtcdOptions, b64, unb64
+from mydns_lab.etcd.gateway import b64, unb64
+from mydns_lab.etcd.options import EtcdOptions
 from mydns_lab.etcd.store import EtcdStore
 from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary
 from mydns_lab.experiments.labprocess import free_port_range

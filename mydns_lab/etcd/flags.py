@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from ..cmdline import readable_file
-from .gateway import EtcdOptions
+from .options import EtcdOptions
 
 
 def add_etcd_flags(p: argparse.ArgumentParser, endpoints_required: bool = False) -> None:

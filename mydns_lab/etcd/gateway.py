@@ -1,9 +1,11 @@
 """etcd's v3 API through its JSON gateway (``POST /v3/...``), over aiohttp.
 
 Chosen over a gRPC client by measurement (``bench/bench_etcd_clients.py``,
-docs/deploy.md): aiohttp is already the front end's HTTP library, so the
-etcd store adds no dependency. Keys and values travel base64-encoded and
-64-bit integers as decimal strings, as the gateway's JSON mapping has them.
+docs/deploy.md). aiohttp is the etcd store's client only: this module is
+imported when a front end builds an etcd store (``service._store``), never
+by a front end of the embedded store, which saves each one about 23 MB.
+Keys and values travel base64-encoded and 64-bit integers as decimal
+strings, as the gateway's JSON mapping has them.
 
 :class:`Gateway` speaks to the members listed in ``--etcd-endpoints``: a
 request goes to the member that last answered, and on a connection error or
@@ -18,32 +20,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
-from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
+
+from .options import EtcdOptions, tls_context
 
 REQUEST_TIMEOUT_S = 1.0
 """One request to one member; past it the next member is tried. etcd's own
 election takes about a second with its defaults, so a member without a
 leader answers within this (with an error) rather than hanging."""
 WATCH_IDLE_TIMEOUT_S = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdOptions:
-    """How to reach the cluster: ``--etcd-endpoints``, ``--etcd-prefix``,
-    client TLS (``--etcd-cacert``, ``--etcd-cert``, ``--etcd-key``) and
-    ``--etcd-user`` with its password."""
-
-    endpoints: tuple[str, ...]
-    prefix: str = "/mydns/"
-    cacert: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    user: str | None = None
-    password: str | None = None
 
 
 class EtcdUnavailable(Exception):
@@ -106,17 +93,6 @@ def put_request(key: str, value: str, lease: int = 0) -> dict[str, Any]:
     if lease:
         put["lease"] = str(lease)
     return {"request_put": put}
-
-
-def tls_context(options: EtcdOptions) -> ssl.SSLContext | None:
-    """The client TLS context for https endpoints (None for plain http);
-    raises OSError or ssl.SSLError when a file does not load."""
-    if not any(e.startswith("https://") for e in options.endpoints):
-        return None
-    context = ssl.create_default_context(cafile=options.cacert)
-    if options.cert:
-        context.load_cert_chain(options.cert, options.key)
-    return context
 
 
 class Gateway:

@@ -38,9 +38,10 @@ from ..protocol import Record
 from ..records import (KEY_OWNER_PREFIX, MAX_SEQ, OPEN_OWNER, InvalidRecord, check_txt,
                        normalize_name, same_owner, split_addresses)
 from .flags import add_etcd_flags, etcd_options_from
-from .gateway import (EtcdError, EtcdOptions, EtcdUnavailable, Gateway, first_kv, put_request,
-                      range_request, unb64, unchanged)
+from .gateway import (EtcdError, EtcdUnavailable, Gateway, first_kv, put_request, range_request,
+                      unb64, unchanged)
 from .layout import BadValue, Layout, record_from, record_value
+from .options import EtcdOptions
 
 FIELDS = ("name", "ipv4", "ipv6", "txt", "owner", "seq", "updated_ms")
 """The fields of each line, as :func:`mydns_lab.lab.export.record_json` writes them."""

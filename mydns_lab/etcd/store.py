@@ -47,10 +47,11 @@ from ..net.transport import Outbox
 from ..protocol import KvOp, Record, RecordOp, Status, StoreOp
 from ..records import (Change, InvalidRecord, accept_signed, checked_op, decide_change,
                        replayed)
-from .gateway import (EtcdError, EtcdOptions, EtcdUnavailable, Gateway, b64, first_kv, prefix_end,
+from .gateway import (EtcdError, EtcdUnavailable, Gateway, b64, first_kv, prefix_end,
                       put_request, range_request, unb64, unchanged)
 from .layout import (BadValue, Layout, record_from, record_value, session_from, session_value,
                      signed_from, signed_value)
+from .options import EtcdOptions
 
 FULL_PAGE = 2_000
 """Records per page of a full listing, as the embedded store pages them."""

@@ -15,7 +15,7 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 
-from ..etcd.gateway import EtcdOptions, tls_context
+from ..etcd.options import EtcdOptions, tls_context
 
 POLL_INTERVAL_S = 1.0
 POLL_TIMEOUT_S = 0.5

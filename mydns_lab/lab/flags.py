@@ -12,7 +12,7 @@ from pathlib import Path
 from ..admission import OPEN_NAMES_CHOICES, AdmissionPolicy, duration
 from ..cmdline import ip_address, non_negative_int, port_number, readable_file, ttl_seconds
 from ..etcd.flags import add_etcd_flags, etcd_options_from
-from ..etcd.gateway import EtcdOptions
+from ..etcd.options import EtcdOptions
 from .launcher import LOOPBACK_NETWORKS
 from .preflight import name_server_entry, zone_name
 

@@ -38,7 +38,7 @@ from ..codec import DecodeError, decode
 from ..core.quorum import majority
 from ..dns.nameservers import NameServer, default_name_servers
 from ..dns.tsig import KeyFileError, KeyRing
-from ..etcd.gateway import EtcdOptions
+from ..etcd.options import EtcdOptions
 from ..net.faults import LinkFaults
 from ..net.transport import receive
 from ..net.endpoints import Endpoint, FrontEndFailed, FrontEndListening
