@@ -68,8 +68,6 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from aiohttp import web
-
 from .admission import Admission, AdmissionPolicy, Refused, TrustedSources
 from .clerks import Finished
 from .dns.answers import Answer, DnsFrontEnd, Drop, Reply, UpdateNeeded
@@ -90,6 +88,7 @@ from .records import (MAX_SEQ, OPEN_OWNER, InvalidRecord, checked_op, is_key_own
                       put_mac, split_addresses)
 from .reports import ClerkStatus
 from .web.app import ClusterFile, WebContext, start_site, tls_context
+from .web.http import HttpServer
 from .web.metrics import FrontEndMetrics, UpdatePath, put_outcome, rcode_label
 
 STATUS_INTERVAL_S = 0.25
@@ -632,13 +631,13 @@ class _Listening:
 
     udp: asyncio.DatagramTransport
     tcp: asyncio.Server
-    http: web.AppRunner | None = None
+    http: HttpServer | None = None
 
     async def close(self) -> None:
         self.udp.close()
         self.tcp.close()
         if self.http is not None:
-            await self.http.cleanup()
+            await self.http.stop()
 
 
 async def _listen(settings: FrontEndSettings, index: int, json_front: JsonFrontEnd,

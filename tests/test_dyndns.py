@@ -13,9 +13,6 @@ import json
 import time
 from typing import Any
 
-from aiohttp import encode_basic_auth
-from aiohttp.test_utils import TestClient, TestServer
-
 from mydns_lab.admission import Admission, AdmissionPolicy, TrustedSources
 from mydns_lab.clerks import Finished
 from mydns_lab.net.cluster_client import ClusterTimeout
@@ -26,6 +23,7 @@ from mydns_lab.service import FrontEndCounters, JsonFrontEnd
 from mydns_lab.web.app import WebContext, build_app
 from mydns_lab.web.dyndns import MAX_HOSTS, REFRESH_AFTER_S, _addresses, relative_name
 from tests.test_admission import MachineClient
+from tests.webserve import basic_auth, exchange, fetch, serving
 
 TOKEN = "s3cret-token"
 
@@ -83,11 +81,11 @@ class Service:
             headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
         """GET /nic/update?query with Basic credentials (None: none, or ``headers``)."""
         async def run() -> tuple[int, str, dict[str, str]]:
-            async with TestClient(TestServer(build_app(self.context), host="127.0.0.1")) as client:
-                sent = ({"Authorization": encode_basic_auth(user, password)}
+            async with serving(build_app(self.context)) as server:
+                sent = ({"Authorization": basic_auth(user, password)}
                         if password is not None else headers or {})
-                async with client.get("/nic/update?" + query, headers=sent) as reply:
-                    return reply.status, await reply.text(), dict(reply.headers)
+                reply = await fetch(server.port, "/nic/update?" + query, headers=sent)
+                return reply.status, reply.text, dict(reply.headers)
         return asyncio.run(run())
 
     def update(self, query: str, password: str | None = TOKEN) -> str:
@@ -255,28 +253,26 @@ def test_a_newer_upload_stored_is_911_not_a_change() -> None:
 
 def test_http_1_0_without_host_and_1_1_with_host_and_port() -> None:
     """As inadyn (HTTP/1.0) and ddclient (HTTP/1.1, ``Host: server:port``)
-    send it: credentials on the first request, no challenge first."""
+    send it: credentials on the first request, no challenge first. A reply
+    names HTTP/1.1, the server's version, as RFC 9110 has it, also to an
+    HTTP/1.0 request (whose connection then closes)."""
     service = Service()
     credentials = base64.b64encode(f"router:{TOKEN}".encode()).decode()
 
     async def raw(request: str) -> bytes:
-        async with TestServer(build_app(service.context), host="127.0.0.1") as server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(request.replace("PORT", str(server.port)).encode())
-            await writer.drain()
-            reply = await asyncio.wait_for(reader.read(), 10)  # the server closes
-            writer.close()
-            await writer.wait_closed()
-            return reply
+        async with serving(build_app(service.context)) as server:
+            # the server closes after the reply
+            return await exchange(server.port, request.replace("PORT", str(server.port)).encode())
 
     # A HEAD (a link checker) updates nothing.
     reply = asyncio.run(raw("HEAD /nic/update?hostname=a.mydns&myip=192.0.2.7 HTTP/1.0\r\n"
                             f"Authorization: Basic {credentials}\r\n\r\n"))
-    assert reply.startswith(b"HTTP/1.0 405") and service.records == {}, reply
+    assert reply.startswith(b"HTTP/1.1 405") and service.records == {}, reply
+    assert b"\r\nAllow: GET\r\n" in reply
     reply = asyncio.run(raw("GET /nic/update?hostname=a.mydns&myip=192.0.2.7 HTTP/1.0\r\n"
                             f"Authorization: Basic {credentials}\r\n\r\n"))
     head, _, body = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 200") and body == b"good 192.0.2.7\n", reply
+    assert head.startswith(b"HTTP/1.1 200") and body == b"good 192.0.2.7\n", reply
     assert b"Content-Type: text/plain" in head
     reply = asyncio.run(raw("GET /nic/update?system=dyndns&hostname=b.mydns&myip=192.0.2.8 "
                             "HTTP/1.1\r\nHost: 127.0.0.1:PORT\r\n"

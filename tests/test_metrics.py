@@ -24,7 +24,6 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from dnslib import QTYPE, DNSRecord
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,6 +38,7 @@ from mydns_lab.web.app import ClusterFile, WebContext, build_app
 from mydns_lab.web.metrics import FrontEndMetrics, UpdatePath, qtype_label
 from tests.test_admission import MachineClient
 from tests.test_dnsfront import SECRET, add, sign, update
+from tests import webserve
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -68,9 +68,9 @@ def query(name: str, qtype: str = "A") -> bytes:
 
 
 async def scrape(context: WebContext, path: str = "/metrics") -> tuple[int, str, str]:
-    async with TestClient(TestServer(build_app(context))) as client:
-        response = await client.get(path)
-        return response.status, response.headers["Content-Type"], await response.text()
+    async with webserve.serving(build_app(context)) as server:
+        reply = await webserve.fetch(server.port, path)
+        return reply.status, reply.headers["Content-Type"], reply.text
 
 
 def test_metrics_count_answers_and_updates_and_read_the_cluster_at_scrape(tmp_path: Path) -> None:
@@ -175,10 +175,10 @@ def test_openmetrics_is_served_to_who_asks_for_it() -> None:
                          JsonFrontEnd(MachineClient(), FrontEndCounters()).handle)  # type: ignore[arg-type]
 
     async def get() -> tuple[str, str]:
-        async with TestClient(TestServer(build_app(context))) as client:
-            response = await client.get("/metrics", headers={
+        async with webserve.serving(build_app(context)) as server:
+            reply = await webserve.fetch(server.port, "/metrics", headers={
                 "Accept": "application/openmetrics-text; version=1.0.0"})
-            return response.headers["Content-Type"], await response.text()
+            return reply.headers["Content-Type"], reply.text
     content_type, text = asyncio.run(get())
     assert content_type.startswith("application/openmetrics-text")
     assert text.rstrip().endswith("# EOF")

@@ -17,10 +17,8 @@ import time
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from mydns_lab.__main__ import options_from
 from mydns_lab.admission import TrustedSources
@@ -34,6 +32,7 @@ from mydns_lab.web.app import WebContext, build_app
 from mydns_lab.web import status
 from mydns_lab.web.status import (MAX_ROWS, PageAccess, RateSampler, StatusPage, recent_records,
                                   render_page, sees_names)
+from tests.webserve import fetch, make_request, serving
 
 NOW_MS = int(time.time() * 1000)
 OWNER = "ab" * 32
@@ -217,10 +216,8 @@ def test_rates_are_differences_between_samples() -> None:
 # --- who sees what --------------------------------------------------------
 
 def _get(page: StatusPage, source: str, path: str = "/") -> tuple[int, str]:
-    request = make_mocked_request("GET", path, protocol=mock.Mock(peername=(source, 40000)))
-    assert request.remote == source
-    response = asyncio.run(page.handle(request))
-    return response.status, response.text or ""
+    response = asyncio.run(page.handle(make_request(path, remote=source)))
+    return response.status, response.body.decode()
 
 
 @pytest.mark.parametrize("mode, source, sees", [
@@ -260,12 +257,12 @@ def test_build_app_serves_the_page_over_http() -> None:
     headers, and the sampler started and stopped with the app."""
     records = cache_of(Record("gpu1", ("10.1.2.3",), (), (), OWNER, 1, NOW_MS))
 
-    async def fetch() -> tuple[int, dict[str, str], str]:
-        async with TestClient(TestServer(build_app(context_of(records)), host="127.0.0.1")) as c:
-            response = await c.get("/")
-            return response.status, dict(response.headers), await response.text()
+    async def get() -> tuple[int, dict[str, str], str]:
+        async with serving(build_app(context_of(records))) as server:
+            reply = await fetch(server.port, "/")
+            return reply.status, dict(reply.headers), reply.text
 
-    status, headers, html = asyncio.run(fetch())
+    status, headers, html = asyncio.run(get())
     assert status == 200 and "gpu1" in name_rows(html)
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Cache-Control"] == "no-store"

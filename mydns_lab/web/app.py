@@ -1,4 +1,4 @@
-"""A front end's HTTP service: the aiohttp application and its site.
+"""A front end's HTTP service: its routes on a :mod:`~mydns_lab.web.http` server.
 
 Every route reads what the front end already has, passed in as a
 :class:`WebContext`: its copy of the records, its trusted networks, and the
@@ -17,14 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
-
 from ..admission import TrustedSources
 from ..net.recordcopy import RecordCache
 from . import dyndns, metrics, status
+from .http import App, HttpServer, Request, Response
 from .metrics import FrontEndMetrics
 
-HTTP_SHUTDOWN_S = 1.0  # how long a stopping front end waits for HTTP requests in flight
 CLUSTER_FILE_MAX_AGE_S = 0.25  # how long a read of the launcher's status file is reused
 READY_WITHIN_S = 3.0
 """How recently the watch on the leader must have answered for /readyz
@@ -90,25 +88,22 @@ class WebContext:
         return True, "ready"
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
+async def healthz(request: Request) -> Response:
+    return Response.text("ok\n")
 
 
-async def readyz(request: web.Request) -> web.Response:
-    ready, why = request.app[CONTEXT].ready()
-    return web.Response(text=why + "\n", status=200 if ready else 503)
+async def readyz(request: Request) -> Response:
+    context: WebContext = request.context
+    ready, why = context.ready()
+    return Response.text(why + "\n", status=200 if ready else 503)
 
 
-CONTEXT = web.AppKey("context", WebContext)
-
-
-def build_app(context: WebContext) -> web.Application:
+def build_app(context: WebContext) -> App:
     """Every route of the front end's HTTP service; each module of this
-    package that serves some adds them with its ``add_routes(app)``."""
-    app = web.Application()
-    app[CONTEXT] = context
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    package that serves some adds them with its ``add_routes(app, context)``."""
+    app = App(context)
+    app.add_get("/healthz", healthz)
+    app.add_get("/readyz", readyz)
     status.add_routes(app, context)
     metrics.add_routes(app, context)
     dyndns.add_routes(app, context)
@@ -124,15 +119,9 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 
 async def start_site(context: WebContext, host: str, port: int,
-                     tls: ssl.SSLContext | None = None) -> web.AppRunner:
+                     tls: ssl.SSLContext | None = None) -> HttpServer:
     """Serve the app on ``host:port``; raises OSError when it cannot bind
-    (nothing stays bound). Stop it with ``await runner.cleanup()``."""
-    runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False,
-                           shutdown_timeout=HTTP_SHUTDOWN_S)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, ssl_context=tls).start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
+    (nothing stays bound). Stop it with ``await server.stop()``."""
+    server = HttpServer(build_app(context))
+    await server.start(host, port, tls)
+    return server

@@ -27,14 +27,14 @@ from __future__ import annotations
 import base64
 import hmac
 import time
+from functools import partial
 from typing import Any, Protocol
-
-from aiohttp import hdrs, web
 
 from ..net.recordcopy import RecordCache
 from ..protocol import Outcome, Record
 from ..records import (InvalidRecord, json_owner, normalize_name, sender_address,
                        split_addresses)
+from .http import App, Request, Response
 
 MAX_HOSTS = 20
 """Hosts one request may update (more: ``numhost``, nothing changes)."""
@@ -75,23 +75,18 @@ class UpdateSource(Protocol):
                            source: str | None) -> dict[str, Any]: ...
 
 
-UPDATES = web.AppKey("dyndns2", UpdateSource)
-
-
-def add_routes(app: web.Application, context: UpdateSource) -> None:
+def add_routes(app: App, context: UpdateSource) -> None:
     """``GET /nic/update`` on ``app`` (no HEAD: a link checker's HEAD
     must not update a name)."""
-    app[UPDATES] = context
-    app.router.add_get("/nic/update", nic_update, allow_head=False)
+    app.add_get("/nic/update", partial(nic_update, context), head=False)
 
 
-async def nic_update(request: web.Request) -> web.Response:
+async def nic_update(context: UpdateSource, request: Request) -> Response:
     """One dyndns2 update request; see the module docstring."""
-    context = request.app[UPDATES]
-    header = request.headers.get(hdrs.AUTHORIZATION)
+    header = request.headers.get("Authorization")
     if header is None:
-        return web.Response(status=401, text="badauth\n", content_type="text/plain",
-                            headers={hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}"'})
+        return Response.text("badauth\n", status=401,
+                             headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
     password = _password(header)
     hosts = [host.strip() for value in request.query.getall("hostname", [])
              for host in value.split(",") if host.strip()]
@@ -108,13 +103,13 @@ async def nic_update(request: web.Request) -> web.Response:
     return _text(lines)
 
 
-def _text(lines: list[str]) -> web.Response:
-    return web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
+def _text(lines: list[str]) -> Response:
+    return Response.text("".join(line + "\n" for line in lines))
 
 
 def _password(header: str) -> str | None:
-    """The password of a Basic ``Authorization`` header (RFC 7617; by hand,
-    as aiohttp 4 drops ``BasicAuth``); None when it is no Basic credentials
+    """The password of a Basic ``Authorization`` header (RFC 7617: base64
+    of ``user:password``, decoded here); None when it is no Basic credentials
     or has an empty password (which would claim an *open* name: a dyndns2
     update always names its token)."""
     scheme, _, encoded = header.strip().partition(" ")

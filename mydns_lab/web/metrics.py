@@ -29,7 +29,6 @@ from bisect import bisect_left
 from enum import StrEnum
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
-from aiohttp import web
 from dnslib import QTYPE, RCODE
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
@@ -38,6 +37,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 from ..net.recordcopy import RecordCache
+from .http import App, Request, Response
 
 DNS_ANSWER_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                         0.1, 0.25, 0.5, 1.0, 2.5)
@@ -279,15 +279,12 @@ class MetricsSource(Protocol):
     def metrics(self) -> FrontEndMetrics: ...
 
 
-METRICS = web.AppKey("metrics", FrontEndMetrics)
-
-
-async def serve_metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[METRICS].exposition(request.headers.get("Accept", ""))
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-def add_routes(app: web.Application, context: MetricsSource) -> None:
+def add_routes(app: App, context: MetricsSource) -> None:
     """``GET /metrics`` on ``app``: ``context.metrics``'s registry."""
-    app[METRICS] = context.metrics
-    app.router.add_get("/metrics", serve_metrics)
+    metrics = context.metrics
+
+    async def serve_metrics(request: Request) -> Response:
+        body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+        return Response(body=body, content_type=content_type)
+
+    app.add_get("/metrics", serve_metrics)

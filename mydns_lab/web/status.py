@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import heapq
 import time
@@ -35,14 +34,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 from html import escape
-from typing import Any, AsyncIterator, Callable, Iterable, Protocol
-
-from aiohttp import web
+from typing import Any, Callable, Iterable, Protocol
 
 from ..admission import TrustedSources
 from ..net.recordcopy import RecordCache
 from ..protocol import Record
 from ..records import OPEN_OWNER, is_key_owner
+from .http import App, Request, Response
 
 MAX_ROWS = 500
 RECENT_VIEWS = 16  # filtered views kept for the records as they stand (then all dropped)
@@ -87,12 +85,13 @@ class ClusterSource(Protocol):
     def read(self) -> dict[str, Any] | None: ...
 
 
-def add_routes(app: web.Application, context: StatusSource) -> None:
+def add_routes(app: App, context: StatusSource) -> None:
     """``GET /`` (and HEAD) on ``app``, and the rate sampler that runs while
-    the app does; raises ValueError for an unknown ``status_page``."""
+    the app is served; raises ValueError for an unknown ``status_page``."""
     page = StatusPage(context)
-    app.router.add_get("/", page.handle)
-    app.cleanup_ctx.append(page.sample_rates)
+    app.add_get("/", page.handle)
+    if page.sampler is not None:
+        app.run_while_serving(page.sample_rates)
 
 
 class RateSampler:
@@ -154,29 +153,20 @@ class StatusPage:
         totals = context.operation_totals
         self.sampler = RateSampler(totals) if totals is not None else None
 
-    async def sample_rates(self, app: web.Application) -> AsyncIterator[None]:
-        """aiohttp cleanup context: sample while the app runs."""
-        task = asyncio.ensure_future(self._sample_forever()) if self.sampler else None
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sample_forever(self) -> None:
+    async def sample_rates(self) -> None:
+        """Sample until cancelled (the server runs it while it serves)."""
         assert self.sampler is not None
         while True:
             self.sampler.sample(time.monotonic())
             await asyncio.sleep(RATE_SAMPLE_INTERVAL_S)  # the sampling period, not a wait
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: Request) -> Response:
         if self.access is PageAccess.OFF:
-            return web.Response(status=404, text="the status page is off (--status-page off)\n")
+            return Response.text("the status page is off (--status-page off)\n", status=404)
         # request.remote is the socket's peer: no header a client could set is read
         query = request.query.get("q", "")[:MAX_QUERY_CHARS].strip().lower()
         view = self.view(request.remote, query)
-        return web.Response(text=render_page(view), content_type="text/html",
-                            charset="utf-8", headers=PAGE_HEADERS)
+        return Response.text(render_page(view), content_type="text/html", headers=PAGE_HEADERS)
 
     def view(self, source: str | None, query: str) -> PageView:
         """What a request from ``source`` with filter ``query`` sees, now."""
