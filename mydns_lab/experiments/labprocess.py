@@ -141,6 +141,9 @@ class LabProcess:
 
     def launch(self) -> LabProcess:
         """Start the launcher and return at once (to watch a start-up)."""
+        # A second launch would lose the first launcher, and stop() would
+        # leave that whole lab running.
+        assert self.proc is None, f"this lab was launched already ({self.replay})"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
