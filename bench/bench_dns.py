@@ -49,9 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dnslib import QTYPE, DNSError, DNSRecord  # noqa: E402
+from machine import host_line  # noqa: E402  (a sibling script, not a package)
 
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for
 
@@ -258,6 +260,7 @@ def measure(lab: LabProcess, tools: dict[str, str], folder: Path, queries: Path,
     started = time.monotonic()
     upload(lab, args.names)
     wait_answered(front_end, args.names, ZONE, "the front end")
+    print(host_line())
     print(f"lab: {lab.replay}\nuploaded {args.names} names and saw them answered in "
           f"{time.monotonic() - started:.1f} s; query file: {lines} lines", flush=True)
     dnsmasq, dnsmasq_port = start_dnsmasq(tools["dnsmasq"], folder, args.names, ZONE)

@@ -29,10 +29,13 @@ from pathlib import Path
 import dns.message
 import dns.rcode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mydns_lab.clients.jsonclient import AsyncJsonClient
-from mydns_lab.experiments.labprocess import LabProcess, wait_for
+from machine import host_line  # noqa: E402  (a sibling script, not a package)
+
+from mydns_lab.clients.jsonclient import AsyncJsonClient  # noqa: E402
+from mydns_lab.experiments.labprocess import LabProcess, wait_for  # noqa: E402
 
 CLIENTS = 64
 
@@ -108,6 +111,7 @@ def main() -> int:
     parser.add_argument("--names", type=int, default=100_000)
     parser.add_argument("--watch", type=float, default=40.0, metavar="SECONDS")
     args = parser.parse_args()
+    print(host_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
         data_dir = Path(tmp) / "data"
         first = LabProcess(data_dir, nservers=3, nclerks=3).start()

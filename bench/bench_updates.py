@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_dns import stop_process  # noqa: E402  (a sibling script, not a package)
+from machine import host_line  # noqa: E402
 
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range, wait_for  # noqa: E402
 from mydns_lab.lab.state import p50_p99  # noqa: E402
@@ -133,6 +134,7 @@ def main() -> int:
     version = subprocess.run([named, "-v"], capture_output=True, text=True).stdout.strip()
     print(f"{version}; dnspython {dns.version.version}; {args.count} updates per run, "
           "one in flight, over UDP", flush=True)
+    print(host_line(), flush=True)
     ratios = []
     with (tempfile.TemporaryDirectory(prefix="mydns-bench-updates-") as tmp,
           contextlib.ExitStack() as cleanup):

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_memory import shut_down  # noqa: E402  (sibling scripts, not a package)
 from bench_restart import host_address  # noqa: E402
+from machine import host_line  # noqa: E402
 
 from mydns_lab.experiments.labprocess import LabProcess  # noqa: E402
 
@@ -328,6 +329,7 @@ def main() -> int:
         parser.error("--through must name a front end; --names and --poll-ms must be positive")
     print("$ " + shlex.join([sys.executable, *sys.argv]))
     print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(host_line())
     with tempfile.TemporaryDirectory(prefix="bench-visibility-") as tmp:
         lab = LabProcess(Path(tmp) / "data", "--fresh", nservers=args.nservers,
                          nclerks=args.nclerks, seed=args.seed)

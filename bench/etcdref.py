@@ -22,11 +22,12 @@ import base64
 import http.client
 import json
 import os
-import platform
 import re
 import subprocess
 import time
 from urllib.parse import urlsplit
+
+from machine import host_line  # a sibling script, not a package
 
 CHECK_PERF_TIMEOUT_S = 180.0  # one `etcdctl check perf` (it runs ~60 s)
 GATEWAY_TIMEOUT_S = 5.0
@@ -92,7 +93,8 @@ def sequential_puts_ms(endpoint: str, count: int, key: str = "mydns-bench-seq") 
 
 
 def versions() -> list[str]:
-    """One line each: etcd's version, etcdctl's, and this Python and host."""
+    """One line each: etcd's version, etcdctl's, and this Python and host
+    (:func:`machine.host_line`, with its speed gauge)."""
     def first_line(command: list[str]) -> str:
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=10,
@@ -100,6 +102,4 @@ def versions() -> list[str]:
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{command[0]}: {exc}"
         return out.splitlines()[0] if out else f"{command[0]}: no output"
-    return [first_line(["etcd", "--version"]), first_line(["etcdctl", "version"]),
-            f"Python {platform.python_version()} on {platform.machine()}, "
-            f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}"]
+    return [first_line(["etcd", "--version"]), first_line(["etcdctl", "version"]), host_line()]
