@@ -46,12 +46,12 @@ async def echo(request: Request) -> Response:
              f"first={request.query.get('name', '-')}",
              f"agent={request.headers.get('USER-AGENT', '-')}",
              f"remote={request.remote}", f"body={request.body.decode()}",
-             f"context={request.context}", f"version={request.http_version}"]
+             f"version={request.http_version}"]
     return Response.text("\n".join(lines) + "\n", headers={"X-Echo": "yes"})
 
 
 def echo_app(max_body_bytes: int = 100) -> App:
-    app = App(context="ctx")
+    app = App()
     app.add_get("/echo", echo)
     app.add_post("/echo", echo, max_body_bytes=max_body_bytes)
     app.add_get("/get-only", echo, head=False)
@@ -83,7 +83,7 @@ def test_a_route_gets_the_request_as_sent() -> None:
             got = facts(reply.text)
             assert got == {"method": "GET", "path": "/echo", "names": "a,b c", "first": "a",
                            "agent": "tester/1", "remote": "127.0.0.1", "body": "",
-                           "context": "ctx", "version": "1.1"}
+                           "version": "1.1"}
             posted = await fetch(server.port, "/echo", "POST", body=b"hello")
             assert facts(posted.text)["body"] == "hello"
             # percent-decoded path, and the absolute form a proxy would send

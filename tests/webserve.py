@@ -13,7 +13,7 @@ import base64
 import contextlib
 import http.client
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from mydns_lab.web.http import App, Headers, HttpServer, Limits, MultiDict, Request
@@ -79,8 +79,8 @@ def basic_auth(user: str, password: str) -> str:
 
 
 def make_request(target: str, remote: str | None = "127.0.0.1", method: str = "GET",
-                 headers: Mapping[str, str] | None = None, context: Any = None) -> Request:
+                 headers: Mapping[str, str] | None = None) -> Request:
     """A request as the server would hand it to a handler, without a socket."""
     parts = urlsplit(target)
     return Request(method, parts.path, MultiDict(parse_qsl(parts.query, keep_blank_values=True)),
-                   Headers(list((headers or {}).items())), remote, b"", context)
+                   Headers(list((headers or {}).items())), remote, b"")

@@ -15,6 +15,7 @@ import json
 import ssl
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Awaitable, Callable
 
 from ..admission import TrustedSources
@@ -92,8 +93,7 @@ async def healthz(request: Request) -> Response:
     return Response.text("ok\n")
 
 
-async def readyz(request: Request) -> Response:
-    context: WebContext = request.context
+async def readyz(context: WebContext, request: Request) -> Response:
     ready, why = context.ready()
     return Response.text(why + "\n", status=200 if ready else 503)
 
@@ -101,9 +101,9 @@ async def readyz(request: Request) -> Response:
 def build_app(context: WebContext) -> App:
     """Every route of the front end's HTTP service; each module of this
     package that serves some adds them with its ``add_routes(app, context)``."""
-    app = App(context)
+    app = App()
     app.add_get("/healthz", healthz)
-    app.add_get("/readyz", readyz)
+    app.add_get("/readyz", partial(readyz, context))
     status.add_routes(app, context)
     metrics.add_routes(app, context)
     dyndns.add_routes(app, context)

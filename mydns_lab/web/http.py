@@ -131,7 +131,6 @@ class Request:
     headers: Headers
     remote: str | None
     body: bytes = b""
-    context: Any = None    # the App's context
     http_version: str = "1.1"
 
 
@@ -163,11 +162,11 @@ class Route:
 
 
 class App:
-    """The route table, an app-level ``context`` every Request carries, and
-    the tasks that run while a server serves the App."""
+    """The route table, and the tasks that run while a server serves the
+    App. A handler that needs more than the request closes over it (a
+    bound method, a ``functools.partial``)."""
 
-    def __init__(self, context: Any = None) -> None:
-        self.context = context
+    def __init__(self) -> None:
         self._routes: dict[str, dict[str, Route]] = {}  # path -> method -> route
         self.background: list[Callable[[], Awaitable[None]]] = []
 
@@ -393,8 +392,7 @@ class _Connection:
                                                         reason=_reason(100)))
         body = await self._read_body(limit, deadline)
         request = Request(method, path, MultiDict(parse_qsl(query, keep_blank_values=True)),
-                          headers, self.remote, body, self.server.app.context,
-                          event.http_version.decode("ascii"))
+                          headers, self.remote, body, event.http_version.decode("ascii"))
         if route is None and allowed:
             return request, Route(_not_allowed(allowed))
         return request, route
