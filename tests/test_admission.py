@@ -29,7 +29,9 @@ from mydns_lab.protocol import Command, Outcome, RecordOp, Status
 from mydns_lab.raftkv import KVStateMachine, Result
 from mydns_lab.records import OPEN_OWNER, json_owner
 from mydns_lab.net.recordcopy import RecordCache
-from mydns_lab.service import FrontEndCounters, FrontEndSettings, JsonFrontEnd, _admission
+from mydns_lab.service.jsonfront import JsonFrontEnd
+from mydns_lab.service.process import admission_for
+from mydns_lab.service.settings import FrontEndCounters, FrontEndSettings
 from mydns_lab.records import sender_address
 
 ALICE, BOB = json_owner("alice"), json_owner("bob")
@@ -190,7 +192,7 @@ def test_the_front_ends_reserve_the_name_servers_they_publish() -> None:
     options = options_from(["--nclerks", "3", "--ns", "ns9=192.0.2.9", "--ns", "x.mydns.=::1"])
     assert [s.name for s in options.name_servers] == ["ns9", "x"]
     settings = FrontEndSettings((1,), name_servers=options.name_servers)
-    admission = _admission(settings, RecordCache(), KeyRing())
+    admission = admission_for(settings, RecordCache(), KeyRing())
     with pytest.raises(Refused, match="'x' is a name server"):
         admission.check_put("x", True, "192.0.2.1", 0.0)
     admission.check_put("ns1", True, "192.0.2.1", 0.0)  # not one of the --ns names

@@ -33,7 +33,8 @@ from mydns_lab.clients.query import main as query_main
 from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range, wait_for
 from mydns_lab.protocol import REFUSALS, RecordOp, Status
 from mydns_lab.records import json_owner, put_mac
-from mydns_lab.service import FrontEndCounters, JsonFrontEnd
+from mydns_lab.service.jsonfront import JsonFrontEnd
+from mydns_lab.service.settings import FrontEndCounters
 
 SCRIPT_TIMEOUT_S = 30
 

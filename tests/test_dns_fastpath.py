@@ -13,17 +13,22 @@ from __future__ import annotations
 import os
 import random
 import struct
+from dataclasses import replace
 
 import pytest
 
 from mydns_lab.dns.answers import Answer, DnsFrontEnd, UpdateNeeded
 from mydns_lab.dns.cache import ResponseCache
 from mydns_lab.dns.nameservers import NameServer
+from mydns_lab.net.recordcopy import RecordCache
 from mydns_lab.protocol import Record
-from mydns_lab.service import _UdpFrontEnd
+from mydns_lab.service.dnsfront import DnsService, UdpFrontEnd
+from mydns_lab.service.settings import FrontEndCounters, FrontEndSettings
 from tests.test_dnsfront import GPU, KEYS, LAPTOP, NOW, SubtreeMemoryView, add, sign, update, wire
+from tests.test_udp_server import RecordingServer
 
-REPLAY = "MYDNS_FUZZ_SEED={seed} .venv/bin/python -m pytest tests/test_dns_fastpath.py -k identical"
+REPLAY = ("MYDNS_FUZZ_SEED={seed} .venv/bin/python -m pytest tests/test_dns_fastpath.py "
+          "-k 'identical or batch'")
 SEEDS = [int(os.environ["MYDNS_FUZZ_SEED"])] if "MYDNS_FUZZ_SEED" in os.environ else [1, 2, 3]
 QUERIES_PER_SEED = 3000
 F_RD, F_AD, F_CD = 0x0100, 0x0020, 0x0010
@@ -61,7 +66,8 @@ def full_path(records: SubtreeMemoryView, packet: bytes, tcp: bool = False,
 
 def fast(fe: DnsFrontEnd, packet: bytes, tcp: bool = False) -> bytes | None:
     """The cache's answer alone, without falling back."""
-    return fe.responses.reply(packet, tcp, fe.view)
+    hit = fe.responses.reply(packet, tcp, fe.view)
+    return None if hit is None else hit[0]
 
 
 def answer(fe: DnsFrontEnd, packet: bytes, tcp: bool = False) -> bytes:
@@ -122,6 +128,47 @@ def test_fast_path_is_byte_identical_to_the_full_path(seed: int) -> None:
             raise AssertionError(f"seed {seed} case {case} packet {packet.hex()} tcp={tcp}: "
                                  f"{exc}\nreplay: " + REPLAY.format(seed=seed)) from exc
     assert served > QUERIES_PER_SEED // 5, f"only {served} answers came from the cache"
+
+
+class NoCluster:
+    async def call(self, op, timeout_s):
+        raise AssertionError("cache mode answers without the cluster")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_socket_batch_path_sends_what_the_full_path_answers(seed: int) -> None:
+    """The front end's UDP side, fed as its socket loop feeds it (batches of
+    1 to 64 datagrams): every reply is the full path's, byte for byte, and
+    each datagram is counted once, however it was answered."""
+    rng = random.Random(seed)
+    records = RecordCache()
+    records.apply((LAPTOP, GPU, *view().records.values()), serial=1, full=True)
+    settings = FrontEndSettings(servers=(1,), name_servers=NAME_SERVERS, rrl=0)
+    counters = FrontEndCounters()
+    udp = UdpFrontEnd(None, DnsService(NoCluster(), settings, records, counters))  # type: ignore
+    udp.server = server = RecordingServer()  # type: ignore[assignment]
+    full = DnsFrontEnd(settings.zone, settings.ttl, view=records, name_servers=NAME_SERVERS)
+    sent = 0
+    for batch_number in range(QUERIES_PER_SEED // 32):
+        if batch_number % 30 == 29:  # a change: everything learnt so far is stale
+            records.apply((replace(LAPTOP, ipv4=(f"203.0.113.{batch_number % 250}",)),),
+                          serial=records.serial + 1, full=False)
+        batch = [(random_query(rng), ("192.0.2.1", sent + i)) for i in range(rng.randint(1, 64))]
+        expected = {addr: full.handle(data, tcp=False, now_s=NOW) for data, addr in batch}
+        full.responses = ResponseCache()  # the full path learns nothing, so serves nothing
+        udp.datagrams_received(batch)
+        sent += len(batch)
+        try:
+            assert sorted(addr for _, addr in server.sent) == sorted(expected)
+            for data, addr in server.sent:
+                reply = expected[addr]
+                assert isinstance(reply, Answer) and data == reply.data, addr
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed} batch {batch_number}: {exc}\nreplay: "
+                                 + REPLAY.format(seed=seed)) from exc
+        server.sent.clear()
+    assert counters.requests_received == counters.replies_sent == sent
+    assert server.sent_many > sent // 5, f"only {server.sent_many} answers came from the cache"
 
 
 def test_a_repeated_query_is_served_from_the_cache_with_its_own_id() -> None:
@@ -250,7 +297,7 @@ def test_the_cache_keeps_at_most_max_entries_per_transport() -> None:
 
 
 def test_dns_ids_starting_with_a_brace_are_not_json() -> None:
-    is_json = _UdpFrontEnd._is_json
+    is_json = UdpFrontEnd._is_json
     assert is_json(b'{"Type":"Query","Key":"laptop"}')
     assert not is_json(query("laptop.mydns.", ident=0x7B22))
     assert not is_json(b"\x00\x01" + b"{}")

@@ -19,7 +19,8 @@ from mydns_lab.net.cluster_client import ClusterTimeout
 from mydns_lab.net.recordcopy import RecordCache
 from mydns_lab.protocol import RecordOp, Status
 from mydns_lab.records import OPEN_OWNER
-from mydns_lab.service import FrontEndCounters, JsonFrontEnd
+from mydns_lab.service.jsonfront import JsonFrontEnd
+from mydns_lab.service.settings import FrontEndCounters
 from mydns_lab.web.app import WebContext, build_app
 from mydns_lab.web.dyndns import MAX_HOSTS, REFRESH_AFTER_S, _addresses, relative_name
 from tests.test_admission import MachineClient

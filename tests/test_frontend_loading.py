@@ -17,7 +17,8 @@ import pytest
 from mydns_lab.clerks import Finished
 from mydns_lab.net.recordcopy import RecordCache, load_full_listing
 from mydns_lab.protocol import Record, RecordOp
-from mydns_lab.service import DnsService, FrontEndCounters, FrontEndSettings
+from mydns_lab.service.dnsfront import DnsService
+from mydns_lab.service.settings import FrontEndCounters, FrontEndSettings
 
 OWNER = "0" * 64
 

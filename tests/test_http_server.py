@@ -386,7 +386,7 @@ def test_a_busy_port_raises_oserror_and_leaves_nothing_bound() -> None:
 def test_front_ends_and_the_launcher_never_import_aiohttp() -> None:
     """aiohttp is the etcd store's client alone (about 23 MB a process):
     a front end of the embedded store, and the launcher, must not load it."""
-    script = ("import sys, mydns_lab.service, mydns_lab.__main__, mydns_lab.lab.frontend; "
+    script = ("import sys, mydns_lab.service.process, mydns_lab.__main__, mydns_lab.lab.frontend; "
               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp'))")
     found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            timeout=60, check=True).stdout.strip()

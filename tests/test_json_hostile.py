@@ -32,7 +32,8 @@ from mydns_lab.protocol import ClientRequest, Command, RecordOp, Status, StoreOp
 from mydns_lab.raftkv import WRITE_KINDS, KVStateMachine
 from mydns_lab.records import MAX_SEQ, InvalidRecord, checked_op, normalize_name
 from mydns_lab.net.jsonwire import MAX_ID_CHARS, MAX_SMALL_REPLY_BYTES
-from mydns_lab.service import FrontEndCounters, JsonFrontEnd
+from mydns_lab.service.jsonfront import JsonFrontEnd
+from mydns_lab.service.settings import FrontEndCounters
 
 CLIENT = 1001
 STRANGER = "192.0.2.7"   # TEST-NET-1: a source on nobody's trusted list

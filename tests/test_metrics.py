@@ -33,12 +33,15 @@ from mydns_lab.dns.wire import question_type
 from mydns_lab.experiments.labprocess import LabProcess, wait_for
 from mydns_lab.net.recordcopy import RecordCache
 from mydns_lab.protocol import Record
-from mydns_lab.service import DnsService, FrontEndCounters, FrontEndSettings, JsonFrontEnd
+from mydns_lab.service.dnsfront import DnsService, UdpFrontEnd
+from mydns_lab.service.jsonfront import JsonFrontEnd
+from mydns_lab.service.settings import FrontEndCounters, FrontEndSettings
 from mydns_lab.web.app import ClusterFile, WebContext, build_app
 from mydns_lab.web.metrics import FrontEndMetrics, UpdatePath, qtype_label
 from tests.test_admission import MachineClient
 from tests.test_dnsfront import SECRET, add, sign, update
 from tests import webserve
+from tests.test_udp_server import RecordingServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -151,6 +154,30 @@ def test_metrics_count_answers_and_updates_and_read_the_cluster_at_scrape(tmp_pa
     assert sample(got, "mydns_router_packets_sent_total") == 1200
     assert sample(got, "mydns_router_packets_dropped_total") == 50
     assert 0 <= sample(got, "mydns_cluster_status_age_seconds") < 60
+
+
+def test_answers_a_socket_batch_takes_from_the_cache_are_counted_each() -> None:
+    """The socket loop's fast path counts its answers per batch, each with
+    the batch's time: the same totals as one by one."""
+    cache = RecordCache()
+    cache.apply((Record("gpu", ("192.0.2.7",), owner="someone", seq=1),), serial=1, full=True)
+    metrics = FrontEndMetrics(cache)
+    front = DnsService(None, FrontEndSettings((1,)), cache, FrontEndCounters(),  # type: ignore
+                       metrics=metrics)
+    udp = UdpFrontEnd(None, front)  # type: ignore[arg-type]
+    udp.server = server = RecordingServer()  # type: ignore[assignment]
+    packets = [query("gpu.mydns."), query("nothere.mydns."), query("gpu.mydns.", "AAAA")]
+    udp.datagrams_received([(packet, ("127.0.0.1", 5300)) for packet in packets])  # learnt
+    udp.datagrams_received([(packet, ("127.0.0.1", 5300)) for packet in packets * 3])
+    assert server.sent_many == 9 and len(server.sent) == 12
+    got = parse(metrics.exposition()[0].decode())
+    queries = "mydns_dns_queries_total"
+    assert sample(got, queries, qtype="A", rcode="NOERROR") == 4
+    assert sample(got, queries, qtype="A", rcode="NXDOMAIN") == 4
+    assert sample(got, queries, qtype="AAAA", rcode="NOERROR") == 4
+    assert sample(got, "mydns_dns_answer_seconds_count") == 12
+    assert sample(got, "mydns_dns_answer_seconds_bucket", le="2.5") == 12
+    assert front.counters.requests_received == front.counters.replies_sent == 12
 
 
 def test_without_a_status_file_or_a_loaded_copy_the_metrics_say_so() -> None:

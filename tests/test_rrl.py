@@ -26,7 +26,9 @@ from mydns_lab.dns.answers import Answer, Drop
 from mydns_lab.dns.rrl import ResponseRateLimiter, Verdict, network_key, truncated_reply
 from mydns_lab.experiments.labprocess import LabProcess, wait_for
 from mydns_lab.net.recordcopy import RecordCache
-from mydns_lab.service import DnsService, FrontEndCounters, FrontEndSettings
+from mydns_lab.service.dnsfront import DnsService, UdpFrontEnd
+from mydns_lab.service.settings import FrontEndCounters, FrontEndSettings
+from tests.test_udp_server import RecordingServer
 
 SEND, DROP, SLIP = Verdict.SEND, Verdict.DROP, Verdict.SLIP
 REPLAY = "MYDNS_RRL_SEED={seed} .venv/bin/python -m pytest tests/test_rrl.py -k random"
@@ -204,6 +206,27 @@ def test_the_front_end_drops_and_slips_over_the_limit() -> None:
     counters = front.counters
     assert (counters.rrl_dropped, counters.rrl_slipped) == (len(drops), len(slips))
     assert front.rate_limited(query, "192.0.3.1") is None            # another network
+
+
+def test_cached_answers_in_a_socket_batch_meet_the_limit_once_each() -> None:
+    """The socket loop's fast path (:meth:`DnsService.answer_from_cache`)
+    takes one token per datagram, as the usual path does, and counts each
+    datagram once."""
+    front = service(rrl=5)
+    udp = UdpFrontEnd(None, front)  # type: ignore[arg-type]
+    udp.server = server = RecordingServer()  # type: ignore[assignment]
+    query = dns.message.make_query("x.mydns.", "A").to_wire()
+    udp.datagrams_received([(query, ("192.0.3.1", 53))])  # another network: learnt, answered
+    udp.datagrams_received([(query, ("192.0.2.1", port)) for port in range(25)])
+    to_limited = [data for data, addr in server.sent if addr[0] == "192.0.2.1"]
+    full = [data for data in to_limited if not dns.message.from_wire(data).flags & dns.flags.TC]
+    slips = len(to_limited) - len(full)
+    counters = front.counters
+    assert server.sent_many > 5, "answered from the cache, in one batch"
+    assert 5 <= len(full) <= 7 and slips == counters.rrl_slipped
+    assert len(full) + counters.rrl_slipped + counters.rrl_dropped == 25
+    assert counters.requests_received == 26
+    assert counters.replies_sent == 1 + len(to_limited)
 
 
 @pytest.mark.parametrize("rrl, trusted", [(0, ()), (5, ("192.0.2.0/24",))])

@@ -32,7 +32,8 @@ from mydns_lab.net.recordcopy import RecordCache
 from mydns_lab.protocol import RecordOp
 from mydns_lab.records import json_owner, put_mac
 from mydns_lab.net.jsonwire import MAX_SMALL_REPLY_BYTES
-from mydns_lab.service import FrontEndCounters, JsonFrontEnd
+from mydns_lab.service.jsonfront import JsonFrontEnd
+from mydns_lab.service.settings import FrontEndCounters
 from tests.test_json_hostile import EncodingStore
 
 TOKEN = "owner-token"

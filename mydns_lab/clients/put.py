@@ -4,7 +4,7 @@
                   [--interval SECONDS] [--deadline SECONDS] [--token-file PATH]
                   [--zone ZONE]
 
-Each upload is one JSON ``Put`` (see :mod:`mydns_lab.service`) carrying the
+Each upload is one JSON ``Put`` (see :mod:`mydns_lab.service.jsonfront`) carrying the
 name, the addresses, a sequence number and either the token or a signature:
 
 * **Token (the claim).** The first upload of a name sends a token made here
@@ -100,7 +100,7 @@ TOKEN_BYTES = 24
 
 EXIT_OK, EXIT_REFUSED, EXIT_NO_ANSWER = 0, 1, 2
 
-# The reply fields put.py acts on (their values: docs/service.md, mydns_lab/service.py)
+# The reply fields put.py acts on (their values: docs/service.md, mydns_lab/service/jsonfront.py)
 CODE_OWNED, CODE_UNAVAILABLE, CODE_NO_SPACE = "owned", "unavailable", "nospace"
 CODE_BAD_SIGNATURE, CODE_UNKNOWN_NAME = "bad_signature", "unknown_name"
 OUTCOME_CLAIMED = "claimed"

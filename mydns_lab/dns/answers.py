@@ -1,7 +1,7 @@
 """The DNS logic of a front end: one request's bytes in, a reply out.
 
 Pure: no sockets, no event loop, no clock. The UDP and TCP servers in
-:mod:`mydns_lab.service` call :meth:`DnsFrontEnd.handle` with each request
+:mod:`mydns_lab.service.dnsfront` call :meth:`DnsFrontEnd.handle` with each request
 (TCP: without the two-byte length prefix) and the wall clock ``now_s``, which
 only TSIG uses; it answers from the front end's own view, the
 :class:`~mydns_lab.dns.update.RecordView` it was built with. The
@@ -305,7 +305,7 @@ class DnsFrontEnd:
         except Exception:  # a cache bug must not cost the answer
             cached = None
         if cached is not None:
-            return Answer(cached)
+            return Answer(cached[0])
         reply = self._handle_safely(packet, self.view, tcp, now_s)
         if isinstance(reply, Answer):
             try:

@@ -4,7 +4,8 @@ the fast path of :meth:`mydns_lab.dns.answers.DnsFrontEnd.handle`.
 Pure: no sockets, no clock. The contract, all on one thread:
 
 * :meth:`ResponseCache.reply` first, with the request and the view the
-  full path would answer from: the response bytes, or None;
+  full path would answer from: the response bytes and the question's type
+  (for the caller's tally), or None;
 * on None, the caller answers through the full path and, right after it
   (the view unchanged in between), offers the response with
   :meth:`ResponseCache.learn`, which keeps it only when it is safe to.
@@ -53,6 +54,7 @@ __all__ = ["ResponseCache", "MAX_ENTRIES"]
 
 MAX_ENTRIES = 8192       # per transport; a response is at most ~1.2 kB over UDP
 POINTER_TO_QUESTION = b"\xc0\x0c"
+NAME_START = HEADER_SIZE - 2  # where the question name starts in a message without its ID
 OPT_RR_SIZE = 11         # root name, type, class, TTL, RDLENGTH 0
 
 
@@ -62,15 +64,15 @@ class _View(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """One learnt response, split around the question name."""
+    """One learnt response. Offsets are into ``request`` and ``response``,
+    which both start after the ID; the question name is at the same place
+    in both (the response echoes the question)."""
 
-    head: bytes          # request bytes 2..12: flags and counts
+    request: bytes       # the request as learnt
+    response: bytes      # the response to it
+    qtype: int           # the question's type
     name_end: int        # offset just after the question name
-    name: bytes          # the question name as learnt (wire form)
-    rest: bytes          # request bytes after the name: type, class, OPT
-    reply_head: bytes    # response bytes 2..12
-    tail: bytes          # response bytes after the question name
-    any_case: bool       # the tail does not depend on the name's case
+    any_case: bool       # nothing after the question depends on the name's case
 
 
 class ResponseCache:
@@ -87,21 +89,27 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries[0]) + len(self._entries[1])
 
-    def reply(self, packet: bytes, tcp: bool, view: _View) -> bytes | None:
-        """The response to ``packet`` when one is kept for it, else None."""
+    def reply(self, packet: bytes, tcp: bool, view: _View) -> tuple[bytes, int] | None:
+        """The response to ``packet`` and its question's type when a
+        response is kept for it, else None."""
         if view is not self._view or view.serial != self._serial:
             self._start(view)
             return None
-        entry = self._entries[tcp].get(packet[2:].lower())
+        asked = packet[2:]
+        entry = self._entries[tcp].get(asked.lower())
         if entry is None:
             return None
+        learnt = entry.request
+        if asked == learnt:  # the most common case: the very bytes learnt
+            return packet[:2] + entry.response, entry.qtype
         end = entry.name_end
-        if packet[2:HEADER_SIZE] != entry.head or packet[end:] != entry.rest:
+        if asked[:NAME_START] != learnt[:NAME_START] or asked[end:] != learnt[end:]:
             return None  # lowering made two different requests alike
-        name = packet[HEADER_SIZE:end]
-        if name != entry.name and not entry.any_case:
-            return None
-        return packet[:2] + entry.reply_head + name + entry.tail
+        name = asked[NAME_START:end]
+        if not entry.any_case:
+            return None  # only the name's case differs, and the answer depends on it
+        response = entry.response
+        return packet[:2] + response[:NAME_START] + name + response[end:], entry.qtype
 
     def learn(self, packet: bytes, tcp: bool, view: _View, response: bytes) -> None:
         """Keep ``response``, the full path's answer to ``packet`` from
@@ -115,8 +123,8 @@ class ResponseCache:
         key = packet[2:].lower()
         if key not in entries and len(entries) >= self.max_entries:
             del entries[next(iter(entries))]
-        entries[key] = _Entry(packet[2:HEADER_SIZE], end, packet[HEADER_SIZE:end], packet[end:],
-                              response[2:HEADER_SIZE], response[end:],
+        (qtype,) = struct.unpack_from("!H", packet, end)
+        entries[key] = _Entry(packet[2:], response[2:], qtype, end - 2,
                               _names_only_point_at_question(response, end))
 
     def _start(self, view: _View) -> None:

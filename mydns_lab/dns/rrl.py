@@ -3,7 +3,7 @@ and Knot's ``mod-rrl`` do it: a spoofed query makes us answer the address
 it forged, so a front end answering every datagram is a reflector. The
 limit bounds what one client network can be sent.
 
-Pure: no sockets, no clock. :mod:`mydns_lab.service` owns one
+Pure: no sockets, no clock. :mod:`mydns_lab.service.dnsfront` owns one
 :class:`ResponseRateLimiter` per front end, calls :meth:`verdict` with each
 UDP DNS request's source address and the monotonic time ``now_s`` *before*
 answering it, and then answers (``SEND``), sends nothing (``DROP``) or sends

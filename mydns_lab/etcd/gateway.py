@@ -2,7 +2,7 @@
 
 Chosen over a gRPC client by measurement (``bench/bench_etcd_clients.py``,
 docs/deploy.md). aiohttp is the etcd store's client only: this module is
-imported when a front end builds an etcd store (``service._store``), never
+imported when a front end builds an etcd store (``service.process._store``), never
 by a front end of the embedded store, which saves each one about 23 MB.
 Keys and values travel base64-encoded and 64-bit integers as decimal
 strings, as the gateway's JSON mapping has them.

@@ -17,7 +17,8 @@ from ..cmdline import UsageParser
 from ..dns.tsig import KeyFileError, KeyRing
 from ..net.procs import set_role_title
 from ..net.endpoints import FrontEndFailed, FrontEndListening
-from ..service import FrontEndSettings, listen_endpoints, serve_alone
+from ..service.process import listen_endpoints, serve_alone
+from ..service.settings import FrontEndSettings
 from .flags import add_front_end_flags, add_store_flags, etcd_options
 from .preflight import bind_problem, endpoint_problem, published_name_servers, tls_problem
 

@@ -42,7 +42,8 @@ from ..etcd.options import EtcdOptions
 from ..net.faults import LinkFaults
 from ..net.transport import receive
 from ..net.endpoints import Endpoint, FrontEndFailed, FrontEndListening
-from ..service import LOOPBACK_NETWORKS, FrontEndSettings, listen_endpoints, run_clerk
+from ..service.process import listen_endpoints, run_clerk
+from ..service.settings import LOOPBACK_NETWORKS, FrontEndSettings
 from ..storage.files import FILE_MODE, CorruptStorageError, holds_saved_state, mark_recovering
 from .datalock import DataFolderError, DataFolderLock
 from .etcdmembers import MemberPoller

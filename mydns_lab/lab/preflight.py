@@ -2,7 +2,7 @@
 the name servers it publishes have addresses, and every socket the lab
 will listen on can be bound.
 
-``Lab.prepare`` builds the list of :class:`~mydns_lab.service.Endpoint`
+``Lab.prepare`` builds the list of :class:`~mydns_lab.net.endpoints.Endpoint`
 (protocol, address, port) from the front ends' settings and passes it to
 :func:`endpoint_problem`; a front end that still cannot bind (the port was
 taken between the check and the bind) reports it, and the launcher words it

@@ -1,4 +1,4 @@
-"""The JSON protocol's bytes (:mod:`mydns_lab.service` documents its
+"""The JSON protocol's bytes (:mod:`mydns_lab.service.jsonfront` documents its
 messages): decoding a request, the refusal a client is told, the ``Id`` to
 echo and a reply fitted to the size the request allows, so a front end
 never sends more than it was sent (no amplification).

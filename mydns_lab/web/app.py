@@ -67,7 +67,7 @@ class WebContext:
     records: RecordCache
     trusted: TrustedSources
     handle_json: JsonHandler   # JsonFrontEnd.handle: request bytes and source in, reply out
-                               # (service.py's counts its Puts under dyndns2 in /metrics)
+                               # (service/jsonfront.py counts its Puts under dyndns2 in /metrics)
     cluster: ClusterFile = field(default_factory=lambda: ClusterFile(None))
     status_page: str = "local"  # --status-page: who sees the names on / (status.PageAccess)
     operation_totals: Callable[[], tuple[int, int]] | None = None  # (puts, queries) OK so far

@@ -120,6 +120,15 @@ class FrontEndMetrics:
         the 4-bit rcode of its header, and how long it took."""
         self._dns.count(_QTYPE_LABELS.get(qtype, "other"), _RCODE_LABELS[rcode & 0xF], seconds)
 
+    def dns_answered_many(self, answered: dict[tuple[int, int], int], seconds: float) -> None:
+        """DNS responses sent together (one read of the UDP socket answered
+        from the response cache): how many per (question type, rcode), each
+        counted as taking ``seconds``, the time of the whole batch (an upper
+        bound of its own)."""
+        for (qtype, rcode), count in answered.items():
+            self._dns.count(_QTYPE_LABELS.get(qtype, "other"), _RCODE_LABELS[rcode & 0xF],
+                            seconds, count)
+
     def update_done(self, path: UpdatePath, outcome: str, seconds: float) -> None:
         """An update answered over ``path``: ``outcome`` is what it did
         (``claimed``, ``updated``) or why it was refused (the JSON ``Code``,
@@ -147,11 +156,12 @@ class _DnsTally:
         self._buckets = [0] * (len(DNS_ANSWER_BUCKETS_S) + 1)  # the last: above every bound
         self._sum_s = 0.0
 
-    def count(self, qtype: str, rcode: str, seconds: float) -> None:
+    def count(self, qtype: str, rcode: str, seconds: float, responses: int = 1) -> None:
+        """``responses`` responses of one kind, each taking ``seconds``."""
         key = (qtype, rcode)
-        self._responses[key] = self._responses.get(key, 0) + 1
-        self._buckets[bisect_left(DNS_ANSWER_BUCKETS_S, seconds)] += 1
-        self._sum_s += seconds
+        self._responses[key] = self._responses.get(key, 0) + responses
+        self._buckets[bisect_left(DNS_ANSWER_BUCKETS_S, seconds)] += responses
+        self._sum_s += seconds * responses
 
     def describe(self) -> Iterator[Metric]:
         return self._families(empty=True)
