@@ -11,6 +11,7 @@ where bytes are needed (the record store's log entries and snapshots).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import operator
 import types
 import typing
@@ -92,6 +93,8 @@ def _union_decoder(options: list[Any], optional: bool) -> Decoder:
 def _tuple_decoder(args: tuple[Any, ...]) -> Decoder:
     if not args:
         return lambda raw: tuple(_expect_list(raw))
+    if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+        return _many_decoder(args[0])
     if len(args) == 2 and args[1] is Ellipsis:
         item = _decoder_for(args[0])
         return lambda raw: tuple(item(r) for r in _expect_list(raw))
@@ -103,6 +106,19 @@ def _tuple_decoder(args: tuple[Any, ...]) -> Decoder:
             raise DecodeError(f"expected {len(items)} values, got {len(values)}")
         return tuple(decode_item(v) for decode_item, v in zip(items, values))
     return fixed
+
+
+def _many_decoder(cls: type) -> Decoder:
+    """``tuple[cls, ...]``: a snapshot's or a full listing's 100,000
+    records. Each item that names ``cls`` goes straight to its class
+    decoder; any other goes the general way, which accepts or refuses it."""
+    name = cls.__name__
+
+    def many(raw: Any) -> tuple:
+        decode_one = _decoder_of(cls)
+        return tuple(decode_one(r) if type(r) is list and r and r[0] == name
+                     else _expect_instance(_from_wire(r), (cls,)) for r in _expect_list(raw))
+    return many
 
 
 def _expect_instance(value: Any, kinds: tuple[type, ...]) -> Any:
@@ -179,10 +195,15 @@ def _from_wire(raw: Any, also: tuple[type, ...] = ()) -> Any:
     cls = _BY_NAME.get(raw[0]) or next((c for c in also if c.__name__ == raw[0]), None)
     if cls is None:
         raise DecodeError(f"unknown message type {raw[0]!r}")
+    return _decoder_of(cls)(raw)
+
+
+def _decoder_of(cls: type) -> Callable[[list], Any]:
+    """The class decoder of ``cls``, built on first use."""
     decoder = _CLASS_DECODERS.get(cls)
     if decoder is None:
         decoder = _CLASS_DECODERS[cls] = _class_decoder(cls)
-    return decoder(raw)
+    return decoder
 
 
 def _class_decoder(cls: type) -> Callable[[list], Any]:
@@ -190,7 +211,10 @@ def _class_decoder(cls: type) -> Callable[[list], Any]:
     *fields]``, built once from its type hints. Each field is checked
     against its type (DecodeError if it does not fit). A class whose fields
     are all ints, strings, bytes or bools has a fast path: one comparison of
-    the values' exact types (which also turns a bool away from an int).
+    the values' exact types (which also turns a bool away from an int);
+    so does one whose other fields are tuples of those (``tuple[str, ...]``,
+    a Record's addresses), with one more check per tuple. Whatever the fast
+    path does not take, the checked one decides.
 
     Trailing fields with defaults may be missing: they take their defaults,
     so a field added at the end of a type still reads logs, snapshots and
@@ -211,18 +235,46 @@ def _class_decoder(cls: type) -> Callable[[list], Any]:
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"bad {raw[0]}: {exc}") from exc
 
-    exact = [str] + [hints[f.name] for f in fields]
-    if not all(kind in (int, str, bytes, bool) for kind in exact):
-        return checked
+    exact: list[type] = [str]          # the type of each raw value, the type name first
+    sequences: list[tuple[int, set[type]]] = []  # tuple[scalar, ...] fields: where, item type
+    for position, f in enumerate(fields, 1):
+        hint = hints[f.name]
+        item = _sequence_item(hint)
+        if hint in _EXACT:
+            exact.append(hint)
+        elif item is not None:
+            exact.append(list)
+            sequences.append((position, {item}))
+        else:
+            return checked
 
     def fast(raw: list) -> Any:
         if list(map(type, raw)) != exact:
             return checked(raw)  # which names what does not fit
+        values = raw[1:]
+        for position, item in sequences:
+            value = raw[position]
+            if value and set(map(type, value)) != item:
+                return checked(raw)
+            values[position - 1] = tuple(value)
         try:
-            return cls(*raw[1:])
+            return cls(*values)
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"bad {raw[0]}: {exc}") from exc
     return fast
+
+
+_EXACT = (int, str, bytes, bool)
+"""Field types the fast decoder checks by exact type (so a bool is no int)."""
+
+
+def _sequence_item(hint: Any) -> type | None:
+    """``str`` for ``tuple[str, ...]``, likewise for the other exact types; else None."""
+    args = typing.get_args(hint)
+    if (typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis
+            and args[0] in _EXACT):
+        return args[0]
+    return None
 
 
 Envelope = tuple[int, str, bytes]
@@ -261,8 +313,26 @@ def decode(data: bytes, also: tuple[type, ...] = ()) -> Any:
     ``also``: dataclasses outside :data:`WIRE_TYPES` that the caller
     expects at the top level (file storage's own records); nested values
     are always of the wire types."""
+    if len(data) >= BULK_BYTES and gc.isenabled():
+        gc.disable()  # see BULK_BYTES; reference counting still frees as usual
+        try:
+            return _decode(data, also)
+        finally:
+            gc.enable()
+    return _decode(data, also)
+
+
+def _decode(data: bytes, also: tuple[type, ...]) -> Any:
     try:
         raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types
         raise DecodeError(f"not msgpack: {exc}") from exc
     return _from_wire(raw, also)
+
+
+BULK_BYTES = 64 * 1024
+"""A message this large (a snapshot, a front end's full listing) is decoded
+with the cyclic garbage collector paused: its hundreds of thousands of new
+lists and records would otherwise trigger collection after collection, each
+walking everything allocated so far. For 100,000 records that halved
+msgpack's own time (318 to 142 ms, one run)."""

@@ -14,12 +14,13 @@ from typing import Any, Union
 import msgpack
 import pytest
 
-from mydns_lab.codec import DecodeError, decode, encode, pack_envelopes, unpack_envelopes
+from mydns_lab.codec import (BULK_BYTES, DecodeError, decode, encode, pack_envelopes,
+                             unpack_envelopes)
 from mydns_lab.core import messages
 from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
                                      Heartbeat, HeartbeatResponse, InstallSnapshot, RequestVote,
                                      RequestVoteResponse, Snapshot, TermQuery, TermReport)
-from mydns_lab.protocol import ClientReply
+from mydns_lab.protocol import ClientReply, Record
 
 ALL_BYTES = bytes(range(256))
 
@@ -174,6 +175,42 @@ def test_nested_field_of_wrong_type_raises_decode_error() -> None:
     data = msgpack.packb(["AppendEntries", 5, 1, 2, 0, 0, [["Snapshot", 1, 1, b""]], 0])
     with pytest.raises(DecodeError):
         decode(data)
+
+
+GOOD_RECORD = ["Record", "laptop", ["192.0.2.1"], [], ["hi"], "o" * 64, 3, 5]
+
+
+@pytest.mark.parametrize("field, value", [
+    (2, [1]), (2, [True]), (2, [["192.0.2.1"]]), (2, "192.0.2.1"), (2, None), (3, [b"::1"]),
+    (4, ["ok", 7]), (5, 5), (6, True), (7, 1.5), (1, None)],
+    ids=["int-address", "bool-address", "nested-list", "string-not-list", "none-list",
+         "bytes-address", "mixed-txt", "int-owner", "bool-seq", "float-time", "no-name"])
+def test_a_record_with_a_field_of_the_wrong_type_raises_decode_error(field: int,
+                                                                   value: Any) -> None:
+    """Records take the fast decoder (scalars and tuples of one scalar type,
+    checked by exact type); whatever it does not take, the checked one
+    refuses, alone or inside a listing of many."""
+    bad = list(GOOD_RECORD)
+    bad[field] = value
+    for data in (msgpack.packb(bad), msgpack.packb(["ClientReply", 1, 7, 9, 3, "ok", "", 0,
+                                                    [GOOD_RECORD, bad]])):
+        with pytest.raises(DecodeError):
+            decode(data)
+
+
+def test_many_records_decode_to_what_was_encoded() -> None:
+    """A listing above BULK_BYTES, with every field kind, some empty."""
+    records = tuple(Record(f"n{i}", tuple(f"192.0.2.{k}" for k in range(i % 3)),
+                           ("::1",) if i % 2 else (), ("t",) * (i % 4), "o" * 64, i, i * 7)
+                    for i in range(5000))
+    reply = ClientReply(1, 7, 9, 3, "ok", records=records)
+    data = encode(reply)
+    assert len(data) > BULK_BYTES
+    assert decode(data) == reply
+    listing_with_a_stranger = msgpack.packb(["ClientReply", 1, 7, 9, 3, "ok", "", 0,
+                                             [GOOD_RECORD, ["Entry", 1, 2]]])
+    with pytest.raises(DecodeError):
+        decode(listing_with_a_stranger)
 
 
 @pytest.mark.parametrize("items", [[[1, 2]], [1], [["x", "k", b""]], [[1, "k", 3]]],
