@@ -109,9 +109,10 @@ def _tuple_decoder(args: tuple[Any, ...]) -> Decoder:
 
 
 def _many_decoder(cls: type) -> Decoder:
-    """``tuple[cls, ...]``: a snapshot's or a full listing's 100,000
-    records. Each item that names ``cls`` goes straight to its class
-    decoder; any other goes the general way, which accepts or refuses it."""
+    """``tuple[cls, ...]``, such as the records of a snapshot or a full
+    listing (hundreds of thousands of them). Each item that names ``cls``
+    goes straight to its class decoder; any other goes the general way,
+    which accepts or refuses it."""
     name = cls.__name__
 
     def many(raw: Any) -> tuple:
@@ -307,6 +308,14 @@ def encode(message: Any) -> bytes:
     return msgpack.packb(_to_wire(message), use_bin_type=True)
 
 
+BULK_BYTES = 64 * 1024
+"""A message this large (a snapshot, a front end's full listing) is decoded
+with the cyclic garbage collector paused: its hundreds of thousands of new
+lists and records would otherwise trigger collection after collection, each
+walking everything allocated so far. For 100,000 records that halved
+msgpack's own time (318 to 142 ms, one run)."""
+
+
 def decode(data: bytes, also: tuple[type, ...] = ()) -> Any:
     """Inverse of :func:`encode`; raises :class:`DecodeError` on bad input.
 
@@ -329,10 +338,3 @@ def _decode(data: bytes, also: tuple[type, ...]) -> Any:
         raise DecodeError(f"not msgpack: {exc}") from exc
     return _from_wire(raw, also)
 
-
-BULK_BYTES = 64 * 1024
-"""A message this large (a snapshot, a front end's full listing) is decoded
-with the cyclic garbage collector paused: its hundreds of thousands of new
-lists and records would otherwise trigger collection after collection, each
-walking everything allocated so far. For 100,000 records that halved
-msgpack's own time (318 to 142 ms, one run)."""

@@ -105,11 +105,11 @@ class ResponseCache:
         end = entry.name_end
         if asked[:NAME_START] != learnt[:NAME_START] or asked[end:] != learnt[end:]:
             return None  # lowering made two different requests alike
-        name = asked[NAME_START:end]
         if not entry.any_case:
             return None  # only the name's case differs, and the answer depends on it
         response = entry.response
-        return packet[:2] + response[:NAME_START] + name + response[end:], entry.qtype
+        return (packet[:2] + response[:NAME_START] + asked[NAME_START:end] + response[end:],
+                entry.qtype)
 
     def learn(self, packet: bytes, tcp: bool, view: _View, response: bytes) -> None:
         """Keep ``response``, the full path's answer to ``packet`` from
