@@ -284,3 +284,24 @@ def test_a_second_sigterm_does_not_break_off_the_stop(tmp_path: Path) -> None:
                     process.kill()
             except psutil.Error:
                 pass
+
+
+def test_a_killed_router_stops_the_lab_with_one_clear_line(tmp_path: Path) -> None:
+    """The router carries every report and restart: when it dies the lab
+    stops, names it on stderr (no traceback), exits 1 and leaves nothing."""
+    lab = LabProcess(tmp_path / "data", seed=9).start()
+    assert lab.proc is not None
+    pids = lab.started_pids | lab.descendants()
+    try:
+        router = next(p for p in map(psutil.Process, lab.descendants())
+                      if p.cmdline()[:1] == ["mydns router"])
+        router.kill()
+        assert lab.proc.wait(timeout=10) == 1, lab.output()[-2000:]
+        lab.assert_gone(pids)
+        output = lab.output()
+        assert f"mydns: error: the router (pid {router.pid}) exited with code -9" in output, \
+            output[-2000:]
+        assert "Traceback" not in output, output[-3000:]
+    finally:
+        if lab.proc.poll() is None:
+            lab.kill_everything()

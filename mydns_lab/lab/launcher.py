@@ -276,7 +276,10 @@ class Lab:
             timeout = min(refresh_s, max(0.0, deadline - time.monotonic()))
             for ready in wait([*self._inputs(), *sentinels], timeout):
                 if ready is self._control:
-                    self._drain_control()
+                    try:
+                        self._drain_control()
+                    except (EOFError, OSError):  # the router is gone: its sentinel may come later
+                        raise LabFailure(self._router_failure()) from None
                 elif ready in self._reports:
                     self._drain_reports(ready)
                 elif self._router is not None and ready == self._router.sentinel:
