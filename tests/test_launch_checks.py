@@ -9,6 +9,7 @@ a condition against a deadline; every process started is stopped.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -22,7 +23,8 @@ import pytest
 from mydns_lab.__main__ import notes, options_from
 from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range, wait_for
 from mydns_lab.lab.datalock import LOCK_FILE, DataFolderError, DataFolderLock
-from mydns_lab.lab.launcher import Lab, LabOptions, StartFailure
+from mydns_lab.lab import launcher
+from mydns_lab.lab.launcher import Lab, LabFailure, LabOptions, StartFailure
 from mydns_lab.lab.preflight import host_addresses
 
 
@@ -122,10 +124,12 @@ def test_address_the_host_lacks_is_refused(tmp_path: Path) -> None:
 # --- a front end that fails anyway stops the launch ---------------------------------------
 
 def _own_descendants() -> set[int]:
-    """This process's descendants but multiprocessing's resource tracker,
-    which the first spawn starts and which lives as long as we do."""
+    """This process's descendants but multiprocessing's resource tracker and
+    fork server, which the first lab starts and which live as long as we do
+    (the launcher's process, in a real lab)."""
     return {p.pid for p in psutil.Process().children(recursive=True)
-            if "resource_tracker" not in " ".join(_cmdline(p))}
+            if not any(helper in " ".join(_cmdline(p))
+                       for helper in ("resource_tracker", "forkserver"))}
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -177,6 +181,21 @@ def test_front_end_that_cannot_start_reports_why(tmp_path: Path) -> None:
     lab.prepare()
     text = _start_expecting_failure(lab, before)
     assert "could not start: InvalidRecord" in text and "'bad zone'" in text, text
+
+
+def test_no_fork_server_is_one_clear_failure(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork server needs a writable temporary folder; without one the
+    launch stops in ``prepare`` saying so, and lets go of the data folder."""
+    def no_room() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(launcher.forkserver, "ensure_running", no_room)
+    lab = Lab(LabOptions(nservers=3, nclerks=1, data_dir=tmp_path / "data", dashboard=False))
+    with pytest.raises(LabFailure, match="cannot start the fork server .*No space left on "
+                                         "device.*set TMPDIR to choose"):
+        lab.prepare()
+    DataFolderLock.take(tmp_path / "data").release()  # free again
 
 
 # --- one lab per data folder ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Every process of the lab says its role in ``ps`` and ``top``: the
 launcher ``mydns lab``, ``mydns router``, ``mydns server s<i>`` and
-``mydns frontend c<i>``, numbered as the dashboard numbers them."""
+``mydns frontend c<i>``, numbered as the dashboard numbers them, and the
+fork server they come from, ``mydns forkserver``."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def test_a_title_that_cannot_be_set_is_no_error(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.lab
 def test_every_lab_process_shows_its_role(tmp_path: Path) -> None:
-    expected = {"mydns lab", "mydns router", "mydns server s1", "mydns server s2",
-                "mydns server s3", "mydns frontend c0", "mydns frontend c1"}
+    expected = {"mydns lab", "mydns forkserver", "mydns router", "mydns server s1",
+                "mydns server s2", "mydns server s3", "mydns frontend c0", "mydns frontend c1"}
     with LabProcess(tmp_path / "data", nservers=3, nclerks=2, seed=5) as lab:
         assert lab.proc is not None
         launcher = lab.proc.pid

@@ -6,7 +6,8 @@ drops it when the launcher's process ends however it ends, so a SIGKILL
 never leaves a folder locked; the pid written in the file only names the
 holder for the refusal, the lock itself is the truth. The file stays (a
 second lab opens the same inode), and the descriptor is not inherited by
-children (Python opens it close-on-exec, and they are spawned).
+children (Python opens it close-on-exec, and they are forked from a fork
+server the launcher started with exec).
 
 The folder is private: created 0700, and once locked an existing one loses
 any group and other permissions (it holds the log, the keys' names and
