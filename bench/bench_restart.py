@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import host_line  # noqa: E402  (a sibling script, not a package)
 
 from mydns_lab.clients.jsonclient import AsyncJsonClient  # noqa: E402
-from mydns_lab.experiments.labprocess import LabProcess, wait_for  # noqa: E402
+from mydns_lab.experiments.labprocess import LabProcess, free_port_range  # noqa: E402
 
 CLIENTS = 64
 
@@ -106,37 +106,64 @@ def watch_restart(servers: list[tuple[str, int]], name: str, expected: str,
     return seen
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--names", type=int, default=100_000)
-    parser.add_argument("--watch", type=float, default=40.0, metavar="SECONDS")
-    args = parser.parse_args()
-    print(host_line(), flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
-        data_dir = Path(tmp) / "data"
-        first = LabProcess(data_dir, nservers=3, nclerks=3).start()
-        try:
-            started = time.monotonic()
-            acknowledged = asyncio.run(claim_names(first.servers(), args.names))
-            print(f"claimed {acknowledged} of {args.names} names in {time.monotonic() - started:.1f} s")
-        finally:
-            first.kill_everything()
-        second = LabProcess(data_dir, nservers=3, nclerks=3, port=first.port).launch()
-        try:
-            last = args.names - 1
-            seen = watch_restart(second.servers(), f"host{last}.mydns.",
-                                 host_address(last), args.watch)
-        finally:
-            wait_for(lambda: second.proc is not None, 1, "the launcher")
-            second.started_pids = second.descendants() | {second.proc.pid}  # type: ignore[union-attr]
-            second.stop()
+def restart_and_watch(data_dir: Path, port: int, names: int,
+                      watch_s: float) -> dict[tuple[str, int], dict]:
+    """Launch the lab on ``data_dir`` (which holds ``names`` claimed names),
+    watch the last name from the moment of launch, then SIGKILL every
+    process, so the next restart starts from the same kind of crash."""
+    lab = LabProcess(data_dir, nservers=3, nclerks=3, port=port).launch()
+    try:
+        last = names - 1
+        return watch_restart(lab.servers(), f"host{last}.mydns.", host_address(last), watch_s)
+    finally:
+        lab.kill_everything()
+
+
+def report(seen: dict[tuple[str, int], dict]) -> int:
+    """Print what each front end answered; returns how many NXDOMAIN (lies) came."""
     lies = 0
     for server, record in seen.items():
         counts = dict(record["rcodes"])
         lies += counts.get("NXDOMAIN", 0)
         first_any = f"{record['first_any']:.2f} s" if record["first_any"] else "never"
         first_ok = f"{record['first_ok']:.2f} s" if record["first_ok"] else "never"
-        print(f"front end {server[1]}: first answer {first_any}, first correct {first_ok}, {counts}")
+        print(f"front end {server[1]}: first answer {first_any}, "
+              f"first correct {first_ok}, {counts}", flush=True)
+    return lies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--names", type=int, default=100_000)
+    parser.add_argument("--watch", type=float, default=40.0, metavar="SECONDS")
+    parser.add_argument("--restarts", type=int, default=1,
+                        help="restarts to time on the same data (after one claim)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="keep the data here; a folder that already holds this "
+                             "benchmark's --names is restarted from without claiming, "
+                             "so two builds can be timed on the same data")
+    args = parser.parse_args()
+    print(host_line(), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
+        data_dir = args.data_dir or Path(tmp) / "data"
+        port = free_port_range(3, 38455)
+        claimed = data_dir.parent / f"{data_dir.name}.claimed-{args.names}"
+        if not claimed.exists():
+            first = LabProcess(data_dir, nservers=3, nclerks=3, port=port).start()
+            try:
+                started = time.monotonic()
+                acknowledged = asyncio.run(claim_names(first.servers(), args.names))
+                print(f"claimed {acknowledged} of {args.names} names in "
+                      f"{time.monotonic() - started:.1f} s", flush=True)
+            finally:
+                first.kill_everything()
+            if acknowledged < args.names:
+                print("not every name was acknowledged: no restart to time", file=sys.stderr)
+                return 1
+            claimed.touch()
+        lies = 0
+        for _ in range(args.restarts):
+            lies += report(restart_and_watch(data_dir, port, args.names, args.watch))
     print(f"NXDOMAIN answers for a stored name: {lies} (target 0)")
     return 1 if lies else 0
 
