@@ -2,13 +2,15 @@
 finished loading: before the first watch answer it says SERVFAIL (so a
 resolver tries another server and caches nothing for long), never NXDOMAIN
 for a name that exists. A large store loads in pages beside the copy DNS
-answers from, swapped in whole.
-No lab: the cluster is a stand-in that answers nothing.
+answers from, swapped in whole; meanwhile a query for a stored name is read
+through the cluster, and any other still gets SERVFAIL.
+No lab: the cluster is a stand-in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import dns.message
 import dns.rcode
@@ -17,7 +19,7 @@ import pytest
 from mydns_lab.clerks import Finished
 from mydns_lab.net.recordcopy import RecordCache, load_full_listing
 from mydns_lab.protocol import Record, RecordOp
-from mydns_lab.service.dnsfront import DnsService
+from mydns_lab.service.dnsfront import LOADING_HEARD_S, LOADING_READS, DnsService
 from mydns_lab.service.settings import FrontEndCounters, FrontEndSettings
 
 OWNER = "0" * 64
@@ -105,3 +107,75 @@ def test_a_full_listing_loads_page_by_page_and_swaps_at_the_end() -> None:
     assert all(op.since == 7 for op in cluster.asked[1:])
     assert cluster.seen_during_load == [(False, False)] * 3, "DNS saw a half-loaded copy"
     assert cache.loaded and len(cache) == 25 and cache.serial == 7
+
+
+# --- while the copy loads, a stored name is read through the cluster ------------------------
+
+class ReadingCluster:
+    """A ClusterClient stand-in that answers ``record_get`` from ``records``;
+    ``gate``, when set, holds every read until it opens."""
+
+    def __init__(self, *records: Record) -> None:
+        self.records = {r.name: r for r in records}
+        self.reads: list[str] = []
+        self.gate: asyncio.Event | None = None
+
+    async def call(self, op: RecordOp, timeout_s: float) -> Finished:
+        assert op.kind == "record_get", op
+        self.reads.append(op.name)
+        if self.gate is not None:
+            await self.gate.wait()
+        found = self.records.get(op.name)
+        return Finished(op, "ok", "", 1, (found,) if found else (), serial=9)
+
+
+def loading_service(cluster: ReadingCluster) -> tuple[DnsService, RecordCache]:
+    """A front end whose copy is loading: the cluster answered a moment ago."""
+    cache = RecordCache()
+    cache.heard_at = time.monotonic()
+    front = DnsService(cluster, FrontEndSettings(servers=(1,)), cache,  # type: ignore[arg-type]
+                       FrontEndCounters())
+    return front, cache
+
+
+def test_while_loading_a_stored_name_is_read_through_and_answered_truly() -> None:
+    cluster = ReadingCluster(Record("laptop", ("192.0.2.1",), owner=OWNER),
+                             Record("gpu1.lab", ("192.0.2.7",), owner=OWNER))
+    front, _ = loading_service(cluster)
+    assert front.answer_now(query("laptop.mydns.")) is None, "must wait for the cluster's read"
+
+    def ask(name: str, rdtype: str = "A") -> dns.message.Message:
+        data = asyncio.run(front.answer(dns.message.make_query(name, rdtype).to_wire(), False))
+        assert data is not None
+        return dns.message.from_wire(data)
+
+    reply = ask("laptop.mydns.")
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert [rr.to_text() for rrset in reply.answer for rr in rrset] == ["192.0.2.1"]
+    nodata = ask("laptop.mydns.", "AAAA")  # the name is stored, without IPv6: true NODATA
+    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+    # Not stored, or an empty non-terminal ("lab" above gpu1.lab): unknown until loaded.
+    assert ask("nobody.mydns.").rcode() == dns.rcode.SERVFAIL
+    assert ask("lab.mydns.").rcode() == dns.rcode.SERVFAIL
+    assert cluster.reads == ["laptop", "laptop", "nobody", "lab"]
+
+
+def test_while_loading_reads_are_bounded_and_need_a_cluster_that_answered() -> None:
+    cluster = ReadingCluster(Record("laptop", ("192.0.2.1",), owner=OWNER))
+    front, cache = loading_service(cluster)
+
+    async def flood() -> list[int]:
+        cluster.gate = asyncio.Event()
+        waiting = [asyncio.ensure_future(front.answer(query("laptop.mydns."), False))
+                   for _ in range(LOADING_READS)]
+        await asyncio.sleep(0)  # every read in flight at the cluster
+        over = rcode_of(await front.answer(query("laptop.mydns."), False))
+        cluster.gate.set()
+        return [over, *map(rcode_of, await asyncio.gather(*waiting))]
+
+    over, *answered = asyncio.run(flood())
+    assert over == dns.rcode.SERVFAIL and len(cluster.reads) == LOADING_READS
+    assert answered == [dns.rcode.NOERROR] * LOADING_READS
+    cache.heard_at = time.monotonic() - LOADING_HEARD_S - 1  # the cluster went quiet
+    assert rcode_of(front.answer_now(query("laptop.mydns.")).data) == dns.rcode.SERVFAIL  # type: ignore[union-attr]
+    assert len(cluster.reads) == LOADING_READS, "no read without a cluster that answers"

@@ -33,7 +33,7 @@ class RecordCache:
     def __init__(self) -> None:
         self.serial = 0
         self.loaded = False
-        self.heard_at = float("-inf")  # time.monotonic() of the last watch answer
+        self.heard_at = float("-inf")  # time.monotonic() of the last watch answer or page
         self._records: dict[str, Record] = {}
         self._parents: dict[str, int] = {}  # name -> how many records lie below it
 
@@ -132,6 +132,7 @@ async def load_full_listing(client: RecordStore, cache: RecordCache, first: Fini
                                           name=page.records[-1].name), WATCH_TIMEOUT_S)
         if page.status != Status.OK or not page.full:
             return
+        cache.heard_at = time.monotonic()
     cache.replace(fresh, first.serial)
 
 

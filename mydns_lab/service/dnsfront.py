@@ -8,7 +8,9 @@ holds a zero byte, and everything on TCP) is answered by
   a :class:`RecordCache` kept current by a watch on the leader (a change is
   pushed as soon as the leader applies it). Without a quorum it keeps
   answering the last records it knew, which is what DNS users want from a
-  name service that is partly down.
+  name service that is partly down. Until the first copy has loaded (with
+  many names, seconds after a restart), a query for a stored name is read
+  through the cluster once the cluster answers; any other gets SERVFAIL.
 * ``linearizable``: each query first reads the name through the cluster
   (ReadIndex), so an answer never predates an acknowledged update; without
   a quorum, queries get SERVFAIL.
@@ -39,6 +41,15 @@ from .jsonfront import JsonFrontEnd
 from .settings import PUT_TIMEOUT_S, QUERY_TIMEOUT_S, FrontEndCounters, FrontEndSettings
 
 TCP_IDLE_TIMEOUT_S = 10.0
+LOADING_READS = 64
+"""Queries a front end reads through the cluster at once while its copy of
+the records loads; more than that in flight get SERVFAIL, so a flood during
+a restart cannot pile reads onto the leader that is sending the copy."""
+LOADING_HEARD_S = 2.0
+"""While its copy loads, a front end reads a query's name through the
+cluster only if the cluster answered it within this long (a page of the
+copy came): before a leader exists such a read would only wait, and a
+resolver is better served by an immediate SERVFAIL."""
 
 
 class _OneRecordView:
@@ -56,6 +67,23 @@ class _OneRecordView:
         return self._cache.has_descendants(name)
 
 
+class _ReadWhileLoading:
+    """The view a query is answered from while this front end's copy of the
+    records loads: the name just read through the cluster, if it is stored.
+    Anything else is unknown until the copy has loaded (an absent name may
+    yet be an empty non-terminal, NODATA rather than NXDOMAIN), so it fails,
+    and the query gets SERVFAIL: never a denial a resolver would cache."""
+
+    def __init__(self, name: str, record: Record | None, serial: int) -> None:
+        self.serial = serial
+        self._name, self._record = name, record
+
+    def lookup(self, name: str) -> Record | None:
+        if name == self._name and self._record is not None:
+            return self._record
+        raise ClusterTimeout("the copy of the records is still loading")
+
+
 class DnsService:
     """DNS answers for one front end: from the cache, or read-through."""
 
@@ -71,6 +99,7 @@ class DnsService:
         self._metrics = metrics
         self._rrl = (ResponseRateLimiter(settings.rrl, TrustedSources(settings.trusted))
                      if settings.rrl > 0 else None)
+        self._loading_reads = 0  # reads through the cluster in flight while the copy loads
 
     async def answer(self, packet: bytes, tcp: bool) -> bytes | None:
         """The reply to send for ``packet``, or None to send nothing."""
@@ -78,7 +107,7 @@ class DnsService:
         started = time.monotonic()
         name = self._dns.queried_name(packet) if self._linearizable else None
         if not self._cache.loaded:
-            reply = self._not_loaded(packet, tcp)
+            reply = await self._while_loading(packet, tcp)
         elif name is not None:
             reply = await self._read_through(packet, name, tcp)
         else:
@@ -170,6 +199,9 @@ class DnsService:
         started = time.monotonic()
         if self._cache.loaded:
             reply = self._dns.handle(packet, tcp=False, now_s=time.time())
+        elif self._may_read_while_loading():
+            self.counters.requests_received -= 1  # answer() counts it
+            return None
         else:
             reply = self._not_loaded(packet, tcp=False)
         if isinstance(reply, Answer):
@@ -193,7 +225,30 @@ class DnsService:
         where NXDOMAIN would be cached for the SOA minimum."""
         return self._dns.handle_with_view(packet, _Unavailable(), tcp=tcp, now_s=time.time())
 
-    async def _read_through(self, packet: bytes, name: str, tcp: bool):
+    def _may_read_while_loading(self) -> bool:
+        """Whether a query may read its name through the cluster now, while
+        the copy loads (see LOADING_HEARD_S and LOADING_READS)."""
+        return (self._loading_reads < LOADING_READS
+                and time.monotonic() - self._cache.heard_at < LOADING_HEARD_S)
+
+    async def _while_loading(self, packet: bytes, tcp: bool) -> Reply:
+        """A reply before the copy of the records has loaded (a restart with
+        many names takes seconds): a plain query for a stored name is read
+        through the cluster and answered truly, as soon as the cluster has
+        a leader; anything else gets SERVFAIL, as before any copy."""
+        name = self._dns.queried_name(packet)
+        if name is None or not self._may_read_while_loading():
+            return self._not_loaded(packet, tcp)
+        self._loading_reads += 1
+        try:
+            return await self._read_through(packet, name, tcp, loading=True)
+        finally:
+            self._loading_reads -= 1
+
+    async def _read_through(self, packet: bytes, name: str, tcp: bool, loading: bool = False):
+        """The reply to a query for ``name``, read through the cluster:
+        from that record and this front end's copy (linearizable mode), or
+        from that record alone while the copy loads (``loading``)."""
         try:
             finished = await self._client.call(RecordOp("record_get", name), QUERY_TIMEOUT_S)
         except ClusterTimeout:
@@ -203,7 +258,8 @@ class DnsService:
             return self._dns.handle_with_view(packet, _Unavailable(), tcp=tcp, now_s=time.time())
         self.counters.queries_ok += 1
         record = finished.records[0] if finished.records else None
-        view = _OneRecordView(name, record, finished.serial, self._cache)
+        view = (_ReadWhileLoading(name, record, finished.serial) if loading
+                else _OneRecordView(name, record, finished.serial, self._cache))
         return self._dns.handle_with_view(packet, view, tcp=tcp, now_s=time.time())
 
     async def _update(self, update: UpdateNeeded) -> bytes:
