@@ -8,6 +8,7 @@ reason and changes nothing. Pure: only the standard ``ipaddress``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -88,21 +89,43 @@ def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]
         raise InvalidRecord(f"{len(addresses)} addresses given; at most "
                             f"{MAX_ADDRESSES_PER_FAMILY} IPv4 and {MAX_ADDRESSES_PER_FAMILY} "
                             "IPv6 allowed")
-    v4: set[ipaddress.IPv4Address] = set()
-    v6: set[ipaddress.IPv6Address] = set()
+    v4: set[tuple[int, str]] = set()
+    v6: set[tuple[int, str]] = set()
     for text in addresses:
         if not isinstance(text, str):
             raise InvalidRecord(f"an address must be a string, not {type(text).__name__}")
+        text = text.strip()
         try:
-            address = ipaddress.ip_address(text.strip())
+            version, value, canonical = (_known_address(text) if len(text) <= MAX_ADDRESS_TEXT
+                                         else _parse_address(text))
         except ValueError:
             raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
-        (v4 if address.version == 4 else v6).add(address)  # type: ignore[arg-type]
+        (v4 if version == 4 else v6).add((value, canonical))
     for family, found in (("IPv4", v4), ("IPv6", v6)):
         if len(found) > MAX_ADDRESSES_PER_FAMILY:
             raise InvalidRecord(f"{len(found)} {family} addresses given; at most "
                                 f"{MAX_ADDRESSES_PER_FAMILY} allowed per name")
-    return tuple(str(a) for a in sorted(v4)), tuple(str(a) for a in sorted(v6))
+    return tuple(text for _, text in sorted(v4)), tuple(text for _, text in sorted(v6))
+
+
+MAX_ADDRESS_TEXT = 64
+"""The longest text :func:`split_addresses` remembers the parse of (an IPv6
+address with a zone index fits); longer text is parsed every time, so the
+memory is bounded by ADDRESS_MEMORY entries of this size."""
+ADDRESS_MEMORY = 4096
+
+
+def _parse_address(text: str) -> tuple[int, int, str]:
+    """(version, value, canonical text) of an IPv4 or IPv6 address; raises
+    ValueError for anything else."""
+    address = ipaddress.ip_address(text)
+    return address.version, int(address), str(address)
+
+
+_known_address = functools.lru_cache(maxsize=ADDRESS_MEMORY)(_parse_address)
+""":func:`_parse_address`, remembered: a host uploads the same addresses again
+and again, and the front end and then the leader check every upload (a
+tenth of a front end's CPU went to ``ipaddress`` under load)."""
 
 
 def sender_address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -188,7 +211,7 @@ def checked_op(op: RecordOp) -> RecordOp:
         return op
     name = normalize_name(op.name)
     if op.kind != "record_set":
-        return replace(op, name=name)
+        return op if name == op.name else replace(op, name=name)
     if not isinstance(op.seq, int) or not 0 <= op.seq <= MAX_SEQ:
         raise InvalidRecord(f"the sequence number must be an integer from 0 to {MAX_SEQ}")
     ipv4, wrong_family = split_addresses(list(op.ipv4))
@@ -199,7 +222,10 @@ def checked_op(op: RecordOp) -> RecordOp:
         raise InvalidRecord(f"{wrong_family[0]} is not an IPv6 address; split addresses by family")
     if not ipv4 and not ipv6:
         raise InvalidRecord(f"no address given for {name!r}")
-    return replace(op, name=name, ipv4=ipv4, ipv6=ipv6, txt=check_txt(list(op.txt)))
+    txt = check_txt(list(op.txt))
+    if (name, ipv4, ipv6, txt) == (op.name, op.ipv4, op.ipv6, op.txt):
+        return op  # in stored form already (checked by the front end): no copy
+    return replace(op, name=name, ipv4=ipv4, ipv6=ipv6, txt=txt)
 
 
 # --- the rules of a record change, shared by every store ---------------------------------
