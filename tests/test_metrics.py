@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import dns.exception
 import dns.message
@@ -275,3 +276,17 @@ def test_a_running_front_end_counts_a_put_and_a_query(tmp_path: Path) -> None:
         assert sample(got, "mydns_records_loaded") == 1
         assert sample(got, "mydns_records_staleness_seconds") < 3
         assert sample(got, "mydns_router_packets_sent_total") > 0
+
+
+def test_udp_replies_the_socket_dropped_are_counted_once_it_is_bound() -> None:
+    """``mydns_udp_replies_dropped_total`` reads the UDP socket's own count
+    (UdpServer.dropped) at scrape time; before the socket is bound there
+    is no such series."""
+    metrics = FrontEndMetrics(RecordCache())
+    assert not any(name.startswith("mydns_udp_") for name, _ in
+                   parse(metrics.exposition()[0].decode()))
+    socket_counts = SimpleNamespace(dropped=0)
+    metrics.count_udp_drops(socket_counts)
+    assert sample(parse(metrics.exposition()[0].decode()), "mydns_udp_replies_dropped_total") == 0
+    socket_counts.dropped = 7
+    assert sample(parse(metrics.exposition()[0].decode()), "mydns_udp_replies_dropped_total") == 7

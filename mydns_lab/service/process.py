@@ -147,6 +147,7 @@ async def _serve(index: int, address: int, settings: FrontEndSettings,
                                  status_page=settings.status_page,
                                  operation_totals=lambda: (counters.puts_ok, counters.queries_ok))
         listening = await _listen(settings, index, json_front, dns, web_context)
+        metrics.count_udp_drops(listening.udp)
     except _BindError as exc:
         _tell(started, FrontEndFailed(index, str(exc), exc.endpoint, exc.error.errno))
         return False

@@ -61,6 +61,13 @@ class RateLimitCounts(Protocol):
     rrl_slipped: int
 
 
+class DroppedCount(Protocol):
+    """A UDP socket's count of replies it could not send
+    (:class:`mydns_lab.net.udp.UdpServer`)."""
+
+    dropped: int
+
+
 ClusterStatus = Callable[[], "Mapping[str, Any] | None"]
 """The launcher's status.json as last read (``ClusterFile.read``), or None."""
 
@@ -113,7 +120,12 @@ class FrontEndMetrics:
         self._update_seconds = Histogram(
             "mydns_update_seconds", "Time from an update's request to its answer, by path",
             ["path"], buckets=UPDATE_BUCKETS_S, registry=self.registry)
-        self.registry.register(_ScrapeTimeCollector(records, cluster, rate_limits))
+        self._scraped = _ScrapeTimeCollector(records, cluster, rate_limits)
+        self.registry.register(self._scraped)
+
+    def count_udp_drops(self, udp: DroppedCount) -> None:
+        """Expose ``udp.dropped`` (the front end's UDP socket, once bound)."""
+        self._scraped.udp = udp
 
     def dns_answered(self, qtype: int | None, rcode: int, seconds: float) -> None:
         """A DNS response sent: its question's type (None: it has none),
@@ -191,11 +203,13 @@ class _ScrapeTimeCollector:
     def __init__(self, records: RecordCache | None, cluster: ClusterStatus | None,
                  rate_limits: RateLimitCounts | None) -> None:
         self._records, self._cluster, self._rate_limits = records, cluster, rate_limits
+        self.udp: DroppedCount | None = None
 
     def describe(self) -> Iterator[Metric]:
         """Every family, empty: the names the registry checks for clashes."""
         yield from self._copy_families()
         yield from self._rate_limit_families()
+        yield self._udp_family()
         yield from _cluster_families(None)
 
     def collect(self) -> Iterator[Metric]:
@@ -203,6 +217,8 @@ class _ScrapeTimeCollector:
             yield from self._copy_families()
         if self._rate_limits is not None:
             yield from self._rate_limit_families()
+        if self.udp is not None:
+            yield self._udp_family()
         status = self._cluster() if self._cluster is not None else None
         if status is not None:
             yield from _cluster_families(status)
@@ -213,7 +229,7 @@ class _ScrapeTimeCollector:
             "mydns_records_loaded", "1 once this front end's copy of the records has loaded")
         staleness = GaugeMetricFamily(
             "mydns_records_staleness_seconds", "Seconds since the leader last answered this "
-            "front end's watch (+Inf: never); /readyz fails above 3")
+            "front end's watch or sent a page of its copy (+Inf: never); /readyz fails above 3")
         names = GaugeMetricFamily("mydns_records_names", "Names in this front end's copy")
         if records is not None:
             loaded.add_metric([], 1.0 if records.loaded else 0.0)
@@ -230,6 +246,15 @@ class _ScrapeTimeCollector:
             limited.add_metric(["dropped"], counts.rrl_dropped)
             limited.add_metric(["slipped"], counts.rrl_slipped)
         return iter((limited,))
+
+
+    def _udp_family(self) -> Metric:
+        dropped = CounterMetricFamily(
+            "mydns_udp_replies_dropped", "UDP replies (DNS and JSON) not sent: the socket's "
+            "send queue was full, or the kernel refused the destination")
+        if self.udp is not None:
+            dropped.add_metric([], self.udp.dropped)
+        return dropped
 
 
 def _cluster_families(status: Mapping[str, Any] | None) -> Iterator[Metric]:
