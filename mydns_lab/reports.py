@@ -46,11 +46,14 @@ class DirectTraffic:
     On a reliable network the lab's servers and front ends also talk over
     pipes that skip the router (:class:`mydns_lab.net.transport.Outbox`),
     so the sender counts what the router would have: per link kind
-    (``raft``, ``request``, ``reply``) and per message type. Every message
-    counted was delivered: a direct pipe neither drops nor delays."""
+    (``raft``, ``request``, ``reply``) and per message type: those were
+    written, and arrive unless the peer dies. ``dropped`` counts, per link
+    kind, messages for a peer that had stopped reading (its pipe's backlog
+    full, see :class:`mydns_lab.net.transport.FrameWriter`)."""
 
     links: tuple[tuple[str, int], ...]
     by_type: tuple[tuple[str, int], ...]
+    dropped: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ Only the fork server imports this module: importing it renames the process.
 """
 
 from ..net.procs import set_role_title
-from ..service import process  # noqa: F401  (imported for the front ends)
-from . import router, server  # noqa: F401  (imported for the router and the servers)
+from ..service import process
+from . import router, server
+
+PRELOADED = (router, server, process)
+"""The children's entry points' modules: imported once, here."""
 
 set_role_title("forkserver")

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
 from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
-from ..net.transport import LAUNCHER, link_kind
+from ..net.transport import LAUNCHER, FrameWriter, link_kind
 
 STATS_INTERVAL_S = 0.25
 
@@ -66,6 +66,8 @@ class Router:
     def __init__(self, pipes: dict[int, Connection], control: Connection, seed: int,
                  server_ids: frozenset[int]) -> None:
         self._pipes: dict[int, Connection] = {}
+        self._writers: dict[int, FrameWriter] = {}
+        self._watched: set[int] = set()  # pipes watched for writability (they hold frames back)
         self._control = control
         # One selector for the router's life, changed only when a pipe comes
         # or goes: building one per turn was a third of its CPU (perf doc).
@@ -87,11 +89,15 @@ class Router:
             if self._heap:
                 timeout = max(0.0, min(timeout, self._heap[0][0] - time.monotonic()))
             outgoing: dict[int, list[tuple[str, Envelope]]] = {}
-            for key, _ in self._selector.select(timeout):
+            self._watch_backlogs()
+            for key, events in self._selector.select(timeout):
                 if key.data is None:
                     if not self._handle_control():
                         return
-                else:
+                    continue
+                if events & selectors.EVENT_WRITE:
+                    self._write_backlog(key.data)
+                if events & selectors.EVENT_READ:
                     self._receive(key.data, key.fileobj, outgoing)
             now = time.monotonic()
             while self._heap and self._heap[0][0] <= now:
@@ -107,13 +113,31 @@ class Router:
     def _add_pipe(self, address: int, conn: Connection) -> None:
         self._drop_pipe(address)
         self._pipes[address] = conn
+        self._writers[address] = FrameWriter(conn)
         self._selector.register(conn, selectors.EVENT_READ, address)
 
     def _drop_pipe(self, address: int) -> None:
         conn = self._pipes.pop(address, None)
         if conn is not None:
             self._selector.unregister(conn)
-            conn.close()
+            self._watched.discard(address)
+            self._writers.pop(address).close()
+
+    def _watch_backlogs(self) -> None:
+        """Watch for writability exactly the pipes that hold frames back: a
+        process that stops reading must not stop the router, which carries
+        everyone's messages (see FrameWriter)."""
+        wanted = {a for a, writer in self._writers.items() if writer.backlogged}
+        for address in wanted ^ self._watched:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if address in wanted else 0)
+            self._selector.modify(self._pipes[address], events, address)
+        self._watched = wanted
+
+    def _write_backlog(self, address: int) -> None:
+        try:
+            self._writers[address].write_backlog()
+        except OSError:
+            self._drop_pipe(address)
 
     def _receive(self, src: int, conn: Connection,
                  outgoing: dict[int, list[tuple[str, Envelope]]]) -> None:
@@ -153,19 +177,20 @@ class Router:
 
     def _deliver(self, outgoing: dict[int, list[tuple[str, Envelope]]]) -> None:
         for dst, items in outgoing.items():
-            conn = self._pipes.get(dst)
-            if conn is not None:
+            writer = self._writers.get(dst)
+            written = False  # no pipe: its process is down
+            if writer is not None:
                 try:
-                    conn.send_bytes(pack_envelopes([envelope for _, envelope in items]))
+                    # False: the process has stopped reading and its backlog is full.
+                    written = writer.write(pack_envelopes([envelope for _, envelope in items]))
                 except OSError:
                     self._drop_pipe(dst)
-                    conn = None
             for link, _ in items:
                 counters = self.stats.links[link]
-                if conn is None:
-                    counters.dropped += 1  # its process is down
-                else:
+                if written:
                     counters.delivered += 1
+                else:
+                    counters.dropped += 1
 
     # --- control ------------------------------------------------------------------------
 

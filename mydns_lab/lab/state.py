@@ -51,7 +51,8 @@ class LabState:
     clerks: dict[int, ClerkStatus] = field(default_factory=dict)
     router: dict[str, Any] = field(default_factory=lambda: {"links": {}, "by_type": {}})
     router_final: bool = False
-    direct: dict[str, dict[str, int]] = field(default_factory=lambda: {"links": {}, "by_type": {}})
+    direct: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {"links": {}, "by_type": {}, "dropped": {}})
     leader: int = 0
     leader_term: int = 0
     leader_changes: list[tuple[float, int, int]] = field(default_factory=list)  # (t, term, node)
@@ -93,7 +94,8 @@ class LabState:
                 self.ops_history.append((time.monotonic(), self.total_ops()))
             case DirectTraffic() if not self.router_final:
                 for kind_counts, into in ((report.links, self.direct["links"]),
-                                          (report.by_type, self.direct["by_type"])):
+                                          (report.by_type, self.direct["by_type"]),
+                                          (report.dropped, self.direct["dropped"])):
                     for kind, count in kind_counts:
                         into[kind] = into.get(kind, 0) + count
             case Event():
@@ -129,13 +131,16 @@ class LabState:
     def traffic(self) -> dict[str, Any]:
         """Every message between servers and front ends, in the router's
         form (``links`` of counters per link kind, ``by_type``): what the
-        router carried plus what went on direct pipes, all delivered."""
+        router carried plus what went on direct pipes: delivered, or dropped
+        for a peer that had stopped reading."""
         links = {kind: dict(counters) for kind, counters in self.router.get("links", {}).items()}
-        for kind, count in self.direct["links"].items():
-            counters = links.setdefault(kind, {"sent": 0, "delivered": 0, "dropped": 0,
-                                               "delayed": 0})
-            counters["sent"] = counters.get("sent", 0) + count
-            counters["delivered"] = counters.get("delivered", 0) + count
+        for outcome, counts in (("delivered", self.direct["links"]),
+                                ("dropped", self.direct["dropped"])):
+            for kind, count in counts.items():
+                counters = links.setdefault(kind, {"sent": 0, "delivered": 0, "dropped": 0,
+                                                   "delayed": 0})
+                counters["sent"] = counters.get("sent", 0) + count
+                counters[outcome] = counters.get(outcome, 0) + count
         by_type = dict(self.router.get("by_type", {}))
         for kind, count in self.direct["by_type"].items():
             by_type[kind] = by_type.get(kind, 0) + count

@@ -86,6 +86,7 @@ class ClusterClient:
         self._idle: list[Clerk] = []
         self._leader = NO_NODE  # the server that last answered any clerk as leader
         self._busy: dict[int, tuple[Clerk, asyncio.Future[Finished]]] = {}
+        self._watched: set[int] = set()  # servers whose direct pipes hold frames back
         self.counters = ClientCounters()
         self.closed = asyncio.Event()
         self._loop.add_reader(conn.fileno(), self._on_readable)
@@ -164,6 +165,23 @@ class ClusterClient:
             self._outbox.flush()
         except OSError:
             self._close()
+            return
+        for server in self._outbox.backlogged():
+            if server not in self._watched:
+                self._watched.add(server)
+                self._loop.add_writer(self._outbox.direct[server].fileno(),
+                                      self._on_direct_writable, server)
+
+    def _on_direct_writable(self, server: int) -> None:
+        """The pipe to ``server`` takes more of what it held back."""
+        self._outbox.write_backlog(server)
+        if server not in self._outbox.backlogged():
+            self._unwatch(server)
+
+    def _unwatch(self, server: int) -> None:
+        if server in self._watched:
+            self._watched.discard(server)
+            self._loop.remove_writer(self._outbox.direct[server].fileno())
 
     def _arm(self, clerk: Clerk) -> None:
         deadline = clerk.deadline_ms
@@ -188,6 +206,7 @@ class ClusterClient:
         try:
             messages = receive(pipe)
         except (EOFError, OSError):  # the server died: reach it by the router from now on
+            self._unwatch(server)
             self._loop.remove_reader(pipe.fileno())
             self._outbox.drop_direct(server)
             return
@@ -217,6 +236,7 @@ class ClusterClient:
     def _close(self) -> None:
         self._loop.remove_reader(self._conn.fileno())
         for server in list(self._outbox.direct):
+            self._unwatch(server)
             self._loop.remove_reader(self._outbox.direct[server].fileno())
             self._outbox.drop_direct(server)
         self.closed.set()

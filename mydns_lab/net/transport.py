@@ -7,12 +7,21 @@ them skip the router, two process hops of four on a put's way through the
 leader and a follower. A process collects what it sends during one turn of
 its loop in an :class:`Outbox` and writes it as one frame per pipe, so a
 Ready batch of twenty messages costs one write, not twenty.
+
+Writes to a peer never block the writer (:class:`FrameWriter`): a peer that
+stops reading (stopped, or stuck in a slow fsync) would otherwise stall the
+leader writing to it, and with it the whole cluster. What its pipe cannot
+take waits in a bounded backlog, then new frames to it are dropped, as the
+unreliable network drops messages.
 """
 
 from __future__ import annotations
 
+import os
 import selectors
-from collections import Counter
+import socket
+import struct
+from collections import Counter, deque
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
@@ -21,6 +30,75 @@ from ..reports import DirectTraffic
 
 LAUNCHER = 0
 """Address of the launcher: status reports go there, outside the fault layer."""
+
+
+MAX_BACKLOG_BYTES = 4 << 20
+"""What a pipe may hold back for a peer that does not read before new
+frames to it are dropped: seconds of a busy leader's traffic to one
+follower. A frame once begun is always finished (a snapshot may be larger)."""
+
+
+class FrameWriter:
+    """The sending side of one pipe: frames as ``Connection.send_bytes``
+    writes them (what ``recv_bytes`` reads), written without blocking.
+
+    What the pipe cannot take now waits here, in order, and goes when
+    :meth:`write_backlog` is called on a writable pipe (the caller watches
+    for that while :attr:`backlogged`). Past MAX_BACKLOG_BYTES held back, a
+    new frame is dropped whole. OSError from the pipe (its peer is gone)
+    reaches the caller. The pipe's reads stay blocking: the writes are
+    non-blocking per call (``MSG_DONTWAIT``), not by a flag on the pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._sock = socket.socket(fileno=os.dup(conn.fileno()))
+        self._backlog: deque[memoryview] = deque()
+        self._backlog_bytes = 0
+
+    @property
+    def backlogged(self) -> bool:
+        return bool(self._backlog)
+
+    def write(self, payload: bytes) -> bool:
+        """Send ``payload`` as one frame, now or later; False when it was
+        dropped because the backlog is full."""
+        if self._backlog_bytes >= MAX_BACKLOG_BYTES:
+            return False
+        size = len(payload)
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        frame = memoryview(header + payload)
+        if not self._backlog:
+            sent = self._send(frame)
+            if sent == len(frame):
+                return True
+            frame = frame[sent:]
+        self._backlog.append(frame)
+        self._backlog_bytes += len(frame)
+        return True
+
+    def write_backlog(self) -> None:
+        """Write as much of the backlog as the pipe takes now."""
+        while self._backlog:
+            chunk = self._backlog[0]
+            sent = self._send(chunk)
+            self._backlog_bytes -= sent
+            if sent < len(chunk):
+                self._backlog[0] = chunk[sent:]
+                return
+            self._backlog.popleft()
+
+    def close(self) -> None:
+        """Close the pipe (both directions) and drop what is held back."""
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        self._sock.close()
+        self.conn.close()
+
+    def _send(self, data: memoryview) -> int:
+        try:
+            return self._sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
 
 
 def link_kind(servers: frozenset[int], src: int, dst: int) -> str:
@@ -46,11 +124,15 @@ class Outbox:
                  address: int = 0, servers: frozenset[int] = frozenset()) -> None:
         self._conn = conn
         self.direct: dict[int, Connection] = dict(direct or {})
+        # A pipe whose write failed (its peer is gone) loses its writer and
+        # stays in ``direct`` until its owner reads the EOF and drops it.
+        self._writers = {peer: FrameWriter(pipe) for peer, pipe in self.direct.items()}
         self._address, self._servers = address, servers
         self._pending: list[Envelope] = []
         self._pending_direct: dict[int, list[Envelope]] = {}
         self._links: Counter[str] = Counter()
         self._by_type: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
 
     def send(self, dst: int, msg: Any) -> None:
         envelope = (dst, type(msg).__name__, encode(msg))
@@ -69,18 +151,37 @@ class Outbox:
             # server's batch may be a commit notice that waits on nothing,
             # and writing it wakes that server to compete for the CPU.
             for dst, batch in sorted(batches.items(), key=lambda item: item[0] in self._servers):
-                if self._write_direct(dst, batch):
+                written = self._write_direct(dst, batch)
+                if written is None:
+                    self._pending.extend(batch)
+                elif written:
                     self._count(dst, batch)
                 else:
-                    self._pending.extend(batch)
+                    self._dropped[link_kind(self._servers, self._address, dst)] += len(batch)
         if self._pending:
             batch, self._pending = self._pending, []
             self._conn.send_bytes(pack_envelopes(batch))
 
+    def backlogged(self) -> list[int]:
+        """The peers whose pipes hold frames back (watch them for writability)."""
+        return [peer for peer, writer in self._writers.items() if writer.backlogged]
+
+    def write_backlog(self, peer: int) -> None:
+        """Write what the pipe to ``peer`` holds back, as far as it takes it."""
+        writer = self._writers.get(peer)
+        if writer is not None:
+            try:
+                writer.write_backlog()
+            except OSError:
+                del self._writers[peer]  # its peer is gone; the owner reads the EOF
+
     def drop_direct(self, peer: int) -> None:
         """Forget the direct pipe to ``peer`` (its process is gone)."""
+        writer = self._writers.pop(peer, None)
         conn = self.direct.pop(peer, None)
-        if conn is not None:
+        if writer is not None:
+            writer.close()
+        elif conn is not None:
             conn.close()
 
     def report(self, status: Any) -> None:
@@ -93,22 +194,24 @@ class Outbox:
 
     def take_traffic(self) -> DirectTraffic | None:
         """What went on direct pipes since the last call (None: nothing)."""
-        if not self._links:
+        if not self._links and not self._dropped:
             return None
-        traffic = DirectTraffic(tuple(self._links.items()), tuple(self._by_type.items()))
-        self._links, self._by_type = Counter(), Counter()
+        traffic = DirectTraffic(tuple(self._links.items()), tuple(self._by_type.items()),
+                                tuple(self._dropped.items()))
+        self._links, self._by_type, self._dropped = Counter(), Counter(), Counter()
         return traffic
 
-    def _write_direct(self, dst: int, batch: list[Envelope]) -> bool:
-        conn = self.direct.get(dst)
-        if conn is None:
-            return False
+    def _write_direct(self, dst: int, batch: list[Envelope]) -> bool | None:
+        """True: written (or held back to be); False: dropped, the peer's
+        backlog is full; None: no pipe to ``dst`` that works (use the router)."""
+        writer = self._writers.get(dst)
+        if writer is None:
+            return None
         try:
-            conn.send_bytes(pack_envelopes(batch))
+            return writer.write(pack_envelopes(batch))
         except OSError:
-            self.drop_direct(dst)
-            return False
-        return True
+            del self._writers[dst]  # its peer is gone; the owner reads the EOF
+            return None
 
     def _count(self, dst: int, batch: list[Envelope]) -> None:
         self._links[link_kind(self._servers, self._address, dst)] += len(batch)
@@ -124,26 +227,44 @@ class Inbox:
         self._outbox = outbox
         self._selector = selectors.DefaultSelector()
         self._selector.register(conn, selectors.EVENT_READ, None)
-        for peer, direct in outbox.direct.items():
+        self._direct: dict[int, Connection] = dict(outbox.direct)
+        for peer, direct in self._direct.items():
             self._selector.register(direct, selectors.EVENT_READ, peer)
+        self._watched: set[int] = set()  # peers whose pipes are watched for writability too
 
     def wait(self, timeout_s: float, on_error: Callable[[str], None] | None = None) -> list[Any]:
         """Every message that arrives within ``timeout_s`` (or at once, when
-        some are waiting). Raises EOFError when the router is gone; a
-        direct pipe that closes is dropped (its peer died)."""
+        some are waiting), writing the outbox's backlogs as their pipes take
+        them meanwhile. Raises EOFError when the router is gone; a direct
+        pipe that closes is dropped (its peer died)."""
+        self._watch_backlogs()
         messages: list[Any] = []
-        for key, _ in self._selector.select(timeout_s):
+        for key, events in self._selector.select(timeout_s):
             conn = key.fileobj
             assert isinstance(conn, Connection)
             if key.data is None:
                 messages += receive(conn, on_error)
                 continue
+            if events & selectors.EVENT_WRITE:
+                self._outbox.write_backlog(key.data)
+            if not events & selectors.EVENT_READ:
+                continue
             try:
                 messages += receive(conn, on_error)
             except (EOFError, OSError):
                 self._selector.unregister(conn)
+                self._direct.pop(key.data, None)
+                self._watched.discard(key.data)
                 self._outbox.drop_direct(key.data)
         return messages
+
+    def _watch_backlogs(self) -> None:
+        """Watch for writability exactly the direct pipes that hold frames back."""
+        wanted = {peer for peer in self._outbox.backlogged() if peer in self._direct}
+        for peer in wanted ^ self._watched:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer in wanted else 0)
+            self._selector.modify(self._direct[peer], events, peer)
+        self._watched = wanted
 
 
 def receive(conn: Connection, on_error: Callable[[str], None] | None = None) -> list[Any]:
