@@ -3,7 +3,7 @@
 Every name and address is checked here before it reaches the log, and again
 by the state machine (the authority), so a bad upload is refused with a
 reason and changes nothing. Pure: only the standard ``ipaddress``,
-``hashlib`` and ``hmac`` modules.
+``hashlib``, ``hmac`` and ``functools`` modules.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
 from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
-from ..net.transport import LAUNCHER, FrameWriter, link_kind
+from ..net.transport import LAUNCHER, FrameWriter, link_kind, watch_writable
 
 STATS_INTERVAL_S = 0.25
 
@@ -128,10 +128,7 @@ class Router:
         process that stops reading must not stop the router, which carries
         everyone's messages (see FrameWriter)."""
         wanted = {a for a, writer in self._writers.items() if writer.backlogged}
-        for address in wanted ^ self._watched:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if address in wanted else 0)
-            self._selector.modify(self._pipes[address], events, address)
-        self._watched = wanted
+        self._watched = watch_writable(self._selector, self._pipes, wanted, self._watched)
 
     def _write_backlog(self, address: int) -> None:
         try:

@@ -101,6 +101,19 @@ class FrameWriter:
             return 0
 
 
+def watch_writable(selector: selectors.BaseSelector, pipes: dict[int, Connection],
+                   wanted: set[int], watched: set[int]) -> set[int]:
+    """Register with ``selector`` (each pipe for reading, its peer as data)
+    exactly the pipes of the peers in ``wanted`` for writability too, those
+    in ``watched`` being the ones that were; returns the new ``watched``.
+    Who writes with FrameWriters calls it before each select, with the
+    peers whose writers hold frames back."""
+    for peer in wanted ^ watched:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer in wanted else 0)
+        selector.modify(pipes[peer], events, peer)
+    return wanted
+
+
 def link_kind(servers: frozenset[int], src: int, dst: int) -> str:
     """What the router and the direct pipes count a message under: ``raft``
     (server to server), ``request`` (to a server) or ``reply``."""
@@ -259,12 +272,8 @@ class Inbox:
         return messages
 
     def _watch_backlogs(self) -> None:
-        """Watch for writability exactly the direct pipes that hold frames back."""
         wanted = {peer for peer in self._outbox.backlogged() if peer in self._direct}
-        for peer in wanted ^ self._watched:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer in wanted else 0)
-            self._selector.modify(self._direct[peer], events, peer)
-        self._watched = wanted
+        self._watched = watch_writable(self._selector, self._direct, wanted, self._watched)
 
 
 def receive(conn: Connection, on_error: Callable[[str], None] | None = None) -> list[Any]:
