@@ -50,7 +50,7 @@ class FrameWriter:
     non-blocking per call (``MSG_DONTWAIT``), not by a flag on the pipe."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+        self._conn = conn
         self._sock = socket.socket(fileno=os.dup(conn.fileno()))
         self._backlog: deque[memoryview] = deque()
         self._backlog_bytes = 0
@@ -92,7 +92,7 @@ class FrameWriter:
         self._backlog.clear()
         self._backlog_bytes = 0
         self._sock.close()
-        self.conn.close()
+        self._conn.close()
 
     def _send(self, data: memoryview) -> int:
         try:
@@ -240,8 +240,9 @@ class Inbox:
         self._outbox = outbox
         self._selector = selectors.DefaultSelector()
         self._selector.register(conn, selectors.EVENT_READ, None)
-        self._direct: dict[int, Connection] = dict(outbox.direct)
-        for peer, direct in self._direct.items():
+        # The outbox's direct pipes are the ones registered: only this inbox
+        # drops them (on the EOF it reads).
+        for peer, direct in outbox.direct.items():
             self._selector.register(direct, selectors.EVENT_READ, peer)
         self._watched: set[int] = set()  # peers whose pipes are watched for writability too
 
@@ -266,14 +267,13 @@ class Inbox:
                 messages += receive(conn, on_error)
             except (EOFError, OSError):
                 self._selector.unregister(conn)
-                self._direct.pop(key.data, None)
                 self._watched.discard(key.data)
                 self._outbox.drop_direct(key.data)
         return messages
 
     def _watch_backlogs(self) -> None:
-        wanted = {peer for peer in self._outbox.backlogged() if peer in self._direct}
-        self._watched = watch_writable(self._selector, self._direct, wanted, self._watched)
+        self._watched = watch_writable(self._selector, self._outbox.direct,
+                                       set(self._outbox.backlogged()), self._watched)
 
 
 def receive(conn: Connection, on_error: Callable[[str], None] | None = None) -> list[Any]:

@@ -105,10 +105,9 @@ class DnsService:
         """The reply to send for ``packet``, or None to send nothing."""
         self.counters.requests_received += 1
         started = time.monotonic()
-        name = self._dns.queried_name(packet) if self._linearizable else None
         if not self._cache.loaded:
             reply = await self._while_loading(packet, tcp)
-        elif name is not None:
+        elif self._linearizable and (name := self._dns.queried_name(packet)) is not None:
             reply = await self._read_through(packet, name, tcp)
         else:
             reply = self._dns.handle(packet, tcp=tcp, now_s=time.time())
@@ -192,16 +191,17 @@ class DnsService:
     def answer_now(self, packet: bytes) -> Reply | None:
         """The reply to a UDP ``packet`` when it needs no cluster round trip
         (a QUERY in cache mode), given at once; None when the caller must
-        await :meth:`answer` instead (updates, linearizable reads)."""
+        await :meth:`answer` instead (updates, linearizable reads, reads
+        through the cluster while the copy loads)."""
         if self._linearizable or len(packet) < 3 or packet[2] & 0x78:  # opcode != QUERY
+            return None
+        loaded = self._cache.loaded
+        if not loaded and self._may_read_while_loading():
             return None
         self.counters.requests_received += 1
         started = time.monotonic()
-        if self._cache.loaded:
+        if loaded:
             reply = self._dns.handle(packet, tcp=False, now_s=time.time())
-        elif self._may_read_while_loading():
-            self.counters.requests_received -= 1  # answer() counts it
-            return None
         else:
             reply = self._not_loaded(packet, tcp=False)
         if isinstance(reply, Answer):
