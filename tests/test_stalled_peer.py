@@ -62,9 +62,11 @@ async def put_many(servers: list[tuple[str, int]], count: int, deadline_s: float
 def test_a_stopped_follower_does_not_stop_the_writes(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with LabProcess(data, nservers=3, nclerks=3, seed=11) as lab:
-        status = json.loads((data / "status.json").read_text())
-        leader = status["leader"]
-        follower = next(int(n) for n in status["servers"] if int(n) != leader)
+        # The front ends may answer before the launcher's status names a leader.
+        wait_for(lambda: _status(data)["leader"] != 0, 10,
+                 f"a leader in status.json ({lab.replay})")
+        status = _status(data)
+        follower = next(int(n) for n in status["servers"] if int(n) != status["leader"])
         pid = status["servers"][str(follower)]["pid"]
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -75,6 +77,12 @@ def test_a_stopped_follower_does_not_stop_the_writes(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGCONT)
 
         def caught_up() -> bool:
-            servers = json.loads((data / "status.json").read_text())["servers"]
-            return servers[str(follower)]["applied"] >= servers[str(leader)]["commit"] > 0
+            servers = _status(data)["servers"]
+            newest = max(server["commit"] for server in servers.values())
+            return servers[str(follower)]["applied"] >= newest > 0
         wait_for(caught_up, 20, f"follower s{follower} to catch up once running ({lab.replay})")
+
+
+def _status(data: Path) -> dict:
+    """The launcher's status.json (it replaces the file whole, so a read is never torn)."""
+    return json.loads((data / "status.json").read_text())
