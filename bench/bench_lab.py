@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etcdref import check_perf, sequential_puts_ms, versions  # noqa: E402  (a sibling script)
+from putload import PutLoad  # noqa: E402  (a sibling script)
 
 from mydns_lab.clients.jsonclient import AsyncJsonClient, JsonConnection, NoAnswer  # noqa: E402
 from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary  # noqa: E402
@@ -79,36 +80,35 @@ class Uploader:
         return True
 
 
+CLAIM_WITHIN_S = 30.0
+
+
 async def _uploaders(lab: LabProcess, count: int) -> list[Uploader]:
     servers = lab.servers()
     uploaders = [Uploader(f"bench-{os.getpid()}-{i}", servers[i % len(servers)])
                  for i in range(count)]
     for u in uploaders:
         await u.open()
+        give_up = time.monotonic() + CLAIM_WITHIN_S
         while not await u.put(2.0):  # claim the name
-            pass
+            if time.monotonic() > give_up:
+                raise SystemExit(f"could not claim {u.name} within {CLAIM_WITHIN_S:g} s")
     return uploaders
 
 
-async def throughput(lab: LabProcess, clients: int, seconds: float) -> dict:
-    uploaders = await _uploaders(lab, clients)
-    acked = 0
-    latencies: list[float] = []
-    end = time.monotonic() + seconds
-
-    async def run(u: Uploader) -> None:
-        nonlocal acked
-        while time.monotonic() < end:
-            t = time.monotonic()
-            if await u.put(2.0):
-                acked += 1
-                latencies.append((time.monotonic() - t) * 1000)
-
-    started = time.monotonic()
-    await asyncio.gather(*(run(u) for u in uploaders))
-    elapsed = time.monotonic() - started
-    return {"clients": clients, "acked_puts": acked, "seconds": round(elapsed, 2),
-            "acked_puts_per_s": round(acked / elapsed), **_percentiles(latencies)}
+def throughput(lab: LabProcess, clients: int, seconds: float) -> dict:
+    """``clients`` uploaders, one put in flight each, spread over the front
+    ends, for ``seconds``, driven by the lean loop of :mod:`putload`."""
+    load = PutLoad(lab.servers(), clients)
+    try:
+        load.claim(CLAIM_WITHIN_S)
+        result = load.run(seconds)
+    finally:
+        load.close()
+    return {"clients": clients, "acked_puts": result.acked, "refused": result.refused,
+            "timed_out": result.timed_out, "seconds": round(result.seconds, 2),
+            "acked_puts_per_s": round(result.acked / result.seconds),
+            **_percentiles(result.latencies_ms)}
 
 
 async def latency(lab: LabProcess, rate: float, seconds: float) -> dict:
@@ -239,7 +239,7 @@ def run_ours(mode: str, args: argparse.Namespace) -> dict:
                          nclerks=args.nclerks, seed=11)
         with lab:
             if mode == "throughput":
-                return asyncio.run(throughput(lab, args.clients, args.seconds))
+                return throughput(lab, args.clients, args.seconds)
             if mode == "latency":
                 return asyncio.run(latency(lab, args.rate, args.seconds))
             if mode == "sequential":

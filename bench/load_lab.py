@@ -16,50 +16,35 @@ docs/performance.md was measured this way.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_lab import Uploader  # noqa: E402  (a sibling script, not a package)
+from putload import LoadResult, PutLoad  # noqa: E402  (a sibling script, not a package)
 
-PUT_TIMEOUT_S = 2.0
+CLAIM_WITHIN_S = 30.0
 
 
-async def load(port: int, front_ends: int, clients: int, seconds: float) -> dict[str, float]:
+def load(port: int, front_ends: int, clients: int, seconds: float) -> dict[str, float]:
     servers = [("127.0.0.1", port + i) for i in range(front_ends)]
-    uploaders = [Uploader(f"load{i:03d}", servers[i % front_ends]) for i in range(clients)]
-    for uploader in uploaders:   # each claims its name first, so the load is updates
-        await uploader.open()
-        while not await uploader.put(PUT_TIMEOUT_S):
-            pass
-    acked = failed = 0
-    started = time.monotonic()
-    end = started + seconds
+    putload = PutLoad(servers, clients)
+    last = 0
 
-    async def client(uploader: Uploader) -> None:
-        nonlocal acked, failed
-        while time.monotonic() < end:
-            if await uploader.put(PUT_TIMEOUT_S):
-                acked += 1
-            else:
-                failed += 1
+    def report(so_far: LoadResult, elapsed: float) -> None:
+        nonlocal last
+        print(f"t={elapsed:5.1f}s puts/s={so_far.acked - last} "
+              f"failed={so_far.refused + so_far.timed_out}", flush=True)
+        last = so_far.acked
 
-    async def report() -> None:
-        last = 0
-        while time.monotonic() < end:
-            await asyncio.sleep(1.0)  # the reporting period, not a wait for an outcome
-            print(f"t={time.monotonic() - started:5.1f}s puts/s={acked - last} "
-                  f"failed={failed}", flush=True)
-            last = acked
-
-    await asyncio.gather(report(), *(client(u) for u in uploaders))
-    elapsed = time.monotonic() - started
-    return {"acked": acked, "failed": failed, "seconds": round(elapsed, 2),
-            "puts_per_s": round(acked / elapsed)}
+    try:
+        putload.claim(CLAIM_WITHIN_S)  # so the load is updates
+        result = putload.run(seconds, report)
+    finally:
+        putload.close()
+    return {"acked": result.acked, "failed": result.refused + result.timed_out,
+            "seconds": round(result.seconds, 2), "puts_per_s": round(result.acked / result.seconds)}
 
 
 def main() -> int:
@@ -69,7 +54,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(load(args.port, args.front_ends, args.clients, args.seconds))))
+    print(json.dumps(load(args.port, args.front_ends, args.clients, args.seconds)))
     return 0
 
 

@@ -66,14 +66,30 @@ class TrustedSources:
     """The networks (CIDR) of ``--trusted``: their Stats are answered, and
     no claim rate or response rate limit applies to them."""
 
+    REMEMBERED = 4096
+    """Verdicts kept per source text: a front end asks for every request,
+    mostly about the same few senders, and parsing the address each time
+    was a tenth of a JSON put's cost there. Past this many, all are
+    forgotten and learnt again (a flood of senders stays bounded)."""
+
     def __init__(self, networks: tuple[str, ...]) -> None:
         self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._verdicts: dict[str, bool] = {}
 
     def __contains__(self, source: object) -> bool:
         """Whether IP address ``source`` (a string; None or anything else:
         not from the network, never trusted) is in a trusted network."""
-        address = sender_address(source) if isinstance(source, str) else None
-        return address is not None and any(address in network for network in self._networks)
+        if not isinstance(source, str):
+            return False
+        verdict = self._verdicts.get(source)
+        if verdict is None:
+            address = sender_address(source)
+            verdict = address is not None and any(address in network
+                                                  for network in self._networks)
+            if len(self._verdicts) >= self.REMEMBERED:
+                self._verdicts.clear()
+            self._verdicts[source] = verdict
+        return verdict
 
 
 def source_prefix(source: str) -> str:

@@ -351,3 +351,13 @@ def test_admission_against_a_running_service(tmp_path) -> None:
 def test_sender_address_unwraps_ipv4_mapped(source: str, expected: str | None) -> None:
     address = sender_address(source)
     assert (None if address is None else str(address)) == expected
+
+
+def test_trusted_sources_remember_verdicts_within_a_bound() -> None:
+    trusted = TrustedSources(("10.0.0.0/8", "::1/128"))
+    senders = [f"10.{i >> 8 & 255}.{i & 255}.1" for i in range(TrustedSources.REMEMBERED + 50)]
+    assert all(sender in trusted for sender in senders)
+    assert "192.0.2.1" not in trusted and "192.0.2.1" not in trusted  # asked twice: same verdict
+    assert "::ffff:10.1.2.3" in trusted and "::1" in trusted
+    assert None not in trusted and "not an address" not in trusted and 7 not in trusted
+    assert len(trusted._verdicts) <= TrustedSources.REMEMBERED

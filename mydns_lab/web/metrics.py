@@ -120,6 +120,9 @@ class FrontEndMetrics:
         self._update_seconds = Histogram(
             "mydns_update_seconds", "Time from an update's request to its answer, by path",
             ["path"], buckets=UPDATE_BUCKETS_S, registry=self.registry)
+        # (path, outcome) -> its counter and histogram: outcomes are a fixed,
+        # small set (put_outcome's Outcomes and Codes, the rcodes)
+        self._update_children: dict[tuple[UpdatePath, str], tuple[Any, Any]] = {}
         self._scraped = _ScrapeTimeCollector(records, cluster, rate_limits)
         self.registry.register(self._scraped)
 
@@ -145,8 +148,13 @@ class FrontEndMetrics:
         """An update answered over ``path``: ``outcome`` is what it did
         (``claimed``, ``updated``) or why it was refused (the JSON ``Code``,
         or for rfc2136 the rcode in lower case, ``noerror`` when done)."""
-        self._updates.labels(path.value, outcome).inc()
-        self._update_seconds.labels(path.value).observe(seconds)
+        children = self._update_children.get((path, outcome))
+        if children is None:  # labels() takes a lock and builds a key: once per kind
+            children = (self._updates.labels(path.value, outcome),
+                        self._update_seconds.labels(path.value))
+            self._update_children[(path, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry in the format ``accept`` asks for (OpenMetrics or the
