@@ -214,8 +214,10 @@ def _class_decoder(cls: type) -> Callable[[list], Any]:
     are all ints, strings, bytes or bools has a fast path: one comparison of
     the values' exact types (which also turns a bool away from an int);
     so does one whose other fields are tuples of those (``tuple[str, ...]``,
-    a Record's addresses), with one more check per tuple. Whatever the fast
-    path does not take, the checked one decides.
+    a Record's addresses), with one more check per tuple, or wire types
+    (a Command's op, an AppendEntries' entries: see
+    :func:`_nested_decoder`). Whatever the fast path does not take, the
+    checked one decides.
 
     Trailing fields with defaults may be missing: they take their defaults,
     so a field added at the end of a type still reads logs, snapshots and
@@ -238,14 +240,19 @@ def _class_decoder(cls: type) -> Callable[[list], Any]:
 
     exact: list[type] = [str]          # the type of each raw value, the type name first
     sequences: list[tuple[int, set[type]]] = []  # tuple[scalar, ...] fields: where, item type
+    nested: list[tuple[int, Decoder]] = []       # wire-type fields: where, their decoder
     for position, f in enumerate(fields, 1):
         hint = hints[f.name]
         item = _sequence_item(hint)
+        inner = _nested_decoder(hint)
         if hint in _EXACT:
             exact.append(hint)
         elif item is not None:
             exact.append(list)
             sequences.append((position, {item}))
+        elif inner is not None:
+            exact.append(list)
+            nested.append((position, inner))
         else:
             return checked
 
@@ -258,11 +265,35 @@ def _class_decoder(cls: type) -> Callable[[list], Any]:
             if value and set(map(type, value)) != item:
                 return checked(raw)
             values[position - 1] = tuple(value)
+        for position, decode_nested in nested:
+            values[position - 1] = decode_nested(raw[position])
         try:
             return cls(*values)
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"bad {raw[0]}: {exc}") from exc
     return fast
+
+
+def _nested_decoder(hint: Any) -> Decoder | None:
+    """For the fast path, the decoder of a field holding a wire type, one
+    of a union of them, or a tuple of one (``tuple[Entry, ...]``), taking
+    the raw list; it raises DecodeError for anything else. None for every
+    other kind of field (``X | None`` included)."""
+    args = typing.get_args(hint)
+    if (typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis
+            and dataclasses.is_dataclass(args[0])):
+        return _many_decoder(args[0])
+    options = args if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    if not all(isinstance(o, type) and dataclasses.is_dataclass(o) for o in options):
+        return None
+    by_name = {o.__name__: o for o in options}
+
+    def one(raw: list) -> Any:
+        cls = by_name.get(raw[0]) if raw and type(raw[0]) is str else None
+        if cls is None:
+            raise DecodeError(f"expected {' or '.join(by_name)}, got {raw!r:.60}")
+        return _decoder_of(cls)(raw)
+    return one
 
 
 _EXACT = (int, str, bytes, bool)
