@@ -85,6 +85,16 @@ def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]
         addresses = [addresses]
     if not isinstance(addresses, (list, tuple)):
         raise InvalidRecord(f"addresses must be a string or a list, not {type(addresses).__name__}")
+    if len(addresses) <= 1:  # most uploads and every family of a checked op: no set, no sort
+        if not addresses:
+            return (), ()
+        text = addresses[0].strip() if isinstance(addresses[0], str) else None
+        if text is not None and len(text) <= MAX_ADDRESS_TEXT:
+            try:
+                version, _, canonical = _known_address(text)
+            except ValueError:
+                raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
+            return ((canonical,), ()) if version == 4 else ((), (canonical,))
     if len(addresses) > 4 * MAX_ADDRESSES_PER_FAMILY:  # bounds the parsing; repeats are merged
         raise InvalidRecord(f"{len(addresses)} addresses given; at most "
                             f"{MAX_ADDRESSES_PER_FAMILY} IPv4 and {MAX_ADDRESSES_PER_FAMILY} "
