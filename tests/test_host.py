@@ -7,7 +7,6 @@ Replay: ``pytest tests/test_host.py``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from mydns_lab.core.messages import (AppendEntries, AppendEntriesResponse, Entry, HardState,
