@@ -3,7 +3,8 @@ fail-over, each beside its reference measured in the same run.
 
 Starts the real service (3 servers and 3 front ends by default, fsync on,
 reliable network) on loopback with a fresh data folder, drives it with the
-JSON protocol from asyncio UDP clients in this process, and prints what it
+JSON protocol from this process (throughput: the lean loop of putload.py;
+the other modes: asyncio or blocking UDP clients), and prints what it
 measured. This machine's speed drifts by more than 2x over a day, so where
 issue 15 names a reference, the same run also starts a three-member etcd
 (Debian's etcd-server, on the same disk; bench/etcdref.py) and measures it

@@ -64,6 +64,7 @@ class PutLoad:
                            for i in range(clients)]
         self._by_id: dict[int, _Uploader] = {}
         self._next_id = 1
+        self.acked = 0  # every acknowledged update so far, claims not counted
 
     def close(self) -> None:
         for sock in self._socks:
@@ -92,13 +93,13 @@ class PutLoad:
         result = LoadResult()
         started = time.monotonic()
         end = started + seconds
-        next_report = started + 1.0
+        next_report = started + 1.0 if every_second is not None else end
         for u in self._uploaders:
             if not u.in_flight:
                 self._send(u, started)
         while (now := time.monotonic()) < end:
-            if every_second is not None and now >= next_report:
-                every_second(result, now - started)
+            if now >= next_report:
+                every_second(result, now - started)  # type: ignore[misc]  (set when reporting)
                 next_report += 1.0
             self._turn(result, min(end, next_report), resend=True)
         drain_until = time.monotonic() + self._timeout_s
@@ -157,6 +158,7 @@ class PutLoad:
         if reply.get("Type") == "PutOk":
             if u.claimed:
                 result.acked += 1
+                self.acked += 1
                 result.latencies_ms.append((now - u.sent_at) * 1000)
             u.claimed = True
             u.token = u.token or reply.get("Token", "")
