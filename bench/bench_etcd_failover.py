@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,7 @@ import dnslib
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mydns_lab.clients.jsonclient import AsyncJsonClient
-from mydns_lab.experiments.etcdprocess import EtcdCluster, Member, etcd_binary
+from mydns_lab.experiments.etcdprocess import MACHINES, EtcdCluster, Member, etcd_binary
 from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range
 
 ZONE = "mydns."
@@ -70,24 +69,6 @@ DEFINITE_REFUSALS = {"owned", "stale", "open", "nospace", "zone_full", "reserved
 """Codes of a Put the rules refused: it did not happen. Any other error
 (``unavailable``, ``internal``, ``invalid`` from 'etcd refused the change')
 is an unknown outcome."""
-
-
-def free_etcd_port(hosts: tuple[str, ...]) -> int:
-    """A client port p with p and p+1 free for TCP on every host."""
-    port = free_port_range(2, start=30000)
-    while True:
-        if all(_tcp_free(h, p) for h in hosts for p in (port, port + 1)):
-            return port
-        port += 2
-
-
-def _tcp_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -332,10 +313,10 @@ def main() -> int:
         return 2
     replay = " ".join([".venv/bin/python", "bench/bench_etcd_failover.py", *sys.argv[1:]])
     folder = Path(tempfile.mkdtemp(prefix="mydns-etcd-failover-"))
-    hosts = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
     run = Run()
     started = time.monotonic()
-    with EtcdCluster(folder / "etcd", hosts, client_port=free_etcd_port(hosts)) as cluster:
+    with EtcdCluster(folder / "etcd", MACHINES,
+                     client_port=free_port_range(2, 30000, MACHINES)) as cluster:
         lab = LabProcess(folder / "lab", "--store", "etcd", "--etcd-endpoints", cluster.endpoints,
                          "--http-port", "0", "--dns-reads", "linearizable", nclerks=3)
         print(f"etcd: {cluster.endpoints} (logs in {folder / 'etcd'})")

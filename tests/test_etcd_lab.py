@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary
+from mydns_lab.experiments.etcdprocess import MACHINES, EtcdCluster, etcd_binary
 from mydns_lab.experiments.labprocess import REPO, LabProcess, free_port_range, wait_for
 from tests.test_etcd_topology import lookup
 
@@ -26,7 +26,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     if etcd_binary() is None:
         pytest.skip("etcd is not installed: install Debian's etcd-server "
                     "(apt-get install etcd-server; run_tests.sh does it as root)")
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), client_port=free_port_range(2, 33000)) as c:
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), client_port=free_port_range(2, 33000, MACHINES)) as c:
         yield c
 
 

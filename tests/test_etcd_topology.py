@@ -20,10 +20,9 @@ import pytest
 
 from mydns_lab.clients.jsonclient import NoAnswer, json_call
 from mydns_lab.clients.put import TRY_TIMEOUT_S
-from mydns_lab.experiments.etcdprocess import EtcdCluster, Member, etcd_binary
+from mydns_lab.experiments.etcdprocess import MACHINES, EtcdCluster, Member, etcd_binary
 from mydns_lab.experiments.labprocess import REPO, free_port_range, wait_for
 
-HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 TOKEN = "topology-test-token-0123456789"
 
 
@@ -99,8 +98,8 @@ def machines(tmp_path: Path) -> Iterator[list[Machine]]:
     if etcd_binary() is None:
         pytest.skip("etcd is not installed: install Debian's etcd-server "
                     "(apt-get install etcd-server; run_tests.sh does it as root)")
-    base = free_port_range(3, 32000)
-    with EtcdCluster(tmp_path / "etcd", HOSTS, client_port=base) as cluster:
+    base = free_port_range(3, 32000, MACHINES)
+    with EtcdCluster(tmp_path / "etcd", MACHINES, client_port=base) as cluster:
         group = [Machine(cluster, member, base + 2, tmp_path / f"{member.name}-frontend.log")
                  for member in cluster.members]
         try:

@@ -32,7 +32,7 @@ from mydns_lab.etcd.importer import (ImportFileError, ImportReport, import_recor
 from mydns_lab.etcd.layout import Layout, record_from
 from mydns_lab.etcd.options import EtcdOptions
 from mydns_lab.etcd.store import EtcdStore
-from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary
+from mydns_lab.experiments.etcdprocess import MACHINES, EtcdCluster, etcd_binary
 from mydns_lab.experiments.labprocess import LabProcess, free_port_range
 from mydns_lab.lab import export
 from mydns_lab.lab.datalock import DataFolderLock
@@ -337,7 +337,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if etcd_binary() is None:
         pytest.skip("etcd is not installed: install Debian's etcd-server "
                     "(apt-get install etcd-server)")
-    port = free_port_range(2, 33000)
+    port = free_port_range(2, 33000, MACHINES)
     with EtcdCluster(tmp_path_factory.mktemp("etcd"), client_port=port) as cluster:
         yield cluster
 

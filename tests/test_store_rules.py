@@ -23,7 +23,7 @@ from mydns_lab.clerks import Finished
 from mydns_lab.etcd.gateway import b64, unb64
 from mydns_lab.etcd.options import EtcdOptions
 from mydns_lab.etcd.store import EtcdStore
-from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary
+from mydns_lab.experiments.etcdprocess import MACHINES, EtcdCluster, etcd_binary
 from mydns_lab.experiments.labprocess import free_port_range
 from mydns_lab.protocol import Command, Outcome, RecordOp, Status
 from mydns_lab.raftkv import KVStateMachine
@@ -60,7 +60,7 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if etcd_binary() is None:
         pytest.skip("etcd is not installed: install Debian's etcd-server "
                     "(apt-get install etcd-server; run_tests.sh does it as root)")
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), client_port=free_port_range(2, 31000)) as c:
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), client_port=free_port_range(2, 31000, MACHINES)) as c:
         yield c
 
 

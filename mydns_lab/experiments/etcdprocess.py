@@ -49,13 +49,17 @@ class Member:
         return f"http://{self.host}:{self.peer_port}"
 
 
+MACHINES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+"""Three loopback addresses standing for three machines: where a test's
+etcd members listen (pick their ports with ``free_port_range(..., hosts=MACHINES)``)."""
+
+
 class EtcdCluster:
     """``len(hosts)`` etcd members, member i on ``hosts[i]`` with client
     port ``client_port`` and peer port ``client_port + 1`` (each host is
     its own address, so the ports repeat). Use as a context manager."""
 
-    def __init__(self, folder: Path, hosts: tuple[str, ...] = ("127.0.0.2", "127.0.0.3",
-                                                                 "127.0.0.4"),
+    def __init__(self, folder: Path, hosts: tuple[str, ...] = MACHINES,
                  client_port: int = 23790, log_level: str = "error") -> None:
         self.folder = folder
         self.members = tuple(Member(f"m{i}", host, client_port, client_port + 1)

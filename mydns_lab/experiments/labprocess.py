@@ -32,27 +32,30 @@ PORT_SPREAD = 20000
 """How far past ``start`` :func:`free_port_range` spreads processes."""
 
 
-def free_port_range(count: int, start: int = 21000) -> int:
+def free_port_range(count: int, start: int = 21000,
+                    hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
     """A port p in [start, 65536 - count] such that p..p+count-1 are free
-    for UDP and TCP. The search begins at an offset from ``start`` that
-    depends on this process's pid (so parallel test runs rarely collide)
-    and wraps around below port 65536."""
+    for UDP and TCP on every address of ``hosts`` (a multi-machine test
+    names its loopback machines, 127.0.0.2-4: a port held on one of them
+    is not seen from 127.0.0.1). The search begins at an offset from
+    ``start`` that depends on this process's pid (so parallel test runs
+    rarely collide) and wraps around below port 65536."""
     span = min(PORT_SPREAD, 65536 - count - start + 1)
     if span < 1:
         raise ValueError(f"no room for {count} ports from {start} below 65536")
     offset = (os.getpid() * 37) % span
     for step in range(0, span, count):
         port = start + (offset + step) % span
-        if all(_free(p) for p in range(port, port + count)):
+        if all(_free(p, host) for p in range(port, port + count) for host in hosts):
             return port
     raise RuntimeError(f"no {count} free ports in a row between {start} and {start + span}")
 
 
-def _free(port: int) -> bool:
+def _free(port: int, host: str = "127.0.0.1") -> bool:
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
         with socket.socket(socket.AF_INET, kind) as s:
             try:
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
             except OSError:
                 return False
     return True
