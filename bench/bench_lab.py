@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from etcdref import check_perf, sequential_puts_ms, versions  # noqa: E402  (a sibling script)
-from putload import PutLoad  # noqa: E402  (a sibling script)
+from putload import CLAIM_WITHIN_S, PutLoad  # noqa: E402  (a sibling script)
 
 from mydns_lab.clients.jsonclient import AsyncJsonClient, JsonConnection, NoAnswer  # noqa: E402
 from mydns_lab.experiments.etcdprocess import EtcdCluster, etcd_binary  # noqa: E402
@@ -81,8 +81,6 @@ class Uploader:
         return True
 
 
-CLAIM_WITHIN_S = 30.0
-
 
 async def _uploaders(lab: LabProcess, count: int) -> list[Uploader]:
     servers = lab.servers()
@@ -102,7 +100,7 @@ def throughput(lab: LabProcess, clients: int, seconds: float) -> dict:
     ends, for ``seconds``, driven by the lean loop of :mod:`putload`."""
     load = PutLoad(lab.servers(), clients)
     try:
-        load.claim(CLAIM_WITHIN_S)
+        load.claim()
         result = load.run(seconds)
     finally:
         load.close()

@@ -75,7 +75,7 @@ def one_round(nservers: int, nclerks: int, clients: int, seconds: float) -> dict
                      30, f"a leader ({lab.replay})")
             load = PutLoad(lab.servers(), clients)
             try:
-                load.claim(30.0)
+                load.claim()
                 procs = roles(lab)
                 window: dict[str, float] = {}
 

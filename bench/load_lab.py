@@ -24,8 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from putload import LoadResult, PutLoad  # noqa: E402  (a sibling script, not a package)
 
-CLAIM_WITHIN_S = 30.0
-
 
 def load(port: int, front_ends: int, clients: int, seconds: float) -> dict[str, float]:
     servers = [("127.0.0.1", port + i) for i in range(front_ends)]
@@ -39,7 +37,7 @@ def load(port: int, front_ends: int, clients: int, seconds: float) -> dict[str, 
         last = so_far.acked
 
     try:
-        putload.claim(CLAIM_WITHIN_S)  # so the load is updates
+        putload.claim()  # so the load is updates
         result = putload.run(seconds, report)
     finally:
         putload.close()

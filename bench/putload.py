@@ -24,6 +24,10 @@ from typing import Callable
 
 Server = tuple[str, int]
 
+CLAIM_WITHIN_S = 30.0
+"""How long a benchmark's uploaders may take to claim their names before it
+stops, saying the lab is not serving."""
+
 
 @dataclass
 class _Uploader:
@@ -72,7 +76,7 @@ class PutLoad:
             sock.close()
         self._selector.close()
 
-    def claim(self, within_s: float) -> None:
+    def claim(self, within_s: float = CLAIM_WITHIN_S) -> None:
         """Every uploader claims its name; raises SystemExit past ``within_s``."""
         give_up = time.monotonic() + within_s
         while not all(u.claimed for u in self._uploaders):

@@ -85,16 +85,12 @@ def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]
         addresses = [addresses]
     if not isinstance(addresses, (list, tuple)):
         raise InvalidRecord(f"addresses must be a string or a list, not {type(addresses).__name__}")
-    if len(addresses) <= 1:  # most uploads and every family of a checked op: no set, no sort
-        if not addresses:
-            return (), ()
-        text = addresses[0].strip() if isinstance(addresses[0], str) else None
-        if text is not None and len(text) <= MAX_ADDRESS_TEXT:
-            try:
-                version, _, canonical = _known_address(text)
-            except ValueError:
-                raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
-            return ((canonical,), ()) if version == 4 else ((), (canonical,))
+    if not addresses:
+        return (), ()
+    if len(addresses) == 1 and isinstance(addresses[0], str):
+        # Most uploads, and every family of a checked op: no set, no sort.
+        version, _, canonical = _address(addresses[0].strip())
+        return ((canonical,), ()) if version == 4 else ((), (canonical,))
     if len(addresses) > 4 * MAX_ADDRESSES_PER_FAMILY:  # bounds the parsing; repeats are merged
         raise InvalidRecord(f"{len(addresses)} addresses given; at most "
                             f"{MAX_ADDRESSES_PER_FAMILY} IPv4 and {MAX_ADDRESSES_PER_FAMILY} "
@@ -104,12 +100,7 @@ def split_addresses(addresses: object) -> tuple[tuple[str, ...], tuple[str, ...]
     for text in addresses:
         if not isinstance(text, str):
             raise InvalidRecord(f"an address must be a string, not {type(text).__name__}")
-        text = text.strip()
-        try:
-            version, value, canonical = (_known_address(text) if len(text) <= MAX_ADDRESS_TEXT
-                                         else _parse_address(text))
-        except ValueError:
-            raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
+        version, value, canonical = _address(text.strip())
         (v4 if version == 4 else v6).add((value, canonical))
     for family, found in (("IPv4", v4), ("IPv6", v6)):
         if len(found) > MAX_ADDRESSES_PER_FAMILY:
@@ -136,6 +127,16 @@ _known_address = functools.lru_cache(maxsize=ADDRESS_MEMORY)(_parse_address)
 """:func:`_parse_address`, remembered: a host uploads the same addresses again
 and again, and the front end and then the leader check every upload (a
 tenth of a front end's CPU went to ``ipaddress`` under load)."""
+
+
+def _address(text: str) -> tuple[int, int, str]:
+    """(version, value, canonical text) of one stripped address text, the
+    parse remembered when the text is short; InvalidRecord for anything
+    that is no address."""
+    try:
+        return _known_address(text) if len(text) <= MAX_ADDRESS_TEXT else _parse_address(text)
+    except ValueError:
+        raise InvalidRecord(f"{text[:60]!r} is not an IPv4 or IPv6 address") from None
 
 
 def sender_address(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -89,10 +89,16 @@ class FrameWriter:
 
     def close(self) -> None:
         """Close the pipe (both directions) and drop what is held back."""
+        self.detach()
+        self._conn.close()
+
+    def detach(self) -> None:
+        """Stop writing: drop what is held back and close this writer's
+        duplicate of the pipe, leaving the pipe itself to its owner (who
+        still reads the EOF of a peer that is gone)."""
         self._backlog.clear()
         self._backlog_bytes = 0
         self._sock.close()
-        self._conn.close()
 
     def _send(self, data: memoryview) -> int:
         try:
@@ -137,8 +143,7 @@ class Outbox:
                  address: int = 0, servers: frozenset[int] = frozenset()) -> None:
         self._conn = conn
         self.direct: dict[int, Connection] = dict(direct or {})
-        # A pipe whose write failed (its peer is gone) loses its writer and
-        # stays in ``direct`` until its owner reads the EOF and drops it.
+        # A pipe whose write failed loses its writer (_lose_writer).
         self._writers = {peer: FrameWriter(pipe) for peer, pipe in self.direct.items()}
         self._address, self._servers = address, servers
         self._pending: list[Envelope] = []
@@ -186,7 +191,7 @@ class Outbox:
             try:
                 writer.write_backlog()
             except OSError:
-                del self._writers[peer]  # its peer is gone; the owner reads the EOF
+                self._lose_writer(peer)
 
     def drop_direct(self, peer: int) -> None:
         """Forget the direct pipe to ``peer`` (its process is gone)."""
@@ -223,8 +228,13 @@ class Outbox:
         try:
             return writer.write(pack_envelopes(batch))
         except OSError:
-            del self._writers[dst]  # its peer is gone; the owner reads the EOF
+            self._lose_writer(dst)
             return None
+
+    def _lose_writer(self, peer: int) -> None:
+        """A write to ``peer`` failed: its process is gone. The pipe stays in
+        ``direct`` until its owner reads the EOF and calls drop_direct."""
+        self._writers.pop(peer).detach()
 
     def _count(self, dst: int, batch: list[Envelope]) -> None:
         self._links[link_kind(self._servers, self._address, dst)] += len(batch)

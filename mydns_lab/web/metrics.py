@@ -255,7 +255,6 @@ class _ScrapeTimeCollector:
             limited.add_metric(["slipped"], counts.rrl_slipped)
         return iter((limited,))
 
-
     def _udp_family(self) -> Metric:
         dropped = CounterMetricFamily(
             "mydns_udp_replies_dropped", "UDP replies (DNS and JSON) not sent: the socket's "
