@@ -413,3 +413,13 @@ def test_query_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixtur
         code = exc.code
     assert code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["bad name!", "under_score", "dash-", "a.-b"])
+def test_query_of_a_name_the_zone_cannot_hold_says_so(name: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Not NXDOMAIN (which reads as "not uploaded yet"), and no question sent:
+    the server named does not exist."""
+    assert query_main([name, "--server", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: bad name {name!r}: ") and "host names" in err, err

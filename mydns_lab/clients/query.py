@@ -36,6 +36,7 @@ import dns.rcode
 import dns.rdatatype
 
 from ..cmdline import UsageParser
+from ..records import InvalidRecord, normalize_name
 from .cli import DEFAULT_ZONE, UsageError, front_ends, zone_of
 from .jsonclient import Server, server_text
 
@@ -75,10 +76,19 @@ class Lookup:
 
 def qualified(name: str, zone: str) -> str:
     """NAME as a fully qualified name: as given when it ends with a dot,
-    else with the zone appended."""
+    else with the zone appended. A NAME relative to the zone must be one
+    the zone can hold (:func:`mydns_lab.records.normalize_name`): asking
+    for ``bad name!`` would only ever get NXDOMAIN, which reads as "not
+    uploaded yet" rather than "mistyped"."""
     name = name.strip()
     if not name or name == ".":
         raise UsageError("NAME is empty")
+    if not name.endswith("."):
+        try:
+            normalize_name(name)
+        except InvalidRecord as exc:
+            raise UsageError(f"bad name {name!r}: {exc}; MyDNS names are host names "
+                             "(end NAME with a dot to ask for any other name)") from None
     fqdn = name if name.endswith(".") else f"{name}.{zone}"
     try:
         dns.name.from_text(fqdn)
