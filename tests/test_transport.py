@@ -48,6 +48,8 @@ def test_messages_for_a_direct_peer_skip_the_router_and_are_counted() -> None:
     traffic = outbox.take_traffic()
     assert traffic == DirectTraffic((("raft", 1),), (("Heartbeat", 1),))
     assert outbox.take_traffic() is None  # counted once
+    outbox.close()
+    assert outbox.direct == {} and peer_theirs.closed
 
 
 def test_a_dead_peer_s_pipe_is_dropped_and_its_messages_go_by_the_router() -> None:
@@ -173,6 +175,7 @@ def test_a_stopped_peer_costs_its_own_messages_only(no_hang: None) -> None:
     reader.join()
     seqs = [decode(payload).seq for frame in frames for _, _, payload in unpack_envelopes(frame)]
     assert seqs == list(range(1, sent + 1))
+    outbox.close()
 
 
 def test_the_router_goes_on_when_a_process_stops_reading(no_hang: None) -> None:
@@ -195,3 +198,4 @@ def test_the_router_goes_on_when_a_process_stops_reading(no_hang: None) -> None:
     raft, reply = router.stats.links["raft"], router.stats.links["reply"]
     assert raft.delivered == 199 and raft.dropped == 0  # to the server that reads
     assert reply.dropped > 0 and reply.delivered + reply.dropped == 199  # to the stopped one
+    router.close()

@@ -116,6 +116,12 @@ class Router:
         self._writers[address] = FrameWriter(conn)
         self._selector.register(conn, selectors.EVENT_READ, address)
 
+    def close(self) -> None:
+        """Close every process's pipe (what their writers hold back is
+        dropped): for whoever drops a Router before its process exits."""
+        for address in list(self._pipes):
+            self._drop_pipe(address)
+
     def _drop_pipe(self, address: int) -> None:
         conn = self._pipes.pop(address, None)
         if conn is not None:

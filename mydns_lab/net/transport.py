@@ -202,6 +202,13 @@ class Outbox:
         elif conn is not None:
             conn.close()
 
+    def close(self) -> None:
+        """Close every direct pipe (what they hold back is dropped); the
+        router's pipe stays with its owner. A process that exits need not
+        call it; whoever drops an Outbox before that (a test) does."""
+        for peer in list(self.direct):
+            self.drop_direct(peer)
+
     def report(self, status: Any) -> None:
         """Queue ``status`` for the launcher, and with it what went on the
         direct pipes since the last report (the router counts only its own)."""
