@@ -134,12 +134,12 @@ class ClusterClient:
         future: asyncio.Future[Finished] = self._loop.create_future()
         # The sweep expires the call, rather than asyncio.wait_for, which puts
         # a second future and a loop turn between the reply and this coroutine.
-        expires_at = self._loop.time() + timeout_s
-        self._busy[clerk.client_id] = _Call(clerk, future, expires_at, timeout_s)
+        call = _Call(clerk, future, self._loop.time() + timeout_s, timeout_s)
+        self._busy[clerk.client_id] = call
         self.counters.calls += 1
         try:
             clerk.start(op, now_ms())
-            self._sweep_by(_due_at(self._busy[clerk.client_id]))
+            self._sweep_by(_due_at(call))
             outcome = await future
             self.counters.retries += outcome.attempts - 1
             return outcome
