@@ -17,7 +17,7 @@ from typing import Callable
 
 from mydns_lab.clerks import Clerk, ClerkTiming
 from mydns_lab.net.cluster_client import ClusterClient, ClusterTimeout
-from mydns_lab.net.transport import Outbox, receive
+from mydns_lab.net.transport import FrameReader, Outbox, receive
 from mydns_lab.protocol import ClientReply, ClientRequest, RecordOp, Status
 
 SERVERS = (1, 2, 3)
@@ -75,8 +75,10 @@ def test_the_pool_points_a_hunting_clerk_at_the_leader_another_clerk_found() -> 
         client._idle = [_clerk(live_id, 3, client._send), _clerk(stuck_id, 1, client._send)]
         loop = asyncio.get_running_loop()
 
+        requests = FrameReader(ours)
+
         def serve() -> None:
-            for req in receive(ours):
+            for req in receive(requests):
                 if req.client_id == stuck_id:
                     sent_to_by_stuck.append(req.dst)
                 if req.dst == 3:
@@ -94,6 +96,7 @@ def test_the_pool_points_a_hunting_clerk_at_the_leader_another_clerk_found() -> 
             assert (await asyncio.wait_for(stuck, 5.0)).status == Status.OK
         finally:
             loop.remove_reader(ours.fileno())
+            requests.close()
             client._close()
         return sent_to_by_stuck
 

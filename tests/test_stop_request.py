@@ -22,7 +22,7 @@ import pytest
 from mydns_lab import codec
 from mydns_lab.core.messages import HardState
 from mydns_lab.net.procs import StopRequested, stop_on_sigterm
-from mydns_lab.net.transport import Outbox, receive
+from mydns_lab.net.transport import FrameReader, Outbox, receive
 
 
 @pytest.fixture
@@ -65,6 +65,8 @@ def test_a_sigterm_inside_a_receive_loop_stops_it(sigterm_raises: None,
     outbox.flush()
     skipped: list[str] = []
     _signal_inside_msgpack(monkeypatch)
+    reader = FrameReader(ours)
     with pytest.raises(StopRequested):
-        receive(ours, skipped.append)
+        receive(reader, skipped.append)
     assert skipped == []
+    reader.close()

@@ -20,8 +20,8 @@ from mydns_lab.codec import decode, unpack_envelopes
 from mydns_lab.core.messages import Heartbeat, HeartbeatResponse
 from mydns_lab.lab.state import LabState
 from mydns_lab.lab.router import Router
-from mydns_lab.net.transport import (MAX_BACKLOG_BYTES, FrameWriter, Inbox, Outbox, link_kind,
-                                     receive)
+from mydns_lab.net.transport import (MAX_BACKLOG_BYTES, FrameReader, FrameWriter, Inbox, Outbox,
+                                     link_kind, receive)
 from mydns_lab.protocol import ClientReply, Status
 from mydns_lab.reports import DirectTraffic
 
@@ -43,8 +43,11 @@ def test_messages_for_a_direct_peer_skip_the_router_and_are_counted() -> None:
     outbox.send(3, Heartbeat(4, 1, 3, 0))
     outbox.send(CLERK, ClientReply(1, CLERK, 7, 1, Status.OK))
     outbox.flush()
-    assert [m.dst for m in receive(peer_ours)] == [2]
-    assert [m.dst for m in receive(router_ours)] == [3, CLERK]
+    peer, router = FrameReader(peer_ours), FrameReader(router_ours)
+    assert [m.dst for m in receive(peer)] == [2]
+    assert [m.dst for m in receive(router)] == [3, CLERK]
+    peer.close()
+    router.close()
     traffic = outbox.take_traffic()
     assert traffic == DirectTraffic((("raft", 1),), (("Heartbeat", 1),))
     assert outbox.take_traffic() is None  # counted once
@@ -59,14 +62,16 @@ def test_a_dead_peer_s_pipe_is_dropped_and_its_messages_go_by_the_router() -> No
     peer_ours.close()  # the peer's process died
     outbox.send(2, Heartbeat(4, 1, 2, 0))
     outbox.flush()
-    assert [m.dst for m in receive(router_ours)] == [2]
+    router = FrameReader(router_ours)
+    assert [m.dst for m in receive(router)] == [2]
     assert outbox.take_traffic() is None
     outbox.send(2, Heartbeat(5, 1, 2, 0))  # from now on straight to the router
     outbox.flush()
-    assert [m.term for m in receive(router_ours)] == [5]
+    assert [m.term for m in receive(router)] == [5]
     # The pipe itself goes when its owner reads the EOF (Inbox, ClusterClient).
     outbox.drop_direct(2)
     assert outbox.direct == {}
+    router.close()
 
 
 def test_the_inbox_reads_every_pipe_and_forgets_a_closed_direct_one() -> None:
@@ -86,6 +91,7 @@ def test_the_inbox_reads_every_pipe_and_forgets_a_closed_direct_one() -> None:
     router_theirs.close()
     with pytest.raises(EOFError):
         inbox.wait(1.0)
+    inbox.close()
 
 
 def test_the_lab_state_adds_direct_traffic_to_the_router_s() -> None:
@@ -157,11 +163,12 @@ def test_a_stopped_peer_costs_its_own_messages_only(no_hang: None) -> None:
     outbox = Outbox(router_ours, {2: peer_ours}, address=1, servers=SERVERS)
     inbox = Inbox(router_ours, outbox)
     payload = "x" * 50_000
+    router = FrameReader(router_theirs)
     for term in range(1, 200):  # ~10 MB for the stopped follower
         outbox.send(2, ClientReply(1, 2, 7, term, Status.OK, payload))
         outbox.send(3, Heartbeat(term, 1, 3, 0))
         outbox.flush()
-        assert [m.term for m in receive(router_theirs)] == [term]
+        assert [m.term for m in receive(router)] == [term]
     traffic = outbox.take_traffic()
     assert traffic is not None and traffic.dropped and traffic.dropped[0][0] == "raft"
     sent = dict(traffic.links)["raft"]
@@ -176,6 +183,8 @@ def test_a_stopped_peer_costs_its_own_messages_only(no_hang: None) -> None:
     seqs = [decode(payload).seq for frame in frames for _, _, payload in unpack_envelopes(frame)]
     assert seqs == list(range(1, sent + 1))
     outbox.close()
+    inbox.close()
+    router.close()
 
 
 def test_the_router_goes_on_when_a_process_stops_reading(no_hang: None) -> None:
@@ -186,6 +195,7 @@ def test_the_router_goes_on_when_a_process_stops_reading(no_hang: None) -> None:
     router = Router({1: sender_theirs, CLERK: stopped_theirs, 3: awake_theirs}, control_theirs,
                     seed=1, server_ids=SERVERS)
     payload = "x" * 50_000
+    awake = FrameReader(awake_ours)
     for term in range(1, 200):
         outgoing: dict = {}
         sender = Outbox(sender_ours, address=1, servers=SERVERS)
@@ -194,8 +204,44 @@ def test_the_router_goes_on_when_a_process_stops_reading(no_hang: None) -> None:
         sender.flush()
         router._receive(1, sender_theirs, outgoing)
         router._deliver(outgoing)
-        assert [m.term for m in receive(awake_ours)] == [term]
+        assert [m.term for m in receive(awake)] == [term]
     raft, reply = router.stats.links["raft"], router.stats.links["reply"]
     assert raft.delivered == 199 and raft.dropped == 0  # to the server that reads
     assert reply.dropped > 0 and reply.delivered + reply.dropped == 199  # to the stopped one
     router.close()
+    awake.close()
+
+
+def test_a_reader_never_blocks_on_a_frame_its_writer_stopped_in(no_hang: None) -> None:
+    """A writer stopped halfway through a frame (SIGSTOP, a full pipe) once
+    stopped its reader in recv_bytes; the reader keeps the half for later,
+    takes several frames at a read, and says EOF only when nothing whole is
+    left."""
+    ours, theirs = Pipe()
+    outbox = Outbox(ours)
+    outbox.send(1, Heartbeat(1, 2, 1, 0))
+    outbox.flush()
+    outbox.send(1, Heartbeat(2, 2, 1, 0))
+    outbox.flush()
+    whole = FrameReader(theirs)
+    assert [m.term for m in receive(whole)] == [1, 2]
+    big = ClientReply(1, 2, 7, 3, Status.OK, "x" * 100_000)  # within what the pipe holds
+    frame = FrameWriter(ours)
+    payload = outbox_frame(big)
+    raw = len(payload).to_bytes(4, "big") + payload
+    frame._sock.sendall(raw[:1000])  # stopped here
+    assert receive(whole) == []
+    frame._sock.sendall(raw[1000:])
+    assert [m.seq for m in receive(whole)] == [3]
+    frame._sock.sendall(raw[:10])  # the writer dies mid-frame
+    frame.close()
+    assert receive(whole) == []  # nothing whole yet: the EOF shows as such next
+    with pytest.raises(EOFError):
+        receive(whole)
+    whole.close()
+
+
+def outbox_frame(message: object) -> bytes:
+    """What an Outbox writes for ``message`` alone, without its length."""
+    from mydns_lab.codec import encode, pack_envelopes
+    return pack_envelopes([(1, type(message).__name__, encode(message))])

@@ -42,7 +42,7 @@ from ..dns.nameservers import NameServer, default_name_servers
 from ..dns.tsig import KeyFileError, KeyRing
 from ..etcd.options import EtcdOptions
 from ..net.faults import LinkFaults
-from ..net.transport import receive
+from ..net.transport import FrameReader, receive
 from ..net.endpoints import Endpoint, FrontEndFailed, FrontEndListening
 from ..service.process import listen_endpoints, run_clerk
 from ..service.settings import LOOPBACK_NETWORKS, FrontEndSettings
@@ -148,7 +148,7 @@ class Lab:
         self._servers = () if on_etcd else tuple(range(1, options.nservers + 1))
         # --store etcd: no router and no servers; each front end's pipe
         # carries its status reports here, and the poller watches etcd.
-        self._reports: dict[Connection, int] = {}
+        self._reports: dict[Connection, FrameReader] = {}
         self._members = MemberPoller(options.etcd) if options.etcd else None
         self._children: dict[int, _Child] = {}
         self._incarnations: dict[int, int] = {}
@@ -247,7 +247,7 @@ class Lab:
         started = {}
         for index, address in enumerate(self._clerk_addresses()):
             ours, theirs = _ctx.Pipe()
-            self._reports[ours] = address
+            self._reports[ours] = FrameReader(ours)
             started[self._spawn_clerk(index, address, theirs)] = index
         self._members.start()
         self._await_front_ends(started)
@@ -275,10 +275,10 @@ class Lab:
 
     def _drain_reports(self, conn: Connection) -> None:
         try:
-            for report in receive(conn, self.state.log):
+            for report in receive(self._reports[conn], self.state.log):
                 self.state.on_report(report)
         except (EOFError, OSError):
-            del self._reports[conn]  # that front end is gone: its exit says so
+            self._reports.pop(conn).close()  # that front end is gone: its exit says so
 
     def run(self, until: Callable[[], bool] | None = None, refresh_s: float = 0.25,
             duration_s: float | None = None) -> None:

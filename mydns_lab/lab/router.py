@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from ..codec import DecodeError, Envelope, pack_envelopes, unpack_envelopes
 from ..net.faults import REPLY_TYPES, LinkFaults, message_fate
 from ..net.procs import StopRequested, die_with_parent, set_role_title, stop_on_sigterm
-from ..net.transport import LAUNCHER, FrameWriter, link_kind, watch_writable
+from ..net.transport import LAUNCHER, FrameReader, FrameWriter, link_kind, watch_writable
 
 STATS_INTERVAL_S = 0.25
 
@@ -67,6 +67,7 @@ class Router:
                  server_ids: frozenset[int]) -> None:
         self._pipes: dict[int, Connection] = {}
         self._writers: dict[int, FrameWriter] = {}
+        self._readers: dict[int, FrameReader] = {}
         self._watched: set[int] = set()  # pipes watched for writability (they hold frames back)
         self._control = control
         # One selector for the router's life, changed only when a pipe comes
@@ -114,6 +115,7 @@ class Router:
         self._drop_pipe(address)
         self._pipes[address] = conn
         self._writers[address] = FrameWriter(conn)
+        self._readers[address] = FrameReader(conn)
         self._selector.register(conn, selectors.EVENT_READ, address)
 
     def close(self) -> None:
@@ -127,6 +129,7 @@ class Router:
         if conn is not None:
             self._selector.unregister(conn)
             self._watched.discard(address)
+            self._readers.pop(address).close()
             self._writers.pop(address).close()
 
     def _watch_backlogs(self) -> None:
@@ -147,14 +150,21 @@ class Router:
         if self._pipes.get(src) is not conn:
             return  # replaced by a newer pipe earlier in this same turn
         try:
-            data = conn.recv_bytes()
+            frames = self._readers[src].frames()
         except (EOFError, OSError):
             # The process died (a crash the launcher injected, or a real one).
             self._drop_pipe(src)
             return
         now = time.monotonic()
+        for frame in frames:
+            self._route(src, frame, now, outgoing)
+
+    def _route(self, src: int, frame: bytes, now: float,
+               outgoing: dict[int, list[tuple[str, Envelope]]]) -> None:
+        """Count every message of ``frame`` and give each the fate the
+        faults deal it: into ``outgoing`` now, later (the heap), or lost."""
         try:
-            envelopes = unpack_envelopes(data)
+            envelopes = unpack_envelopes(frame)
         except DecodeError:
             return  # not from one of ours; nothing to route
         for dst, kind, payload in envelopes:

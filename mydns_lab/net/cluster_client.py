@@ -22,7 +22,7 @@ from typing import Protocol
 from ..clerks import Clerk, ClerkTiming, Finished
 from ..core.messages import NO_NODE
 from ..protocol import ClientReply, ClientRequest, StoreOp
-from .transport import LAUNCHER, Outbox, receive
+from .transport import LAUNCHER, FrameReader, Outbox, receive
 
 
 MAX_IDLE_CLERKS = 64
@@ -113,9 +113,12 @@ class ClusterClient:
         self._watched: set[int] = set()  # servers whose direct pipes hold frames back
         self.counters = ClientCounters()
         self.closed = asyncio.Event()
+        self._reader = FrameReader(conn)
+        self._direct_readers = {server: FrameReader(pipe)
+                                for server, pipe in self._outbox.direct.items()}
         self._loop.add_reader(conn.fileno(), self._on_readable)
-        for server, pipe in self._outbox.direct.items():
-            self._loop.add_reader(pipe.fileno(), self._on_direct_readable, server, pipe)
+        for server, reader in self._direct_readers.items():
+            self._loop.add_reader(reader.fileno(), self._on_direct_readable, server)
 
     @property
     def clerks_busy(self) -> int:
@@ -236,21 +239,26 @@ class ClusterClient:
 
     def _on_readable(self) -> None:
         try:
-            messages = receive(self._conn)
+            messages = receive(self._reader)
         except (EOFError, OSError):
             self._close()
             return
         self._take(messages)
 
-    def _on_direct_readable(self, server: int, pipe: Connection) -> None:
+    def _on_direct_readable(self, server: int) -> None:
         try:
-            messages = receive(pipe)
+            messages = receive(self._direct_readers[server])
         except (EOFError, OSError):  # the server died: reach it by the router from now on
-            self._unwatch(server)
-            self._loop.remove_reader(pipe.fileno())
-            self._outbox.drop_direct(server)
+            self._drop_direct(server)
             return
         self._take(messages)
+
+    def _drop_direct(self, server: int) -> None:
+        self._unwatch(server)
+        reader = self._direct_readers.pop(server)
+        self._loop.remove_reader(reader.fileno())
+        reader.close()
+        self._outbox.drop_direct(server)
 
     def _take(self, messages: list[object]) -> None:
         for msg in messages:
@@ -274,8 +282,7 @@ class ClusterClient:
 
     def _close(self) -> None:
         self._loop.remove_reader(self._conn.fileno())
-        for server in list(self._outbox.direct):
-            self._unwatch(server)
-            self._loop.remove_reader(self._outbox.direct[server].fileno())
-            self._outbox.drop_direct(server)
+        self._reader.close()
+        for server in list(self._direct_readers):
+            self._drop_direct(server)
         self.closed.set()

@@ -12,7 +12,9 @@ Writes to a peer never block the writer (:class:`FrameWriter`): a peer that
 stops reading (stopped, or stuck in a slow fsync) would otherwise stall the
 leader writing to it, and with it the whole cluster. What its pipe cannot
 take waits in a bounded backlog, then new frames to it are dropped, as the
-unreliable network drops messages.
+unreliable network drops messages. Reads never block either
+(:class:`FrameReader`): the part of a frame that has come waits for the
+rest, so a writer stopped halfway through a frame stops nobody but itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from ..reports import DirectTraffic
 LAUNCHER = 0
 """Address of the launcher: status reports go there, outside the fault layer."""
 
+
+READ_BYTES = 256 << 10
+"""What one read of a pipe asks for; a reader takes at most 16 such reads a
+turn, so one busy peer cannot keep it from the others."""
 
 MAX_BACKLOG_BYTES = 4 << 20
 """What a pipe may hold back for a peer that does not read before new
@@ -105,6 +111,74 @@ class FrameWriter:
             return self._sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return 0
+
+
+class FrameReader:
+    """The receiving side of one pipe: the frames :class:`FrameWriter` (or
+    ``Connection.send_bytes``) wrote, read without blocking.
+
+    ``Connection.recv_bytes`` waits for the whole of a frame it has begun,
+    so a writer stopped in the middle of one (SIGSTOP, a pipe that was full)
+    stopped its reader too: a follower so stuck behind a stopped leader
+    could not even campaign. This reads what has come, a few hundred KB at
+    a time, and keeps the tail of an unfinished frame for the next call.
+    ``conn`` stays its owner's: this reads through a duplicate of it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._sock = socket.socket(fileno=os.dup(conn.fileno()))
+        self._buffer = bytearray()
+        self._eof = False
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def frames(self) -> list[bytes]:
+        """Every whole frame that has come (perhaps none). Raises EOFError
+        once the writer is gone and nothing whole is left, or when the
+        stream holds no frame a writer could have written."""
+        if self._eof:
+            raise EOFError("pipe closed")
+        for _ in range(16):
+            try:
+                chunk = self._sock.recv(READ_BYTES, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                self._eof = True
+                break
+            self._buffer += chunk
+            if len(chunk) < READ_BYTES:
+                break
+        frames = self._split()
+        if self._eof and not frames:
+            raise EOFError("pipe closed")
+        return frames
+
+    def close(self) -> None:
+        """Close the duplicate this reads through (not ``conn``)."""
+        self._sock.close()
+
+    def _split(self) -> list[bytes]:
+        buffer, start, frames = self._buffer, 0, []
+        with memoryview(buffer) as view:
+            while len(buffer) - start >= 4:
+                (size,) = struct.unpack_from("!i", buffer, start)
+                header = 4
+                if size == -1:  # a frame of 2 GiB or more: its size follows
+                    if len(buffer) - start < 12:
+                        break
+                    (size,) = struct.unpack_from("!Q", buffer, start + 4)
+                    header = 12
+                elif size < 0:
+                    raise EOFError(f"not a frame: size {size}")
+                end = start + header + size
+                if end > len(buffer):
+                    break
+                frames.append(view[start + header:end].tobytes())
+                start = end
+        del buffer[:start]
+        return frames
 
 
 def watch_writable(selector: selectors.BaseSelector, pipes: dict[int, Connection],
@@ -257,10 +331,12 @@ class Inbox:
         self._outbox = outbox
         self._selector = selectors.DefaultSelector()
         self._selector.register(conn, selectors.EVENT_READ, None)
-        # The outbox's direct pipes are the ones registered: only this inbox
-        # drops them (on the EOF it reads).
+        # By peer (None: the router). The outbox's direct pipes are the ones
+        # registered: only this inbox drops them (on the EOF it reads).
+        self._readers: dict[int | None, FrameReader] = {None: FrameReader(conn)}
         for peer, direct in outbox.direct.items():
             self._selector.register(direct, selectors.EVENT_READ, peer)
+            self._readers[peer] = FrameReader(direct)
         self._watched: set[int] = set()  # peers whose pipes are watched for writability too
 
     def wait(self, timeout_s: float, on_error: Callable[[str], None] | None = None) -> list[Any]:
@@ -271,38 +347,47 @@ class Inbox:
         self._watch_backlogs()
         messages: list[Any] = []
         for key, events in self._selector.select(timeout_s):
-            conn = key.fileobj
-            assert isinstance(conn, Connection)
-            if key.data is None:
-                messages += receive(conn, on_error)
+            peer = key.data
+            if peer is None:
+                messages += receive(self._readers[None], on_error)
                 continue
             if events & selectors.EVENT_WRITE:
-                self._outbox.write_backlog(key.data)
+                self._outbox.write_backlog(peer)
             if not events & selectors.EVENT_READ:
                 continue
             try:
-                messages += receive(conn, on_error)
+                messages += receive(self._readers[peer], on_error)
             except (EOFError, OSError):
-                self._selector.unregister(conn)
-                self._watched.discard(key.data)
-                self._outbox.drop_direct(key.data)
+                self._selector.unregister(key.fileobj)
+                self._readers.pop(peer).close()
+                self._watched.discard(peer)
+                self._outbox.drop_direct(peer)
         return messages
+
+    def close(self) -> None:
+        """Close the duplicates the readers read through (the pipes stay
+        their owners'). A process that exits need not call it."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+        self._selector.close()
 
     def _watch_backlogs(self) -> None:
         self._watched = watch_writable(self._selector, self._outbox.direct,
                                        set(self._outbox.backlogged()), self._watched)
 
 
-def receive(conn: Connection, on_error: Callable[[str], None] | None = None) -> list[Any]:
-    """Decode every message waiting on ``conn`` without blocking.
+def receive(reader: FrameReader, on_error: Callable[[str], None] | None = None) -> list[Any]:
+    """Decode every message that has come through ``reader``'s pipe,
+    without blocking. Raises EOFError when the pipe's writer is gone.
 
     A frame or message that does not decode is skipped (and reported to
     ``on_error``): no input may stop a process.
     """
     messages = []
-    while conn.poll(0):
+    for frame in reader.frames():
         try:
-            envelopes = unpack_envelopes(conn.recv_bytes())
+            envelopes = unpack_envelopes(frame)
         except DecodeError as exc:
             if on_error is not None:
                 on_error(f"dropped an unreadable frame: {exc}")
