@@ -35,8 +35,10 @@ LAUNCHER = 0
 
 
 READ_BYTES = 256 << 10
-"""What one read of a pipe asks for; a reader takes at most 16 such reads a
-turn, so one busy peer cannot keep it from the others."""
+"""What one read of a pipe asks for."""
+READS_PER_TURN = 16
+"""Reads of one pipe a turn at most, so one busy peer cannot keep a reader
+from the others (what is left is read at the next turn)."""
 
 MAX_BACKLOG_BYTES = 4 << 20
 """What a pipe may hold back for a peer that does not read before new
@@ -139,7 +141,7 @@ class FrameReader:
         stream holds no frame a writer could have written."""
         if self._eof:
             raise EOFError("pipe closed")
-        for _ in range(16):
+        for _ in range(READS_PER_TURN):
             try:
                 chunk = self._sock.recv(READ_BYTES, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
