@@ -81,7 +81,6 @@ class Uploader:
         return True
 
 
-
 async def _uploaders(lab: LabProcess, count: int) -> list[Uploader]:
     servers = lab.servers()
     uploaders = [Uploader(f"bench-{os.getpid()}-{i}", servers[i % len(servers)])

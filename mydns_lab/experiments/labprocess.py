@@ -51,7 +51,7 @@ def free_port_range(count: int, start: int = 21000,
     raise RuntimeError(f"no {count} free ports in a row between {start} and {start + span}")
 
 
-def _free(port: int, host: str = "127.0.0.1") -> bool:
+def _free(port: int, host: str) -> bool:
     for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
         with socket.socket(socket.AF_INET, kind) as s:
             try:
